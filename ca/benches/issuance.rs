@@ -1,0 +1,2 @@
+//! Issuance benchmark (work in progress).
+fn main() {}

@@ -1,0 +1,4 @@
+//! # sigil-ca
+//!
+//! Sigil's certificate authority (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The `sigil` command (work in progress).
+fn main() {}

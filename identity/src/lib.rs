@@ -1,0 +1,28 @@
+//! # sigil-identity
+//!
+//! The SPIFFE identity core every Sigil component shares:
+//!
+//! - [`spiffe_id`]: [`SpiffeId`] and [`TrustDomain`], parsed exactly per the
+//!   SPIFFE-ID standard;
+//! - [`bundle`]: [`TrustBundle`] (several X.509 roots per trust domain plus JWT
+//!   keys) in PEM and SPIFFE bundle JSON, and [`BundleSet`] for several trust
+//!   domains;
+//! - [`verify`]: X509-SVID verification, also as rustls server and client
+//!   certificate verifiers, so the node agent and the proxy share one
+//!   implementation.
+//!
+//! ```text
+//!   sigil-ca ──┐
+//!   node-agent ├──▶ sigil-identity ──▶ rustls-webpki, x509-parser
+//!   proxy ─────┘
+//! ```
+//!
+//! It does no I/O beyond what a verifier needs and holds no private keys.
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod spiffe_id;
+pub mod verify;
+
+pub use bundle::{BundleSet, TrustBundle};
+pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -1,0 +1,1 @@
+//! X509-SVID verification (filled by the verification work).
