@@ -6,13 +6,11 @@ fn err(input: &str) -> SpiffeIdError {
 
 #[test]
 fn parses_valid_ids() {
-    for (input, td, path) in [("spiffe://example.org", "example.org", "")] {
-        let id = SpiffeId::parse(input).unwrap();
-        assert_eq!(id.trust_domain().as_str(), td);
-        assert_eq!(id.path(), path);
-        assert!(id.is_trust_domain_id());
-        assert_eq!(id.to_string(), input);
-    }
+    let id = SpiffeId::parse("spiffe://example.org").unwrap();
+    assert_eq!(id.trust_domain().as_str(), "example.org");
+    assert_eq!(id.path(), "");
+    assert!(id.is_trust_domain_id());
+    assert_eq!(id.to_string(), "spiffe://example.org");
     let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web-1_x.y").unwrap();
     assert_eq!(id.trust_domain().as_str(), "cluster.local");
     assert_eq!(id.path(), "/ns/default/sa/web-1_x.y");
