@@ -1,0 +1,309 @@
+//! Where CA material comes from: a directory in Istio's or cert-manager's
+//! layout, or a self-signed root created on first start.
+//!
+//! | layout        | signing cert  | key          | chain (optional) | roots           |
+//! |---------------|---------------|--------------|------------------|-----------------|
+//! | Istio         | `ca-cert.pem` | `ca-key.pem` | `cert-chain.pem` | `root-cert.pem` |
+//! | cert-manager  | `tls.crt` (first) | `tls.key` | rest of `tls.crt` | `ca.crt`      |
+//!
+//! A self-signed CA is written in Istio's layout, so the directory it creates
+//! is also valid plug-in material and the same loader reads it on restart.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
+    SanType,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use sigil_identity::TrustDomain;
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use super::{Authority, AuthorityError, CaKey, Material, SourcedCert, file};
+use crate::fs::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic};
+
+/// Istio's signing certificate file.
+pub const ISTIO_CA_CERT: &str = "ca-cert.pem";
+/// Istio's signing key file.
+pub const ISTIO_CA_KEY: &str = "ca-key.pem";
+/// Istio's chain file (signing certificate up to the root).
+pub const ISTIO_CERT_CHAIN: &str = "cert-chain.pem";
+/// Istio's root file.
+pub const ISTIO_ROOT_CERT: &str = "root-cert.pem";
+/// cert-manager's certificate file (signing certificate first).
+pub const CM_TLS_CRT: &str = "tls.crt";
+/// cert-manager's key file.
+pub const CM_TLS_KEY: &str = "tls.key";
+/// cert-manager's CA file.
+pub const CM_CA_CRT: &str = "ca.crt";
+
+/// The largest CA file read (certificates and keys are far smaller).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Validity of a generated self-signed root: ten years.
+pub const SELF_SIGNED_VALIDITY: Duration = Duration::days(3650);
+
+/// A directory layout of plug-in CA files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// cert-manager's `tls.crt`, `tls.key`, `ca.crt`.
+    CertManager,
+    /// Istio's `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem`, `root-cert.pem`.
+    Istio,
+}
+
+impl Layout {
+    /// Detects the layout of `dir`; Istio's wins when both are present, as
+    /// in Istio's own `cacerts` handling.
+    pub fn detect(dir: &Path) -> Result<Self, AuthorityError> {
+        if file(dir, ISTIO_CA_CERT).exists() {
+            Ok(Self::Istio)
+        } else if file(dir, CM_TLS_CRT).exists() {
+            Ok(Self::CertManager)
+        } else {
+            Err(AuthorityError::UnknownLayout {
+                dir: dir.to_path_buf(),
+            })
+        }
+    }
+}
+
+/// Loads plug-in CA material from `dir` (layout detected) and validates it
+/// at `now`.
+pub fn load_dir(
+    dir: &Path,
+    trust_domain: &TrustDomain,
+    now: OffsetDateTime,
+) -> Result<Authority, AuthorityError> {
+    let material = read_material(dir, Layout::detect(dir)?)?;
+    let authority = Authority::from_material(trust_domain.clone(), material, now)?;
+    crate::issue::self_test(&authority, now)?;
+    Ok(authority)
+}
+
+/// Loads the CA in `dir` if there is one, otherwise creates a self-signed
+/// root there (ECDSA P-256, ten years). Returns the authority and whether
+/// it was created.
+pub fn load_or_create_self_signed(
+    dir: &Path,
+    trust_domain: &TrustDomain,
+    now: OffsetDateTime,
+) -> Result<(Authority, bool), AuthorityError> {
+    match Layout::detect(dir) {
+        Ok(_) => load_dir(dir, trust_domain, now).map(|a| (a, false)),
+        Err(AuthorityError::UnknownLayout { .. }) => {
+            create_self_signed(dir, trust_domain, now).map(|a| (a, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a self-signed root CA in `dir`, which must be absent or empty.
+///
+/// The files are written into a fresh sibling directory which is then
+/// renamed onto `dir` in one step, so a crash leaves either no CA or a
+/// complete one, and two processes racing to create it cannot mix their
+/// files: the loser's rename fails and it loads the winner's CA.
+pub fn create_self_signed(
+    dir: &Path,
+    trust_domain: &TrustDomain,
+    now: OffsetDateTime,
+) -> Result<Authority, AuthorityError> {
+    if dir_has_entries(dir)? {
+        return Err(AuthorityError::DirNotEmpty {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let key = CaKey::generate_p256().map_err(|e| AuthorityError::Generate(e.to_string()))?;
+    let params = root_params(trust_domain, now)?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| AuthorityError::Generate(e.to_string()))?;
+    let cert_pem = cert.pem();
+    let key_pem = key.expose_secret_pem();
+
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    create_private_dir(parent).map_err(|e| AuthorityError::io(parent, e))?;
+    let staging = staging_dir(dir);
+    create_private_dir(&staging).map_err(|e| AuthorityError::io(&staging, e))?;
+    let written = (|| {
+        write_atomic(&file(&staging, ISTIO_CA_KEY), key_pem.as_bytes(), SECRET_FILE_MODE)?;
+        for name in [ISTIO_CA_CERT, ISTIO_ROOT_CERT, ISTIO_CERT_CHAIN] {
+            write_atomic(&file(&staging, name), cert_pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        }
+        // rename(2) replaces an empty directory atomically, and fails if
+        // another process filled it first.
+        fs::rename(&staging, dir)?;
+        fs::File::open(parent)?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&staging);
+        if dir_has_entries(dir).unwrap_or(false) {
+            // Lost a race with another creator: use its CA.
+            return load_dir(dir, trust_domain, now);
+        }
+        return Err(AuthorityError::io(dir, e));
+    }
+    let der = cert.der().clone();
+    let sourced = |name: &str| SourcedCert {
+        der: der.clone(),
+        path: file(dir, name),
+        index: 0,
+    };
+    let material = Material {
+        signing_cert: sourced(ISTIO_CA_CERT),
+        key,
+        key_path: file(dir, ISTIO_CA_KEY),
+        chain: Vec::new(),
+        roots: vec![sourced(ISTIO_ROOT_CERT)],
+        roots_path: file(dir, ISTIO_ROOT_CERT),
+    };
+    let authority = Authority::from_material(trust_domain.clone(), material, now)?;
+    crate::issue::self_test(&authority, now)?;
+    Ok(authority)
+}
+
+/// The template of a self-signed root: `O=<trust domain>, CN=Sigil root CA`,
+/// URI SAN `spiffe://<trust domain>`, CA:true, keyCertSign + cRLSign.
+fn root_params(
+    trust_domain: &TrustDomain,
+    now: OffsetDateTime,
+) -> Result<CertificateParams, AuthorityError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, trust_domain.as_str());
+    dn.push(DnType::CommonName, "Sigil root CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let uri = trust_domain
+        .id_string()
+        .try_into()
+        .map_err(|e: rcgen::Error| AuthorityError::Generate(e.to_string()))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.serial_number = Some(crate::issue::random_serial());
+    // Backdate a little for clock skew between replicas and agents.
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + SELF_SIGNED_VALIDITY;
+    Ok(params)
+}
+
+fn staging_dir(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ca".to_owned());
+    let nonce: u64 = rand::random();
+    dir.with_file_name(format!(".{name}.init-{nonce:016x}"))
+}
+
+fn dir_has_entries(dir: &Path) -> Result<bool, AuthorityError> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(AuthorityError::io(dir, e)),
+    }
+}
+
+// === reading ===
+
+fn read_material(dir: &Path, layout: Layout) -> Result<Material, AuthorityError> {
+    let (cert_path, key_path, chain_path, roots_path) = match layout {
+        Layout::Istio => (
+            file(dir, ISTIO_CA_CERT),
+            file(dir, ISTIO_CA_KEY),
+            Some(file(dir, ISTIO_CERT_CHAIN)),
+            file(dir, ISTIO_ROOT_CERT),
+        ),
+        Layout::CertManager => (
+            file(dir, CM_TLS_CRT),
+            file(dir, CM_TLS_KEY),
+            None,
+            file(dir, CM_CA_CRT),
+        ),
+    };
+    let mut certs = read_certs(&cert_path)?.into_iter();
+    let signing_cert = certs.next().ok_or_else(|| AuthorityError::NoCertificate {
+        path: cert_path.clone(),
+    })?;
+    // cert-manager puts the issuing chain after the signing certificate.
+    let mut chain: Vec<SourcedCert> = certs.collect();
+    if let Some(chain_path) = chain_path {
+        // Optional, and may be empty when the root signs directly.
+        if chain_path.exists() && !read_file(&chain_path)?.trim_ascii().is_empty() {
+            chain.extend(read_certs(&chain_path)?);
+        }
+    }
+    let roots = read_certs(&roots_path)?;
+    if roots.is_empty() {
+        return Err(AuthorityError::NoCertificate { path: roots_path });
+    }
+    let key_pem = read_file(&key_path)?;
+    let key = CaKey::from_pem(&key_pem).map_err(|source| AuthorityError::BadKey {
+        path: key_path.clone(),
+        source,
+    })?;
+    Ok(Material {
+        signing_cert,
+        key,
+        key_path,
+        chain,
+        roots,
+        roots_path,
+    })
+}
+
+fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, AuthorityError> {
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => AuthorityError::MissingFile {
+            path: path.to_path_buf(),
+        },
+        _ => AuthorityError::io(path, e),
+    })?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(AuthorityError::io(
+            path,
+            std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len()),
+            ),
+        ));
+    }
+    fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| AuthorityError::io(path, e))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<SourcedCert>, AuthorityError> {
+    let pem = read_file(path)?;
+    let mut out = Vec::new();
+    for (index, item) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = item.map_err(|e| AuthorityError::BadCertificate {
+            path: path.to_path_buf(),
+            index,
+            reason: e.to_string(),
+        })?;
+        out.push(SourcedCert {
+            der,
+            path: path.to_path_buf(),
+            index,
+        });
+    }
+    if out.is_empty() {
+        return Err(AuthorityError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
