@@ -154,7 +154,9 @@ pub enum AuthorityError {
         subject: String,
     },
     /// An RSA key in the chain is shorter than 2048 bits.
-    #[error("{path}: certificate {subject:?} has a {bits}-bit RSA key; at least 2048 bits are required")]
+    #[error(
+        "{path}: certificate {subject:?} has a {bits}-bit RSA key; at least 2048 bits are required"
+    )]
     WeakRsaKey {
         /// The file.
         path: PathBuf,
@@ -165,7 +167,9 @@ pub enum AuthorityError {
     },
     /// The signing certificate names a SPIFFE trust domain other than the
     /// configured one.
-    #[error("{path}: signing certificate is for trust domain {found:?}, but the CA is configured for {expected:?}")]
+    #[error(
+        "{path}: signing certificate is for trust domain {found:?}, but the CA is configured for {expected:?}"
+    )]
     TrustDomainMismatch {
         /// The file.
         path: PathBuf,

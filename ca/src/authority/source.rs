@@ -14,8 +14,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -134,7 +133,11 @@ pub fn create_self_signed(
     let staging = staging_dir(dir);
     create_private_dir(&staging).map_err(|e| AuthorityError::io(&staging, e))?;
     let written = (|| {
-        write_atomic(&file(&staging, ISTIO_CA_KEY), key_pem.as_bytes(), SECRET_FILE_MODE)?;
+        write_atomic(
+            &file(&staging, ISTIO_CA_KEY),
+            key_pem.as_bytes(),
+            SECRET_FILE_MODE,
+        )?;
         for name in [ISTIO_CA_CERT, ISTIO_ROOT_CERT, ISTIO_CERT_CHAIN] {
             write_atomic(&file(&staging, name), cert_pem.as_bytes(), PUBLIC_FILE_MODE)?;
         }
@@ -276,7 +279,10 @@ fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, AuthorityError> {
             path,
             std::io::Error::new(
                 ErrorKind::InvalidData,
-                format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len()),
+                format!(
+                    "file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                    meta.len()
+                ),
             ),
         ));
     }

@@ -167,13 +167,13 @@ fn check_extensions(
     csr: &X509CertificationRequest<'_>,
     authorized: &SpiffeId,
 ) -> Result<(), IssueError> {
-    let mut requests = csr
-        .certification_request_info
-        .iter_attributes()
-        .filter_map(|attr| match attr.parsed_attribute() {
-            ParsedCriAttribute::ExtensionRequest(req) => Some(req),
-            _ => None,
-        });
+    let mut requests =
+        csr.certification_request_info
+            .iter_attributes()
+            .filter_map(|attr| match attr.parsed_attribute() {
+                ParsedCriAttribute::ExtensionRequest(req) => Some(req),
+                _ => None,
+            });
     let Some(request) = requests.next() else {
         // No extensions: the identity comes from the authorization decision
         // alone (SPIRE-style CSRs carry only the key).

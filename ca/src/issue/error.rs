@@ -83,7 +83,9 @@ pub enum IssueError {
         count: usize,
     },
     /// The CSR's URI SAN is not the identity the caller is authorized for.
-    #[error("CSR requests identity {requested:?}, but the caller is authorized only for {authorized}")]
+    #[error(
+        "CSR requests identity {requested:?}, but the caller is authorized only for {authorized}"
+    )]
     SanMismatch {
         /// The URI the CSR asked for.
         requested: String,
@@ -91,7 +93,9 @@ pub enum IssueError {
         authorized: SpiffeId,
     },
     /// The CSR asks for a CA certificate (BasicConstraints CA:true).
-    #[error("CSR requests a CA certificate (BasicConstraints CA:true); workload certificates are never CAs")]
+    #[error(
+        "CSR requests a CA certificate (BasicConstraints CA:true); workload certificates are never CAs"
+    )]
     RequestsCa,
     /// The CSR asks for keyCertSign or cRLSign.
     #[error("CSR requests certificate or CRL signing key usage; workload certificates cannot sign")]

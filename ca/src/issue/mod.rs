@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigil_identity::SpiffeId;
@@ -204,6 +204,8 @@ fn sign(
     now: OffsetDateTime,
 ) -> Result<IssuedChain, IssueError> {
     let IssueRequest { csr, identity, ttl } = request;
+    // X.509 times have whole seconds; keep what we report equal to what we sign.
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     if csr.len() > policy.max_csr_bytes {
         return Err(IssueError::CsrTooLarge {
             size: csr.len(),
@@ -310,7 +312,8 @@ fn decode_csr(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, IssueError> {
 /// at load rather than at the first handshake.
 pub(crate) fn self_test(authority: &Authority, now: OffsetDateTime) -> Result<(), AuthorityError> {
     let fail = |e: &dyn std::fmt::Display| AuthorityError::SelfTest(e.to_string());
-    let id = SpiffeId::from_parts(authority.trust_domain(), "/sigil/self-test").map_err(|e| fail(&e))?;
+    let id =
+        SpiffeId::from_parts(authority.trust_domain(), "/sigil/self-test").map_err(|e| fail(&e))?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| fail(&e))?;
     let csr = CertificateParams::default()
         .serialize_request(&key)

@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn refuses_zero_and_negative() {
         assert_eq!(Ttl::from_secs(0), Err(TtlError::NotPositive { seconds: 0 }));
-        assert_eq!(Ttl::from_secs(-5), Err(TtlError::NotPositive { seconds: -5 }));
+        assert_eq!(
+            Ttl::from_secs(-5),
+            Err(TtlError::NotPositive { seconds: -5 })
+        );
         assert_eq!(
             "0s".parse::<Ttl>(),
             Err(TtlError::NotPositive { seconds: 0 })
@@ -115,6 +118,9 @@ mod tests {
             "soon".parse::<Ttl>(),
             Err(TtlError::Unparsable { .. })
         ));
-        assert!(matches!("-1h".parse::<Ttl>(), Err(TtlError::Unparsable { .. })));
+        assert!(matches!(
+            "-1h".parse::<Ttl>(),
+            Err(TtlError::Unparsable { .. })
+        ));
     }
 }
