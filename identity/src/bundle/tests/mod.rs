@@ -1,0 +1,4 @@
+//! Tests of the PEM and SPIFFE bundle JSON formats.
+
+mod json;
+mod pem;
