@@ -24,5 +24,5 @@ pub mod bundle;
 pub mod spiffe_id;
 pub mod verify;
 
-pub use bundle::{BundleSet, TrustBundle};
+pub use bundle::{BundleError, BundleSet, JwtAuthority, TrustBundle};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -4,6 +4,17 @@
 //! needs an overlap: during a rotation the old and the new root are both
 //! trusted. A [`BundleSet`] maps trust domains to their bundles; verifiers use
 //! it to pick the bundle of the peer's own trust domain.
+//!
+//! Bundles travel in two formats:
+//!
+//! - PEM ([`TrustBundle::from_pem`], [`TrustBundle::to_pem`]): concatenated
+//!   `CERTIFICATE` blocks, X.509 authorities only (Istio `root-cert.pem`);
+//! - SPIFFE bundle JSON ([`TrustBundle::from_spiffe_json`],
+//!   [`TrustBundle::to_spiffe_json`]): a JWK Set carrying both X.509 and JWT
+//!   authorities plus `spiffe_sequence` and `spiffe_refresh_hint`.
+//!
+//! Decoding bounds input size and entry counts and fails with a
+//! [`BundleError`] naming the offending block or key.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +22,30 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 
 use crate::spiffe_id::TrustDomain;
+
+mod error;
+mod json;
+mod jwk;
+mod pem;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::BundleError;
+pub use json::{MAX_JSON_BUNDLE_KEYS, MAX_JSON_BUNDLE_LEN, USE_JWT_SVID, USE_X509_SVID};
+pub use pem::{MAX_PEM_BUNDLE_LEN, MAX_PEM_CERTIFICATES};
+
+/// Parses `der` as exactly one X.509 certificate (no trailing bytes).
+fn parse_certificate(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} trailing bytes after the certificate",
+            rest.len()
+        ));
+    }
+    Ok(cert)
+}
 
 /// A JWT signing authority of a trust domain: a public JWK with its key ID.
 #[derive(Clone, Debug, PartialEq, Eq)]
