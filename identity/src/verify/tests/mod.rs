@@ -1,0 +1,1 @@
+//! Tests for X509-SVID verification.
