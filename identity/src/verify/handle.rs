@@ -43,3 +43,39 @@ impl From<BundleSet> for BundleHandle {
         Self::new(bundles)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::TrustBundle;
+    use crate::spiffe_id::TrustDomain;
+
+    fn one(name: &str) -> BundleSet {
+        BundleSet::from(TrustBundle::new(TrustDomain::new(name).unwrap()))
+    }
+
+    #[test]
+    fn store_replaces_the_set_and_old_snapshots_stay_intact() {
+        let handle = BundleHandle::new(one("a.example"));
+        let clone = handle.clone();
+        let before = handle.load();
+        clone.store(one("b.example"));
+        assert_eq!(*before, one("a.example"));
+        assert_eq!(*handle.load(), one("b.example"));
+    }
+
+    #[test]
+    fn a_poisoned_lock_still_loads_and_stores() {
+        let handle = BundleHandle::new(one("a.example"));
+        let inner = Arc::clone(&handle.0);
+        let _ = std::thread::spawn(move || {
+            let _guard = inner.write().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(handle.0.is_poisoned());
+        assert_eq!(*handle.load(), one("a.example"));
+        handle.store(one("b.example"));
+        assert_eq!(*handle.load(), one("b.example"));
+    }
+}

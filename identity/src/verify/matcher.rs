@@ -42,3 +42,33 @@ impl IdMatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(uri: &str) -> SpiffeId {
+        SpiffeId::parse(uri).unwrap()
+    }
+
+    #[test]
+    fn each_matcher_accepts_what_it_names_and_nothing_else() {
+        let web = id("spiffe://a.example/ns/default/sa/web");
+        let db = id("spiffe://a.example/ns/default/sa/db");
+        let other_td = id("spiffe://b.example/ns/default/sa/web");
+
+        assert!(IdMatcher::Any.matches(&other_td));
+        assert!(IdMatcher::Exact(web.clone()).matches(&web));
+        assert!(!IdMatcher::Exact(web.clone()).matches(&db));
+        assert!(IdMatcher::OneOf(vec![db.clone(), web.clone()]).matches(&web));
+        assert!(!IdMatcher::OneOf(vec![]).matches(&web));
+        let td_a = IdMatcher::TrustDomain(TrustDomain::new("a.example").unwrap());
+        assert!(td_a.matches(&db));
+        assert!(!td_a.matches(&other_td));
+
+        assert_eq!(
+            IdMatcher::Exact(web).check(&db),
+            Err(VerifyError::IdNotAllowed { id: db })
+        );
+    }
+}
