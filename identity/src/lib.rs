@@ -26,3 +26,7 @@ pub mod verify;
 
 pub use bundle::{BundleError, BundleSet, JwtAuthority, TrustBundle};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use verify::{
+    BundleHandle, IdMatcher, SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifiedSvid,
+    VerifyError, check_leaf, check_signing_certificate, verify_x509_svid,
+};
