@@ -1,2 +1,56 @@
-//! The `sigil` command (work in progress).
-fn main() {}
+//! `sigil`: one binary for operators.
+//!
+//! - `sigil ca init` creates (or reuses) a self-signed CA in a directory;
+//! - `sigil ca sign` issues an X509-SVID offline from a CSR;
+//! - `sigil cert inspect` explains a certificate chain and checks that it is
+//!   a valid X509-SVID.
+//!
+//! `main` only parses arguments and maps results to exit codes: 0 success,
+//! 1 the operation failed (the reason is printed), 2 bad usage.
+
+mod ca;
+mod cert;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sigil: short-lived SPIFFE identities for every workload.
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operate the certificate authority.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Work with certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Ca(cmd) => ca::run(cmd),
+        Command::Cert(cmd) => cert::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sigil: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

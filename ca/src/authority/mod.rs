@@ -235,7 +235,7 @@ impl Authority {
 
 fn parse(cert: &SourcedCert) -> Result<X509Certificate<'_>, AuthorityError> {
     match X509Certificate::from_der(cert.der.as_ref()) {
-        Ok((rest, parsed)) if rest.is_empty() => Ok(parsed),
+        Ok(([], parsed)) => Ok(parsed),
         Ok(_) => Err(bad_cert(cert, "trailing bytes after the certificate")),
         Err(e) => Err(bad_cert(cert, &e.to_string())),
     }
@@ -330,16 +330,15 @@ fn check_trust_domain(
         return Ok(());
     };
     for name in &san.value.general_names {
-        if let GeneralName::URI(uri) = name {
-            if let Ok(id) = sigil_identity::SpiffeId::parse(uri) {
-                if id.trust_domain() != expected {
-                    return Err(AuthorityError::TrustDomainMismatch {
-                        path: cert.path.clone(),
-                        found: id.trust_domain().to_string(),
-                        expected: expected.to_string(),
-                    });
-                }
-            }
+        if let GeneralName::URI(uri) = name
+            && let Ok(id) = sigil_identity::SpiffeId::parse(uri)
+            && id.trust_domain() != expected
+        {
+            return Err(AuthorityError::TrustDomainMismatch {
+                path: cert.path.clone(),
+                found: id.trust_domain().to_string(),
+                expected: expected.to_string(),
+            });
         }
     }
     Ok(())

@@ -52,7 +52,7 @@ fn walks_the_chain_in_issuer_order_whatever_the_file_order() {
             root.cert.der.clone()
         ]
     );
-    assert_eq!(authority.roots(), &[root.cert.der.clone()]);
+    assert_eq!(authority.roots(), std::slice::from_ref(&root.cert.der));
     assert_eq!(authority.signing_cert(), Some(&issuing.cert.der));
 }
 
@@ -60,7 +60,10 @@ fn walks_the_chain_in_issuer_order_whatever_the_file_order() {
 fn a_root_that_signs_directly_has_a_one_element_tail() {
     let root = TestCa::root("cluster.local");
     let authority = build(material(&root, &[], &[&root])).unwrap();
-    assert_eq!(authority.chain_after_leaf(), &[root.cert.der.clone()]);
+    assert_eq!(
+        authority.chain_after_leaf(),
+        std::slice::from_ref(&root.cert.der)
+    );
     assert_eq!(authority.key_algorithm(), "ECDSA P-256");
 }
 

@@ -85,7 +85,7 @@ impl PublicKeyData for CsrPublicKey {
 /// Parses and checks a DER CSR for `authorized`. Returns its public key.
 pub(crate) fn check(der: &[u8], authorized: &SpiffeId) -> Result<CsrPublicKey, IssueError> {
     let csr = match X509CertificationRequest::from_der(der) {
-        Ok((rest, csr)) if rest.is_empty() => csr,
+        Ok(([], csr)) => csr,
         Ok(_) => return Err(malformed("trailing bytes after the CSR")),
         Err(e) => return Err(malformed(&e.to_string())),
     };

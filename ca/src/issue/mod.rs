@@ -28,7 +28,8 @@ use rcgen::{
     SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_identity::SpiffeId;
+use sigil_identity::verify::{Usage, verify_x509_svid};
+use sigil_identity::{BundleSet, SpiffeId, TrustBundle};
 use time::OffsetDateTime;
 
 use crate::authority::{Authority, AuthorityError, rfc3339};
@@ -306,8 +307,9 @@ fn decode_csr(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, IssueError> {
     }
 }
 
-/// Issues a probe SVID with a throwaway key and verifies it with
-/// rustls-webpki against the authority's own roots, so material that
+/// Issues a probe SVID with a throwaway key and verifies it with the shared
+/// X509-SVID verifier (rustls-webpki underneath) against the authority's own
+/// roots, so material that
 /// validates field by field but cannot produce verifiable chains is refused
 /// at load rather than at the first handshake.
 pub(crate) fn self_test(authority: &Authority, now: OffsetDateTime) -> Result<(), AuthorityError> {
@@ -334,46 +336,17 @@ pub(crate) fn self_test(authority: &Authority, now: OffsetDateTime) -> Result<()
     let unix_now = UnixTime::since_unix_epoch(Duration::from_secs(
         u64::try_from(now.unix_timestamp()).unwrap_or(0),
     ));
-    verify_chain(chain.certs(), authority.roots(), unix_now).map_err(|e| fail(&e))
-}
-
-/// The signature algorithms the self-test accepts: what rustls with ring
-/// accepts in a handshake.
-static VERIFICATION_ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-    webpki::ring::ECDSA_P256_SHA256,
-    webpki::ring::ECDSA_P256_SHA384,
-    webpki::ring::ECDSA_P384_SHA256,
-    webpki::ring::ECDSA_P384_SHA384,
-    webpki::ring::ED25519,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
-    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
-];
-
-fn verify_chain(
-    certs: &[CertificateDer<'_>],
-    roots: &[CertificateDer<'_>],
-    now: UnixTime,
-) -> Result<(), webpki::Error> {
-    let anchors = roots
-        .iter()
-        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (leaf, intermediates) = certs.split_first().ok_or(webpki::Error::BadDer)?;
-    let ee = webpki::EndEntityCert::try_from(leaf)?;
-    ee.verify_for_usage(
-        VERIFICATION_ALGS,
-        &anchors,
-        intermediates,
-        now,
-        webpki::KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .map(|_| ())
+    // The same verifier the agent and the proxy use: X509-SVID rules plus a
+    // rustls-webpki path to this trust domain's roots, for both usages.
+    let mut bundle = TrustBundle::new(authority.trust_domain().clone());
+    for root in authority.roots() {
+        bundle.add_x509_authority(root.clone());
+    }
+    let bundles = BundleSet::from(bundle);
+    for usage in [Usage::ServerAuth, Usage::ClientAuth] {
+        verify_x509_svid(chain.certs(), &bundles, unix_now, usage).map_err(|e| fail(&e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,228 @@
+//! The `sigil` binary end to end: `ca init`, `ca sign`, `cert inspect`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a failure is a test failure"
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rcgen::{CertificateParams, DistinguishedName, SanType};
+
+const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
+
+fn sigil(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SIGIL_CA_DIR")
+        .env_remove("SIGIL_TRUST_DOMAIN")
+        .output()
+        .expect("run sigil")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_csr(dir: &Path, uri: &str) {
+    let key = sigil_test_util::p256();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+    let csr = params.serialize_request(&key).unwrap();
+    std::fs::write(dir.join("csr.pem"), csr.pem().unwrap()).unwrap();
+}
+
+#[test]
+fn init_sign_and_inspect_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sigil(&["ca", "init"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("created CA for trust domain cluster.local"));
+    assert!(
+        dir.path().join("sigil-data/ca/ca-key.pem").exists(),
+        "zero-config default dir"
+    );
+
+    // Idempotent: a second init reuses the CA.
+    let again = sigil(&["ca", "init"], dir.path());
+    assert!(text(&again.stdout).starts_with("found existing CA"));
+
+    write_csr(dir.path(), ID);
+    let out = sigil(
+        &[
+            "ca",
+            "sign",
+            "--csr",
+            "csr.pem",
+            "--id",
+            ID,
+            "--ttl",
+            "1h",
+            "--out",
+            "chain.pem",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = sigil(&["cert", "inspect", "chain.pem"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("SPIFFE ID:  {ID}")), "{stdout}");
+    assert!(stdout.contains("Key:        ECDSA P-256"), "{stdout}");
+    assert!(stdout.contains("valid X509-SVID"), "{stdout}");
+
+    // With an explicit bundle, too.
+    let out = sigil(
+        &[
+            "cert",
+            "inspect",
+            "chain.pem",
+            "--bundle",
+            "sigil-data/ca/root-cert.pem",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn inspect_fails_on_a_non_svid_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        sigil(&["ca", "init", "--dir", "ca"], dir.path())
+            .status
+            .success()
+    );
+    // A CA certificate is not an X509-SVID.
+    let out = sigil(&["cert", "inspect", "ca/root-cert.pem"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a valid X509-SVID"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A DNS-only TLS certificate.
+    let ca = sigil_test_util::TestCa::root("cluster.local");
+    let mut params = sigil_test_util::leaf_params(ID);
+    params.subject_alt_names = vec![SanType::DnsName("web.example".try_into().unwrap())];
+    let leaf = ca.sign(params, sigil_test_util::p256());
+    std::fs::write(
+        dir.path().join("tls.pem"),
+        format!("{}{}", leaf.pem, ca.cert.pem),
+    )
+    .unwrap();
+    let out = sigil(&["cert", "inspect", "tls.pem"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("URI SAN"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A chain that does not verify to the given bundle.
+    let other = sigil_test_util::TestCa::root("cluster.local");
+    let leaf = other.leaf(ID);
+    std::fs::write(
+        dir.path().join("foreign.pem"),
+        format!("{}{}", leaf.pem, other.cert.pem),
+    )
+    .unwrap();
+    let out = sigil(
+        &[
+            "cert",
+            "inspect",
+            "foreign.pem",
+            "--bundle",
+            "ca/root-cert.pem",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // Not a certificate at all.
+    std::fs::write(dir.path().join("junk.pem"), "hello").unwrap();
+    let out = sigil(&["cert", "inspect", "junk.pem"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn sign_refuses_a_csr_for_another_identity_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        sigil(&["ca", "init", "--dir", "ca"], dir.path())
+            .status
+            .success()
+    );
+    write_csr(dir.path(), "spiffe://cluster.local/ns/kube-system/sa/admin");
+    let out = sigil(
+        &[
+            "ca",
+            "sign",
+            "--dir",
+            "ca",
+            "--csr",
+            "csr.pem",
+            "--id",
+            ID,
+            "--out",
+            "chain.pem",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("authorized only for"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("chain.pem").exists());
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        sigil(&["ca", "init", "--dir", "ca"], dir.path())
+            .status
+            .success()
+    );
+    write_csr(dir.path(), ID);
+    for args in [
+        vec![
+            "ca", "sign", "--dir", "ca", "--csr", "csr.pem", "--id", ID, "--ttl", "0s",
+        ],
+        vec![
+            "ca",
+            "sign",
+            "--dir",
+            "ca",
+            "--csr",
+            "csr.pem",
+            "--id",
+            "spiffe://x/a/",
+        ],
+        vec!["ca", "init", "--trust-domain", "Not Valid"],
+    ] {
+        let out = sigil(&args, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A missing CA directory is an operational failure naming the directory.
+    let out = sigil(
+        &[
+            "ca", "sign", "--dir", "nope", "--csr", "csr.pem", "--id", ID,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+}
