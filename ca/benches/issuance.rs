@@ -14,7 +14,10 @@
     clippy::expect_used,
     reason = "benchmark setup: a failure aborts the run"
 )]
-#![allow(missing_docs, reason = "criterion's macros generate undocumented items")]
+#![allow(
+    missing_docs,
+    reason = "criterion's macros generate undocumented items"
+)]
 
 use std::hint::black_box;
 use std::process::Command;
@@ -44,7 +47,13 @@ fn csr(key: &KeyPair, subject_o: Option<&str>) -> Vec<u8> {
 
 fn rsa_2048_key() -> KeyPair {
     let out = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .expect("the RSA bench needs the `openssl` command (apt-get install openssl)");
     assert!(out.status.success(), "openssl genpkey failed");
@@ -54,7 +63,8 @@ fn rsa_2048_key() -> KeyPair {
 fn bench(c: &mut Criterion) {
     // The floor: what ring needs for one verify + one sign on P-256.
     let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
     let signer = EcdsaKeyPair::from_pkcs8(
         &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
         pkcs8.as_ref(),
@@ -73,7 +83,9 @@ fn bench(c: &mut Criterion) {
     floor.throughput(Throughput::Elements(1));
     floor.bench_function("ecdsa_p256_verify_plus_sign", |b| {
         b.iter(|| {
-            verifier.verify(black_box(&message), black_box(sig.as_ref())).unwrap();
+            verifier
+                .verify(black_box(&message), black_box(sig.as_ref()))
+                .unwrap();
             black_box(signer.sign(&rng, black_box(&message)).unwrap());
         })
     });

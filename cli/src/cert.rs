@@ -104,8 +104,8 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                     "not a valid X509-SVID chain: it does not end in a self-signed root; pass --bundle"
                 );
             };
-            let mut bundle = TrustBundle::new(id.trust_domain().clone());
-            bundle.add_x509_authority(root.clone());
+            let bundle =
+                TrustBundle::with_x509_authorities(id.trust_domain().clone(), [root.clone()]);
             (
                 BundleSet::from(bundle),
                 "the chain's own root (no --bundle given)",

@@ -338,11 +338,10 @@ pub(crate) fn self_test(authority: &Authority, now: OffsetDateTime) -> Result<()
     ));
     // The same verifier the agent and the proxy use: X509-SVID rules plus a
     // rustls-webpki path to this trust domain's roots, for both usages.
-    let mut bundle = TrustBundle::new(authority.trust_domain().clone());
-    for root in authority.roots() {
-        bundle.add_x509_authority(root.clone());
-    }
-    let bundles = BundleSet::from(bundle);
+    let bundles = BundleSet::from(TrustBundle::with_x509_authorities(
+        authority.trust_domain().clone(),
+        authority.roots().iter().cloned(),
+    ));
     for usage in [Usage::ServerAuth, Usage::ClientAuth] {
         verify_x509_svid(chain.certs(), &bundles, unix_now, usage).map_err(|e| fail(&e))?;
     }

@@ -96,6 +96,18 @@ impl TrustBundle {
         }
     }
 
+    /// A bundle for `trust_domain` holding `roots` (duplicates dropped).
+    pub fn with_x509_authorities(
+        trust_domain: TrustDomain,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        let mut bundle = Self::new(trust_domain);
+        for root in roots {
+            bundle.add_x509_authority(root);
+        }
+        bundle
+    }
+
     /// The trust domain this bundle belongs to.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
