@@ -313,3 +313,85 @@ fn read_certs(path: &Path) -> Result<Vec<SourcedCert>, AuthorityError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("cluster.local").unwrap()
+    }
+
+    #[test]
+    fn concurrent_creators_end_up_with_one_ca() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("ca");
+        let barrier = Arc::new(Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    load_or_create_self_signed(&dir, &td(), OffsetDateTime::now_utc())
+                        .map(|(a, _)| a.roots().to_vec())
+                })
+            })
+            .collect();
+        let roots: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert!(roots.windows(2).all(|w| w[0] == w[1]), "one root for all");
+        // Exactly the four Istio files, no staging leftovers beside them.
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [ISTIO_CA_CERT, ISTIO_CA_KEY, ISTIO_CERT_CHAIN, ISTIO_ROOT_CERT]
+        );
+        let siblings = fs::read_dir(parent.path()).unwrap().count();
+        assert_eq!(siblings, 1, "no staging directory left behind");
+    }
+
+    #[test]
+    fn created_ca_is_reloaded_with_private_modes() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("ca");
+        let (first, created) =
+            load_or_create_self_signed(&dir, &td(), OffsetDateTime::now_utc()).unwrap();
+        assert!(created);
+        let (second, created) =
+            load_or_create_self_signed(&dir, &td(), OffsetDateTime::now_utc()).unwrap();
+        assert!(!created);
+        assert_eq!(first.roots(), second.roots());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(ISTIO_CA_KEY)), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn refuses_to_create_over_unrelated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        assert!(matches!(
+            load_or_create_self_signed(dir.path(), &td(), OffsetDateTime::now_utc()),
+            Err(AuthorityError::DirNotEmpty { .. })
+        ));
+        assert_eq!(fs::read(dir.path().join("notes.txt")).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn an_empty_existing_directory_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, created) =
+            load_or_create_self_signed(dir.path(), &td(), OffsetDateTime::now_utc()).unwrap();
+        assert!(created);
+        assert!(dir.path().join(ISTIO_CA_KEY).exists());
+    }
+}
