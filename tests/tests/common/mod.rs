@@ -108,6 +108,28 @@ pub fn read_string(dir: &Path, name: &str) -> String {
     String::from_utf8(read(dir, name)).expect("UTF-8 file")
 }
 
+/// The permission bits of `path`.
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    meta.permissions().mode() & 0o777
+}
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+    let mut names: Vec<String> = entries
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// The DER certificates of a PEM file, in file order (parsed with
 /// x509-parser's PEM reader, not the library's).
 pub fn pem_file_ders(dir: &Path, name: &str) -> Vec<Vec<u8>> {
