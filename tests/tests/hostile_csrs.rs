@@ -328,3 +328,35 @@ fn csr_with_a_flipped_signature_byte_is_refused() {
         IssueError::CsrSignatureInvalid
     );
 }
+
+// === known library bug: fails until sigil-ca is fixed ===
+//
+// csr.rs `check_key` takes the EC parameters with `Any::as_oid()`, which
+// does not check the tag: an explicit-curve SEQUENCE is decoded as an OID
+// and reported as UnsupportedCurve with a hex dump, not ExplicitCurve. The
+// CSR is still refused (nothing is signed); the variant and message are
+// wrong.
+
+#[test]
+fn explicit_curve_parameters_are_refused() {
+    let case = Case::new();
+    openssl(
+        case.dir(),
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-param_enc",
+            "explicit",
+            "-genkey",
+            "-out",
+            "key.pem",
+        ],
+    );
+    let err = case.refuse_csr(&[]);
+    let text = openssl(case.dir(), &["req", "-in", "csr.pem", "-noout", "-text"]);
+    assert!(text.contains("Field Type: prime-field"), "sanity: {text}");
+    // Observed: UnsupportedCurve { curve: "02 01 01 30 2c 06 07 2a 86 ..." },
+    // the explicit-parameters SEQUENCE read as if it were a curve OID.
+    assert_eq!(err, IssueError::ExplicitCurve);
+}
