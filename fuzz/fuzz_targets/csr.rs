@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use sigil_ca::authority::{Authority, CaKey, Material, SourcedCert};
+use sigil_ca::authority::{Authority, Material, SourcedCert};
 use sigil_ca::{CertIssuer, IssuancePolicy, IssueRequest};
 use sigil_identity::{SpiffeId, TrustDomain};
 
@@ -25,7 +25,7 @@ fn issuer() -> &'static (CertIssuer, SpiffeId) {
         };
         let material = Material {
             signing_cert: sourced("ca-cert.pem"),
-            key: CaKey::from_pem(key.serialize_pem().as_bytes()).unwrap(),
+            key_pem: key.serialize_pem().into_bytes().into(),
             key_path: "ca-key.pem".into(),
             chain: Vec::new(),
             roots: vec![sourced("root-cert.pem")],

@@ -28,6 +28,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
+use zeroize::Zeroizing;
 
 pub use error::AuthorityError;
 pub use key::{CaKey, KeyError};
@@ -56,8 +57,10 @@ pub struct SourcedCert {
 pub struct Material {
     /// The certificate of the signing key.
     pub signing_cert: SourcedCert,
-    /// The signing key.
-    pub key: CaKey,
+    /// The signing key, PEM (PKCS#8, PKCS#1 or SEC1). It is parsed only
+    /// after the signing certificate passed its checks, so a weak key is
+    /// reported as such rather than as unparsable.
+    pub key_pem: Zeroizing<Vec<u8>>,
     /// Where the key came from (for errors).
     pub key_path: PathBuf,
     /// Certificates that may link the signing certificate to a root.
@@ -103,7 +106,7 @@ impl Authority {
     ) -> Result<Self, AuthorityError> {
         let Material {
             signing_cert,
-            key,
+            key_pem,
             key_path,
             chain,
             roots,
@@ -112,6 +115,11 @@ impl Authority {
 
         let signing = parse(&signing_cert)?;
         check_ca(&signing_cert, &signing, now)?;
+        let key = CaKey::from_pem(&key_pem).map_err(|source| AuthorityError::BadKey {
+            path: key_path.clone(),
+            source,
+        })?;
+        drop(key_pem);
         if signing.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(AuthorityError::KeyMismatch {
                 key_path,
@@ -129,6 +137,12 @@ impl Authority {
             .iter()
             .map(|c| parse(c).map(|p| (c, p)))
             .collect::<Result<_, _>>()?;
+        // Weak keys first: ring cannot even check a signature made with an
+        // RSA key under 2048 bits, which would otherwise surface as a
+        // misleading "no issuer found".
+        for (cert, parsed) in parsed_chain.iter().chain(parsed_roots.iter()) {
+            check_key_strength(cert, parsed)?;
+        }
 
         let mut chain_after_leaf = vec![signing_cert.der.clone()];
         let mut current: (&SourcedCert, &X509Certificate<'_>) = (&signing_cert, &signing);
@@ -290,16 +304,7 @@ fn check_ca(
             not_after: rfc3339(not_after),
         });
     }
-    if let Ok(PublicKey::RSA(rsa)) = x509.public_key().parsed() {
-        let bits = rsa.key_size();
-        if bits < MIN_RSA_BITS {
-            return Err(AuthorityError::WeakRsaKey {
-                path: path(),
-                subject: subject(),
-                bits,
-            });
-        }
-    }
+    check_key_strength(cert, x509)?;
     for ext in x509.extensions() {
         if let ParsedExtension::NameConstraints(nc) = ext.parsed_extension() {
             let subtrees = nc
@@ -316,6 +321,24 @@ fn check_ca(
                     subject: subject(),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses RSA keys under [`MIN_RSA_BITS`].
+fn check_key_strength(
+    cert: &SourcedCert,
+    x509: &X509Certificate<'_>,
+) -> Result<(), AuthorityError> {
+    if let Ok(PublicKey::RSA(rsa)) = x509.public_key().parsed() {
+        let bits = rsa.key_size();
+        if bits < MIN_RSA_BITS {
+            return Err(AuthorityError::WeakRsaKey {
+                path: cert.path.clone(),
+                subject: x509.subject().to_string(),
+                bits,
+            });
         }
     }
     Ok(())

@@ -162,7 +162,7 @@ pub fn create_self_signed(
     };
     let material = Material {
         signing_cert: sourced(ISTIO_CA_CERT),
-        key,
+        key_pem: Zeroizing::new(key_pem.as_bytes().to_vec()),
         key_path: file(dir, ISTIO_CA_KEY),
         chain: Vec::new(),
         roots: vec![sourced(ISTIO_ROOT_CERT)],
@@ -253,13 +253,9 @@ fn read_material(dir: &Path, layout: Layout) -> Result<Material, AuthorityError>
         return Err(AuthorityError::NoCertificate { path: roots_path });
     }
     let key_pem = read_file(&key_path)?;
-    let key = CaKey::from_pem(&key_pem).map_err(|source| AuthorityError::BadKey {
-        path: key_path.clone(),
-        source,
-    })?;
     Ok(Material {
         signing_cert,
-        key,
+        key_pem,
         key_path,
         chain,
         roots,
@@ -353,7 +349,12 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            [ISTIO_CA_CERT, ISTIO_CA_KEY, ISTIO_CERT_CHAIN, ISTIO_ROOT_CERT]
+            [
+                ISTIO_CA_CERT,
+                ISTIO_CA_KEY,
+                ISTIO_CERT_CHAIN,
+                ISTIO_ROOT_CERT
+            ]
         );
         let siblings = fs::read_dir(parent.path()).unwrap().count();
         assert_eq!(siblings, 1, "no staging directory left behind");

@@ -23,7 +23,7 @@ fn sourced(ca: &TestCa, path: &str) -> SourcedCert {
 fn material(signing: &TestCa, chain: &[&TestCa], roots: &[&TestCa]) -> Material {
     Material {
         signing_cert: sourced(signing, "ca-cert.pem"),
-        key: CaKey::from_pem(signing.cert.key.serialize_pem().as_bytes()).unwrap(),
+        key_pem: signing.cert.key.serialize_pem().into_bytes().into(),
         key_path: "ca-key.pem".into(),
         chain: chain.iter().map(|c| sourced(c, "cert-chain.pem")).collect(),
         roots: roots.iter().map(|c| sourced(c, "root-cert.pem")).collect(),
@@ -82,7 +82,7 @@ fn refuses_a_key_that_does_not_match() {
     let root = TestCa::root("cluster.local");
     let other = TestCa::root("cluster.local");
     let mut m = material(&root, &[], &[&root]);
-    m.key = CaKey::from_pem(other.cert.key.serialize_pem().as_bytes()).unwrap();
+    m.key_pem = other.cert.key.serialize_pem().into_bytes().into();
     assert!(matches!(
         build(m),
         Err(AuthorityError::KeyMismatch { key_path, .. }) if key_path.ends_with("ca-key.pem")

@@ -10,6 +10,7 @@ use rcgen::{PublicKeyData, SignatureAlgorithm};
 use sigil_identity::SpiffeId;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -124,6 +125,7 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrPublicKey, IssueError
                 .algorithm
                 .parameters
                 .as_ref()
+                .filter(|p| p.tag() == Tag::Oid)
                 .and_then(|p| p.as_oid().ok())
                 .ok_or(IssueError::ExplicitCurve)?
                 .to_id_string();

@@ -13,7 +13,7 @@ use sigil_test_util::{TestCa, ca_params, p256};
 use x509_parser::prelude::*;
 
 use super::*;
-use crate::authority::{Authority, CaKey, Material, SourcedCert};
+use crate::authority::{Authority, Material, SourcedCert};
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
 
@@ -37,7 +37,7 @@ fn sourced(der: &rustls_pki_types::CertificateDer<'static>, name: &str) -> Sourc
 fn authority_from(ca: &TestCa, now: OffsetDateTime) -> Authority {
     let material = Material {
         signing_cert: sourced(&ca.cert.der, "ca-cert.pem"),
-        key: CaKey::from_pem(ca.cert.key.serialize_pem().as_bytes()).unwrap(),
+        key_pem: ca.cert.key.serialize_pem().into_bytes().into(),
         key_path: "ca-key.pem".into(),
         chain: Vec::new(),
         roots: vec![sourced(&ca.cert.der, "root-cert.pem")],
