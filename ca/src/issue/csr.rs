@@ -10,19 +10,18 @@ use rcgen::{PublicKeyData, SignatureAlgorithm};
 use sigil_identity::SpiffeId;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
-use x509_parser::der_parser::asn1_rs::Tag;
+use x509_parser::der_parser::asn1_rs::{Oid, Tag};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::IssueError;
-
-const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
-const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
-const OID_ED25519: &str = "1.3.101.112";
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-const OID_P384: &str = "1.3.132.0.34";
 
 /// RSA modulus sizes accepted in CSRs.
 pub(crate) const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
@@ -38,15 +37,16 @@ const WEAK_SIGNATURES: &[(&str, &str)] = &[
     ("1.2.840.10040.4.3", "DSA with SHA-1"),
 ];
 
-/// Signature algorithms accepted, by OID (x509-parser verifies each with ring).
-const ALLOWED_SIGNATURES: &[&str] = &[
-    "1.2.840.113549.1.1.11", // sha256WithRSAEncryption
-    "1.2.840.113549.1.1.12", // sha384WithRSAEncryption
-    "1.2.840.113549.1.1.13", // sha512WithRSAEncryption
-    "1.2.840.113549.1.1.10", // RSASSA-PSS (SHA-2 only; ring refuses SHA-1)
-    "1.2.840.10045.4.3.2",   // ecdsa-with-SHA256
-    "1.2.840.10045.4.3.3",   // ecdsa-with-SHA384
-    OID_ED25519,
+/// Signature algorithms accepted (x509-parser verifies each with ring).
+const ALLOWED_SIGNATURES: &[Oid<'static>] = &[
+    OID_SIG_ECDSA_WITH_SHA256,
+    OID_SIG_ECDSA_WITH_SHA384,
+    OID_SIG_ED25519,
+    OID_PKCS1_SHA256WITHRSA,
+    OID_PKCS1_SHA384WITHRSA,
+    OID_PKCS1_SHA512WITHRSA,
+    // RSASSA-PSS with SHA-2 only: ring refuses PSS with SHA-1.
+    OID_PKCS1_RSASSAPSS,
 ];
 
 /// The kind of key a CSR carries, once it passed the allowlist.
@@ -105,54 +105,59 @@ fn malformed(reason: &str) -> IssueError {
 }
 
 fn check_signature_algorithm(csr: &X509CertificationRequest<'_>) -> Result<(), IssueError> {
-    let oid = csr.signature_algorithm.algorithm.to_id_string();
-    if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
-        return Err(IssueError::WeakSignatureAlgorithm { algorithm: name });
+    let alg = &csr.signature_algorithm.algorithm;
+    if ALLOWED_SIGNATURES.contains(alg) {
+        return Ok(());
     }
-    if !ALLOWED_SIGNATURES.contains(&oid.as_str()) {
-        return Err(IssueError::UnsupportedSignatureAlgorithm { oid });
+    let oid = alg.to_id_string();
+    match WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
+        Some((_, name)) => Err(IssueError::WeakSignatureAlgorithm { algorithm: name }),
+        None => Err(IssueError::UnsupportedSignatureAlgorithm { oid }),
     }
-    Ok(())
 }
 
 fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrPublicKey, IssueError> {
-    let alg = spki.algorithm.algorithm.to_id_string();
-    let kind = match alg.as_str() {
-        OID_EC_PUBLIC_KEY => {
-            // RFC 5480: namedCurve is the only form allowed; specifiedCurve
-            // (explicit parameters) enables curve-substitution attacks.
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .filter(|p| p.tag() == Tag::Oid)
-                .and_then(|p| p.as_oid().ok())
-                .ok_or(IssueError::ExplicitCurve)?
-                .to_id_string();
-            match curve.as_str() {
-                OID_P256 => KeyKind::EcdsaP256,
-                OID_P384 => KeyKind::EcdsaP384,
-                _ => return Err(IssueError::UnsupportedCurve { curve }),
-            }
+    let alg = &spki.algorithm.algorithm;
+    let kind = if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        // RFC 5480: namedCurve is the only form allowed; specifiedCurve
+        // (explicit parameters) enables curve-substitution attacks.
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .filter(|p| p.tag() == Tag::Oid)
+            .and_then(|p| p.as_oid().ok())
+            .ok_or(IssueError::ExplicitCurve)?;
+        if curve == OID_EC_P256 {
+            KeyKind::EcdsaP256
+        } else if curve == OID_NIST_EC_P384 {
+            KeyKind::EcdsaP384
+        } else {
+            return Err(IssueError::UnsupportedCurve {
+                curve: curve.to_id_string(),
+            });
         }
-        OID_RSA_ENCRYPTION => {
-            let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
-                return Err(malformed("RSA public key cannot be parsed"));
-            };
-            let bits = rsa.key_size();
-            if !RSA_BITS.contains(&bits) {
-                return Err(IssueError::RsaKeySize { bits });
-            }
-            let exponent = strip_leading_zeros(rsa.exponent);
-            if exponent != [0x01, 0x00, 0x01] {
-                return Err(IssueError::RsaExponent {
-                    exponent: exponent.iter().map(|b| format!("{b:02x}")).collect(),
-                });
-            }
-            KeyKind::Rsa
+    } else if *alg == OID_PKCS1_RSAENCRYPTION {
+        let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
+            return Err(malformed("RSA public key cannot be parsed"));
+        };
+        let bits = rsa.key_size();
+        if !RSA_BITS.contains(&bits) {
+            return Err(IssueError::RsaKeySize { bits });
         }
-        OID_ED25519 => KeyKind::Ed25519,
-        _ => return Err(IssueError::UnsupportedKeyAlgorithm { oid: alg }),
+        let exponent = strip_leading_zeros(rsa.exponent);
+        if exponent != [0x01, 0x00, 0x01] {
+            return Err(IssueError::RsaExponent {
+                exponent: exponent.iter().map(|b| format!("{b:02x}")).collect(),
+            });
+        }
+        KeyKind::Rsa
+    } else if *alg == OID_SIG_ED25519 {
+        KeyKind::Ed25519
+    } else {
+        return Err(IssueError::UnsupportedKeyAlgorithm {
+            oid: alg.to_id_string(),
+        });
     };
     Ok(CsrPublicKey {
         kind,
@@ -220,13 +225,20 @@ fn check_extensions(
     }
     match uris.as_slice() {
         [] => Ok(()),
-        [uri] if *uri == authorized.to_string() => Ok(()),
+        [uri] if uri_names(uri, authorized) => Ok(()),
         [uri] => Err(IssueError::SanMismatch {
             requested: (*uri).to_owned(),
             authorized: authorized.clone(),
         }),
         many => Err(IssueError::MultipleUriSans { count: many.len() }),
     }
+}
+
+/// Whether `uri` is exactly `id`'s URI, without allocating.
+fn uri_names(uri: &str, id: &SpiffeId) -> bool {
+    uri.strip_prefix(sigil_identity::spiffe_id::SCHEME_PREFIX)
+        .and_then(|rest| rest.strip_prefix(id.trust_domain().as_str()))
+        == Some(id.path())
 }
 
 fn forbidden_san(name: &GeneralName<'_>) -> IssueError {
