@@ -18,6 +18,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::indexing_slicing,
     reason = "benchmark setup: a failure aborts the run"
 )]
 #![allow(
