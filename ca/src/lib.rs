@@ -29,6 +29,7 @@
 pub mod authority;
 pub mod fs;
 pub mod issue;
+pub mod k8s;
 
 pub use authority::{Authority, AuthorityError};
 pub use issue::{CertIssuer, IssuancePolicy, IssueError, IssueRequest, IssuedChain, Ttl};
