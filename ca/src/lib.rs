@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod config;
 pub mod fs;
 pub mod issue;
 pub mod k8s;

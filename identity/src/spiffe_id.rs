@@ -149,6 +149,13 @@ impl TrustDomain {
     }
 }
 
+/// `cluster.local`, the trust domain Kubernetes and Istio use by default.
+impl Default for TrustDomain {
+    fn default() -> Self {
+        Self("cluster.local".to_owned())
+    }
+}
+
 impl fmt::Display for TrustDomain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -1,0 +1,245 @@
+//! `[[authenticators]]`: how callers prove who they are.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CaConfig, ConfigError, fmt_d};
+
+/// The audience Istio's agents request for their tokens.
+pub const DEFAULT_AUDIENCE: &str = "istio-ca";
+/// Default JWT clock leeway.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// The largest JWT clock leeway accepted.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Default minimum interval between JWKS refreshes triggered by unknown key IDs.
+pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Default number of cached TokenReview results.
+pub const DEFAULT_REVIEW_CACHE_SIZE: usize = 10_000;
+
+fn default_audiences() -> Vec<String> {
+    vec![DEFAULT_AUDIENCE.to_owned()]
+}
+fn default_leeway() -> Duration {
+    DEFAULT_LEEWAY
+}
+fn default_cache_size() -> usize {
+    DEFAULT_REVIEW_CACHE_SIZE
+}
+
+/// One authenticator, selected by `type`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthenticatorConfig {
+    /// **Development only.** Accepts `authorization: Bearer dev:<namespace>:<service-account>`
+    /// without any proof, so a laptop can try Sigil with no cluster. It is
+    /// in the zero-config default, which listens on loopback only; never
+    /// enable it on a reachable address. The server logs a warning at start.
+    Development,
+    /// Kubernetes service-account JWTs in the `Authorization: Bearer`
+    /// header, verified locally against the cluster's service-account
+    /// issuer keys (JWKS/OIDC mode).
+    KubernetesJwt {
+        /// The service-account issuer (`iss`), e.g.
+        /// `https://kubernetes.default.svc.cluster.local`.
+        issuer: String,
+        /// Accepted audiences. Default `["istio-ca"]`.
+        #[serde(default = "default_audiences")]
+        audiences: Vec<String>,
+        /// Where the issuer's keys come from.
+        jwks: JwksConfig,
+        /// Clock leeway for `exp`/`nbf`/`iat`. Default 60 s, at most 300 s.
+        #[serde(default = "default_leeway", with = "humantime_serde")]
+        leeway: Duration,
+    },
+    /// Kubernetes service-account tokens checked by the API server
+    /// (TokenReview); successful reviews are cached per token until the
+    /// token expires. Needs `[kubernetes] enabled = true`.
+    KubernetesTokenReview {
+        /// Audiences to review for. Default `["istio-ca"]`.
+        #[serde(default = "default_audiences")]
+        audiences: Vec<String>,
+        /// Cached reviews (bounded). Default 10 000.
+        #[serde(default = "default_cache_size")]
+        cache_size: usize,
+    },
+    /// Generic OIDC JWTs, for workloads outside Kubernetes.
+    Oidc {
+        /// The issuer (`iss`).
+        issuer: String,
+        /// Accepted audiences (at least one).
+        audiences: Vec<String>,
+        /// Where the issuer's keys come from.
+        jwks: JwksConfig,
+        /// The SPIFFE ID path granted, with `{claim}` placeholders filled
+        /// from string claims, e.g. `/ns/{namespace}/sa/{sub}`. Each filled
+        /// value must be a valid path segment.
+        id_template: String,
+        /// Clock leeway. Default 60 s, at most 300 s.
+        #[serde(default = "default_leeway", with = "humantime_serde")]
+        leeway: Duration,
+    },
+    /// A client certificate that is a valid SVID of this trust domain:
+    /// renewal of exactly the caller's current identity.
+    Svid,
+}
+
+/// Where a JWT issuer's public keys come from: exactly one of `file`,
+/// `inline` or `uri`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// A JWKS file, re-read when it changes.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// A JWKS document inline.
+    #[serde(default)]
+    pub inline: Option<String>,
+    /// An `https` JWKS URI (`jwks_uri`), cached.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// PEM roots to verify the `uri`'s server with; the Mozilla roots
+    /// bundled with Sigil when unset.
+    #[serde(default)]
+    pub uri_ca_file: Option<PathBuf>,
+    /// Minimum interval between refreshes triggered by an unknown `kid`.
+    /// Default 30 s.
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_min_interval: Duration,
+}
+
+fn default_refresh_interval() -> Duration {
+    DEFAULT_JWKS_REFRESH_INTERVAL
+}
+
+impl AuthenticatorConfig {
+    /// The name used in logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::KubernetesJwt { .. } => "kubernetes-jwt",
+            Self::KubernetesTokenReview { .. } => "kubernetes-token-review",
+            Self::Oidc { .. } => "oidc",
+            Self::Svid => "svid",
+        }
+    }
+
+    pub(super) fn validate(&self, index: usize, config: &CaConfig) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("authenticators[{index}].{name}");
+        let invalid = |name: &str, value: String, reason: &str| ConfigError::Invalid {
+            field: field(name),
+            value,
+            reason: reason.to_owned(),
+        };
+        let check_leeway = |leeway: &Duration| {
+            if *leeway > MAX_LEEWAY {
+                Err(invalid("leeway", fmt_d(*leeway), "must be at most 5m"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::Development | Self::Svid => Ok(()),
+            Self::KubernetesJwt {
+                issuer,
+                audiences,
+                jwks,
+                leeway,
+            } => {
+                if issuer.is_empty() {
+                    return Err(invalid("issuer", String::new(), "must not be empty"));
+                }
+                if audiences.is_empty() {
+                    return Err(invalid(
+                        "audiences",
+                        "[]".into(),
+                        "needs at least one audience",
+                    ));
+                }
+                check_leeway(leeway)?;
+                jwks.validate(&field("jwks"))
+            }
+            Self::KubernetesTokenReview {
+                audiences,
+                cache_size,
+            } => {
+                if !config.kubernetes.enabled {
+                    return Err(invalid(
+                        "type",
+                        "kubernetes-token-review".into(),
+                        "needs [kubernetes] enabled = true",
+                    ));
+                }
+                if audiences.is_empty() {
+                    return Err(invalid(
+                        "audiences",
+                        "[]".into(),
+                        "needs at least one audience",
+                    ));
+                }
+                if *cache_size == 0 {
+                    return Err(invalid("cache_size", "0".into(), "must be positive"));
+                }
+                Ok(())
+            }
+            Self::Oidc {
+                issuer,
+                audiences,
+                jwks,
+                id_template,
+                leeway,
+            } => {
+                if issuer.is_empty() {
+                    return Err(invalid("issuer", String::new(), "must not be empty"));
+                }
+                if audiences.is_empty() {
+                    return Err(invalid(
+                        "audiences",
+                        "[]".into(),
+                        "needs at least one audience",
+                    ));
+                }
+                if !id_template.starts_with('/') || !id_template.contains('{') {
+                    return Err(invalid(
+                        "id_template",
+                        id_template.clone(),
+                        "must be a SPIFFE ID path with at least one {claim}, e.g. /oidc/{sub}",
+                    ));
+                }
+                check_leeway(leeway)?;
+                jwks.validate(&field("jwks"))
+            }
+        }
+    }
+}
+
+impl JwksConfig {
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let set = [
+            self.file.is_some(),
+            self.inline.is_some(),
+            self.uri.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if set != 1 {
+            return Err(ConfigError::Invalid {
+                field: field.to_owned(),
+                value: format!("{set} sources"),
+                reason: "set exactly one of file, inline or uri".to_owned(),
+            });
+        }
+        if let Some(uri) = &self.uri {
+            if !uri.starts_with("https://") {
+                return Err(ConfigError::Invalid {
+                    field: format!("{field}.uri"),
+                    value: uri.clone(),
+                    reason: "must be an https URL".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
