@@ -26,6 +26,7 @@
 //! - private keys are written 0600 by atomic rename and never printed.
 #![forbid(unsafe_code)]
 
+pub mod authn;
 pub mod authority;
 pub mod config;
 pub mod fs;
