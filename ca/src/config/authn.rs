@@ -231,14 +231,14 @@ impl JwksConfig {
                 reason: "set exactly one of file, inline or uri".to_owned(),
             });
         }
-        if let Some(uri) = &self.uri {
-            if !uri.starts_with("https://") {
-                return Err(ConfigError::Invalid {
-                    field: format!("{field}.uri"),
-                    value: uri.clone(),
-                    reason: "must be an https URL".to_owned(),
-                });
-            }
+        if let Some(uri) = &self.uri
+            && !uri.starts_with("https://")
+        {
+            return Err(ConfigError::Invalid {
+                field: format!("{field}.uri"),
+                value: uri.clone(),
+                reason: "must be an https URL".to_owned(),
+            });
         }
         Ok(())
     }
