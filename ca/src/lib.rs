@@ -28,6 +28,7 @@
 
 pub mod authn;
 pub mod authority;
+pub mod authz;
 pub mod config;
 pub mod fs;
 pub mod issue;
