@@ -117,13 +117,7 @@ pub fn create_self_signed(
             dir: dir.to_path_buf(),
         });
     }
-    let key = CaKey::generate_p256().map_err(|e| AuthorityError::Generate(e.to_string()))?;
-    let params = root_params(trust_domain, now)?;
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| AuthorityError::Generate(e.to_string()))?;
-    let cert_pem = cert.pem();
-    let key_pem = key.expose_secret_pem();
+    let (cert_pem, key_pem) = generate_self_signed(trust_domain, now)?;
 
     let parent = dir
         .parent()
@@ -154,19 +148,55 @@ pub fn create_self_signed(
         }
         return Err(AuthorityError::io(dir, e));
     }
-    let der = cert.der().clone();
-    let sourced = |name: &str| SourcedCert {
-        der: der.clone(),
-        path: file(dir, name),
-        index: 0,
-    };
+    from_pem(
+        trust_domain,
+        &cert_pem,
+        key_pem.as_bytes(),
+        &file(dir, ISTIO_CA_CERT),
+        &file(dir, ISTIO_CA_KEY),
+        now,
+    )
+}
+
+/// Generates a self-signed root (ECDSA P-256, ten years) in memory:
+/// `(certificate PEM, private key PEM)`.
+pub fn generate_self_signed(
+    trust_domain: &TrustDomain,
+    now: OffsetDateTime,
+) -> Result<(String, Zeroizing<String>), AuthorityError> {
+    let key = CaKey::generate_p256().map_err(|e| AuthorityError::Generate(e.to_string()))?;
+    let params = root_params(trust_domain, now)?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| AuthorityError::Generate(e.to_string()))?;
+    Ok((cert.pem(), key.expose_secret_pem()))
+}
+
+/// Builds a root authority from a self-signed certificate and its key held
+/// in memory (e.g. read from a Kubernetes Secret); `cert_label` and
+/// `key_label` name where they came from in errors.
+pub fn from_pem(
+    trust_domain: &TrustDomain,
+    cert_pem: &str,
+    key_pem: &[u8],
+    cert_label: &Path,
+    key_label: &Path,
+    now: OffsetDateTime,
+) -> Result<Authority, AuthorityError> {
+    let certs = parse_certs(cert_pem.as_bytes(), cert_label)?;
+    let signing_cert = certs
+        .first()
+        .cloned()
+        .ok_or_else(|| AuthorityError::NoCertificate {
+            path: cert_label.to_path_buf(),
+        })?;
     let material = Material {
-        signing_cert: sourced(ISTIO_CA_CERT),
-        key_pem: Zeroizing::new(key_pem.as_bytes().to_vec()),
-        key_path: file(dir, ISTIO_CA_KEY),
-        chain: Vec::new(),
-        roots: vec![sourced(ISTIO_ROOT_CERT)],
-        roots_path: file(dir, ISTIO_ROOT_CERT),
+        roots: vec![signing_cert.clone()],
+        signing_cert,
+        key_pem: Zeroizing::new(key_pem.to_vec()),
+        key_path: key_label.to_path_buf(),
+        chain: certs.into_iter().skip(1).collect(),
+        roots_path: cert_label.to_path_buf(),
     };
     let authority = Authority::from_material(trust_domain.clone(), material, now)?;
     crate::issue::self_test(&authority, now)?;
@@ -288,9 +318,12 @@ fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, AuthorityError> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<SourcedCert>, AuthorityError> {
-    let pem = read_file(path)?;
+    parse_certs(&read_file(path)?, path)
+}
+
+fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<SourcedCert>, AuthorityError> {
     let mut out = Vec::new();
-    for (index, item) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+    for (index, item) in CertificateDer::pem_slice_iter(pem).enumerate() {
         let der = item.map_err(|e| AuthorityError::BadCertificate {
             path: path.to_path_buf(),
             index,

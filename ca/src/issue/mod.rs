@@ -18,6 +18,7 @@
 
 mod csr;
 mod error;
+mod serving;
 mod ttl;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use time::OffsetDateTime;
 use crate::authority::{Authority, AuthorityError, rfc3339};
 
 pub use error::IssueError;
+pub use serving::ServingCert;
 pub use ttl::{Ttl, TtlError};
 
 /// Default leaf lifetime: 24 hours.

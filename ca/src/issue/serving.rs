@@ -1,0 +1,86 @@
+//! The CA's own TLS serving certificate: DNS names from config, signed by
+//! the CA itself, with a key generated in memory.
+//!
+//! Unlike workload certificates this is not an X509-SVID: clients such as
+//! istio-agent connect by DNS name (`istiod.istio-system.svc`) and verify
+//! it with the CA's root like any TLS server certificate.
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+
+use super::{CertIssuer, IssueError, Ttl, random_serial};
+
+/// A serving certificate chain and its private key.
+pub struct ServingCert {
+    /// `[leaf, intermediates..., root]`.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key (PKCS#8).
+    pub key: PrivateKeyDer<'static>,
+    /// When the leaf expires.
+    pub not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("chain_len", &self.chain.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertIssuer {
+    /// Issues a TLS server certificate for `dns_names` valid for `ttl`
+    /// (cut at the signing certificate's notAfter), with a fresh ECDSA
+    /// P-256 key.
+    pub fn issue_serving_cert(
+        &self,
+        dns_names: &[String],
+        ttl: Ttl,
+        now: OffsetDateTime,
+    ) -> Result<ServingCert, IssueError> {
+        let authority = self.authority();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| IssueError::Signing(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, dns_names.first().map_or("sigil-ca", String::as_str));
+        params.distinguished_name = dn;
+        params.subject_alt_names = dns_names
+            .iter()
+            .map(|n| {
+                n.clone()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|e: rcgen::Error| IssueError::Signing(format!("DNS name {n:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(random_serial());
+        params.not_before = (now - self.policy().clock_skew).max(authority.not_before());
+        params.not_after = (now + ttl.as_duration()).min(authority.not_after());
+        params.use_authority_key_identifier_extension = true;
+        if params.not_after <= now {
+            return Err(IssueError::AuthorityNotValid {
+                not_after: crate::authority::rfc3339(authority.not_after()),
+            });
+        }
+        let not_after = params.not_after;
+        let leaf = params
+            .signed_by(&key, authority.issuer())
+            .map_err(|e| IssueError::Signing(e.to_string()))?;
+        let mut chain = vec![leaf.der().clone()];
+        chain.extend(authority.chain_after_leaf().iter().cloned());
+        Ok(ServingCert {
+            chain,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            not_after,
+        })
+    }
+}

@@ -1,0 +1,233 @@
+//! `IstioCertificateService/CreateCertificate`, wire-compatible with Istio.
+//!
+//! Per request: concurrency permit → credentials (bearer token, client SVID)
+//! → authentication → authorization (with `ImpersonatedIdentity`) →
+//! issuance → `[leaf, intermediates..., trust bundle]`, each element PEM
+//! with a trailing newline, the last element holding *all* current roots
+//! (ztunnel builds its trust store from the last element alone).
+//!
+//! Status codes (one table, [`issue_status`] and friends):
+//! UNAUTHENTICATED no or invalid credential · PERMISSION_DENIED identity
+//! mismatch or forbidden impersonation · INVALID_ARGUMENT bad CSR, TTL or
+//! metadata · RESOURCE_EXHAUSTED over a limit · UNAVAILABLE no usable
+//! authority or a dependency down · INTERNAL a bug.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sigil_proto::IMPERSONATED_IDENTITY;
+use sigil_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateService;
+use sigil_proto::istio::v1::auth::{IstioCertificateRequest, IstioCertificateResponse};
+use tonic::{Code, Request, Response, Status};
+
+use super::metrics::{OutcomeLabel, ReasonLabel};
+use super::state::Shared;
+use super::tls::ConnInfo;
+use crate::authn::{AuthnError, Credentials, bearer_token};
+use crate::authz::AuthzError;
+use crate::issue::{IssueError, IssueRequest, Ttl, cert_pem};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub(crate) struct CaService {
+    shared: Arc<Shared>,
+}
+
+impl CaService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn handle(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<IstioCertificateResponse, Status> {
+        let shared = &self.shared;
+        let _permit = shared
+            .limit
+            .try_acquire()
+            .map_err(|_| Status::resource_exhausted("too many requests in flight; retry later"))?;
+
+        let peer = request
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|info| info.peer.clone());
+        let bearer = match request.metadata().get("authorization") {
+            None => None,
+            Some(value) => {
+                let text = value
+                    .to_str()
+                    .map_err(|_| authn_status(shared, &AuthnError::MalformedHeader("not ASCII")))?;
+                Some(bearer_token(text).map_err(|e| authn_status(shared, &e))?)
+            }
+        };
+        let credentials = Credentials {
+            bearer,
+            peer: peer.as_ref(),
+        };
+        let caller = shared
+            .authn
+            .authenticate(credentials)
+            .await
+            .map_err(|e| authn_status(shared, &e))?;
+
+        let message = request.into_inner();
+        let impersonated = impersonated_identity(&message)?;
+        let identity = shared
+            .authz
+            .authorize(&caller, impersonated)
+            .await
+            .map_err(|e| {
+                tracing::info!(
+                    caller = %caller.identity,
+                    method = caller.method,
+                    impersonated = impersonated.unwrap_or(""),
+                    outcome = "denied",
+                    error = %e,
+                    "certificate request refused"
+                );
+                authz_status(&e)
+            })?;
+
+        let ttl = if message.validity_duration <= 0 {
+            None
+        } else {
+            Some(Ttl::from_secs(message.validity_duration).map_err(|e| Status::invalid_argument(e.to_string()))?)
+        };
+        let issuer = shared.issuer.load_full();
+        let chain = issuer
+            .issue(IssueRequest {
+                csr: message.csr.as_bytes(),
+                identity: &identity,
+                ttl,
+            })
+            .map_err(|e| {
+                tracing::info!(
+                    caller = %caller.identity,
+                    method = caller.method,
+                    identity = %identity,
+                    outcome = "refused",
+                    error = %e,
+                    "certificate request refused"
+                );
+                issue_status(&e)
+            })?;
+        tracing::info!(
+            caller = %caller.identity,
+            method = caller.method,
+            identity = %identity,
+            not_after = %chain.not_after(),
+            outcome = "issued",
+            "certificate issued"
+        );
+
+        // [leaf, intermediates...] then the whole bundle as the last element.
+        let certs = chain.certs();
+        let intermediates = certs
+            .get(1..certs.len().saturating_sub(1))
+            .unwrap_or_default();
+        let mut cert_chain = Vec::with_capacity(intermediates.len() + 2);
+        if let Some(leaf) = certs.first() {
+            cert_chain.push(cert_pem(leaf));
+        }
+        cert_chain.extend(intermediates.iter().map(|c| cert_pem(c)));
+        cert_chain.push(issuer.authority().roots().iter().map(|r| cert_pem(r)).collect());
+        Ok(IstioCertificateResponse { cert_chain })
+    }
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let start = Instant::now();
+        let result = self.handle(request).await;
+        let metrics = &self.shared.metrics;
+        metrics.latency.observe(start.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(status) => code_name(status.code()),
+        };
+        metrics.issued.get_or_create(&OutcomeLabel { outcome }).inc();
+        result.map(Response::new)
+    }
+}
+
+fn impersonated_identity(message: &IstioCertificateRequest) -> Result<Option<&str>, Status> {
+    use prost_types::value::Kind;
+    let Some(value) = message
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(IMPERSONATED_IDENTITY))
+    else {
+        return Ok(None);
+    };
+    match &value.kind {
+        Some(Kind::StringValue(s)) => Ok(Some(s.as_str())),
+        _ => Err(Status::invalid_argument(format!(
+            "metadata {IMPERSONATED_IDENTITY} must be a string"
+        ))),
+    }
+}
+
+fn authn_status(shared: &Shared, err: &AuthnError) -> Status {
+    shared
+        .metrics
+        .authn_failures
+        .get_or_create(&ReasonLabel {
+            reason: err.metric_reason(),
+        })
+        .inc();
+    tracing::info!(error = %err, outcome = "unauthenticated", "certificate request refused");
+    match err {
+        AuthnError::Unavailable { .. } => Status::unavailable(err.to_string()),
+        _ => Status::unauthenticated(err.to_string()),
+    }
+}
+
+/// The status for an authorization refusal.
+pub(crate) fn authz_status(err: &AuthzError) -> Status {
+    match err {
+        AuthzError::BadImpersonatedIdentity { .. } => Status::invalid_argument(err.to_string()),
+        AuthzError::Unavailable(_) => Status::unavailable(err.to_string()),
+        _ => Status::permission_denied(err.to_string()),
+    }
+}
+
+/// The status for an issuance refusal.
+pub(crate) fn issue_status(err: &IssueError) -> Status {
+    let code = match err {
+        IssueError::SanMismatch { .. }
+        | IssueError::WrongTrustDomain { .. }
+        | IssueError::TrustDomainIdentity { .. } => Code::PermissionDenied,
+        IssueError::CsrTooLarge { .. } => Code::ResourceExhausted,
+        IssueError::AuthorityNotValid { .. } => Code::Unavailable,
+        IssueError::Signing(_) => Code::Internal,
+        _ => Code::InvalidArgument,
+    };
+    Status::new(code, err.to_string())
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}

@@ -1,0 +1,391 @@
+//! The CA as a network service: Istio's certificate API over TLS on the
+//! gRPC port, and an admin port for health, metrics and the trust bundle.
+//!
+//! ```text
+//! CaServer::bind(config, deps) ──▶ Bound { grpc_addr, admin_addr }   (sockets bound, CA loaded)
+//! Bound::run(shutdown)         ──▶ serves until `shutdown` is cancelled, then:
+//!     not ready ─▶ stop accepting ─▶ drain in-flight requests (≤ shutdown_grace) ─▶ stop tasks
+//! ```
+//!
+//! Background tasks (all tracked and cancelled at shutdown): the TLS accept
+//! loop, the serving-certificate renewer (half-life, and whenever the
+//! authority changes), the plug-in directory watcher, and the bundle
+//! ConfigMap publisher.
+
+mod admin;
+mod authority;
+mod error;
+mod grpc;
+mod metrics;
+mod reload;
+mod state;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sigil_identity::verify::BundleHandle;
+use sigil_identity::{BundleSet, TrustBundle};
+use sigil_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ServeError;
+pub use metrics::Metrics;
+
+use crate::authn::{
+    AuthnChain, Authenticator, DevelopmentAuthenticator, SvidAuthenticator,
+    TokenReviewAuthenticator,
+};
+use crate::authz::Authorizer;
+use crate::config::{AuthenticatorConfig, AuthoritySource, CaConfig};
+use crate::issue::{CertIssuer, Ttl};
+use crate::k8s::{BundlePublisher, CaSecretStore, PodDirectory, TokenReviewer};
+use state::Shared;
+use tls::CertResolver;
+
+/// Kubernetes clients the server uses when `[kubernetes] enabled = true`.
+#[derive(Clone)]
+pub struct KubeDeps {
+    /// TokenReview.
+    pub reviewer: Arc<dyn TokenReviewer>,
+    /// Pod lookups for impersonation checks.
+    pub pods: Arc<dyn PodDirectory>,
+    /// The CA Secret.
+    pub secrets: Arc<dyn CaSecretStore>,
+    /// The bundle ConfigMaps.
+    pub publisher: Arc<dyn BundlePublisher>,
+}
+
+impl std::fmt::Debug for KubeDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeDeps")
+    }
+}
+
+/// What the server needs from outside its config.
+#[derive(Clone, Debug, Default)]
+pub struct ServerDeps {
+    /// Kubernetes clients; required when `[kubernetes] enabled = true`.
+    pub kube: Option<KubeDeps>,
+    /// Extra authenticators built by the caller (e.g. JWT authenticators
+    /// with their key sources), keyed by their position in
+    /// `config.authenticators`.
+    pub authenticators: Vec<(usize, Arc<dyn Authenticator>)>,
+}
+
+/// The CA server.
+#[derive(Debug)]
+pub struct CaServer;
+
+/// A bound, not yet serving, CA server.
+#[derive(Debug)]
+pub struct Bound {
+    grpc: TcpListener,
+    admin: TcpListener,
+    config: CaConfig,
+    shared: Arc<Shared>,
+    resolver: Arc<CertResolver>,
+    acceptor: TlsAcceptor,
+    kube: Option<KubeDeps>,
+}
+
+impl CaServer {
+    /// Loads (or creates) the authority, builds authenticators, and binds
+    /// both listeners. Nothing is served until [`Bound::run`].
+    pub async fn bind(config: CaConfig, deps: ServerDeps) -> Result<Bound, ServeError> {
+        config.validate()?;
+        let policy = config.issuance_policy()?;
+        if config.kubernetes.enabled && deps.kube.is_none() {
+            return Err(ServeError::Setup(
+                "[kubernetes] enabled = true but no Kubernetes client was provided".into(),
+            ));
+        }
+        let authority = authority::load(&config, deps.kube.as_ref()).await?;
+        let issuer = CertIssuer::new(Arc::new(authority), policy);
+
+        let authn = build_authn(&config, &deps)?;
+        let authz = Authorizer::new(
+            config.trust_domain.clone(),
+            config.authorization.node_agents.clone(),
+            deps.kube
+                .as_ref()
+                .filter(|_| config.kubernetes.check_impersonation_node)
+                .map(|k| k.pods.clone()),
+        );
+
+        let serving = issue_serving(&issuer, &config)?;
+        let resolver = Arc::new(CertResolver::new(&serving).map_err(|e| ServeError::Tls(e.to_string()))?);
+        let client_bundles = BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
+            config.trust_domain.clone(),
+            issuer.authority().roots().iter().cloned(),
+        )));
+        let tls = tls::server_config(resolver.clone(), client_bundles.clone(), config.trust_domain.clone())
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let (authority_changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            issuer: ArcSwap::from_pointee(issuer),
+            authn,
+            authz,
+            metrics: Metrics::new(),
+            limit: Semaphore::new(config.server.max_concurrent_requests),
+            ready: AtomicBool::new(false),
+            bundle_sequence: AtomicU64::new(1),
+            client_bundles,
+            authority_changed,
+        });
+
+        let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+        let admin = bind(config.server.admin_addr, "server.admin_addr").await?;
+        Ok(Bound {
+            grpc,
+            admin,
+            shared,
+            resolver,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            kube: deps.kube,
+            config,
+        })
+    }
+}
+
+impl Bound {
+    /// The gRPC listener's address.
+    pub fn grpc_addr(&self) -> Result<SocketAddr, ServeError> {
+        self.grpc.local_addr().map_err(|e| ServeError::Io(e.to_string()))
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> Result<SocketAddr, ServeError> {
+        self.admin.local_addr().map_err(|e| ServeError::Io(e.to_string()))
+    }
+
+    /// The current trust bundle's roots, PEM.
+    pub fn roots_pem(&self) -> String {
+        self.shared.bundle().to_pem()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains and stops.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let Bound {
+            grpc,
+            admin,
+            config,
+            shared,
+            resolver,
+            acceptor,
+            kube,
+        } = self;
+        let tasks = TaskTracker::new();
+        // Background tasks stop on `stop`, which fires after the drain.
+        let stop = CancellationToken::new();
+        let grace = config.server.shutdown_grace;
+
+        if config.authenticators.contains(&AuthenticatorConfig::Development) {
+            tracing::warn!(
+                grpc_addr = %config.server.grpc_addr,
+                "the development authenticator is enabled: `dev:<ns>:<sa>` tokens are trusted without proof; use only on loopback for trials"
+            );
+        }
+
+        // TLS accept loop → tonic.
+        let (conn_tx, conn_rx) = mpsc::channel(64);
+        tasks.spawn(tls::accept_loop(
+            grpc,
+            acceptor,
+            config.server.max_connections,
+            config.server.handshake_timeout,
+            conn_tx,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        let service = IstioCertificateServiceServer::new(grpc::CaService::new(shared.clone()))
+            // tonic's own bound, above ours, so oversized messages reach
+            // our handler's size check and get RESOURCE_EXHAUSTED.
+            .max_decoding_message_size(config.server.max_message_bytes.saturating_mul(2).max(4096));
+        let grpc_shutdown = shutdown.clone();
+        let grpc_server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(config.server.max_streams_per_connection))
+            .timeout(config.server.request_timeout)
+            .layer(error::OversizeAsResourceExhausted::layer())
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::ReceiverStream::new(conn_rx),
+                async move { grpc_shutdown.cancelled().await },
+            );
+
+        // Admin.
+        let admin_shutdown = shutdown.clone();
+        let admin_server = axum::serve(admin, admin::router(shared.clone()))
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+
+        // Serving-certificate renewal.
+        tasks.spawn(renew_serving_cert(
+            shared.clone(),
+            resolver,
+            config.clone(),
+            stop.clone(),
+        ));
+        // Plug-in directory watcher.
+        if config.authority.source == AuthoritySource::Files {
+            tasks.spawn(reload::watch_dir(
+                config.authority.dir.clone(),
+                config.trust_domain.clone(),
+                config.issuance_policy()?,
+                config.authority.reload_interval,
+                shared.clone(),
+                stop.clone(),
+            ));
+        }
+        // Bundle publication.
+        if let Some(kube) = kube.filter(|_| config.kubernetes.publish_bundle) {
+            tasks.spawn(authority::publish_bundle(
+                kube.publisher,
+                shared.clone(),
+                config.kubernetes.publish_interval,
+                stop.clone(),
+            ));
+        }
+
+        shared.ready.store(true, Ordering::SeqCst);
+        tracing::info!(
+            grpc_addr = %config.server.grpc_addr,
+            admin_addr = %config.server.admin_addr,
+            trust_domain = %config.trust_domain,
+            "sigil CA serving"
+        );
+
+        let grpc_task = tasks.spawn(grpc_server);
+        let admin_task = tasks.spawn(async move { admin_server.await });
+        shutdown.cancelled().await;
+        shared.ready.store(false, Ordering::SeqCst);
+        tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+        let drained = tokio::time::timeout(grace, async {
+            let grpc = grpc_task.await;
+            let admin = admin_task.await;
+            (grpc, admin)
+        })
+        .await;
+        stop.cancel();
+        tasks.close();
+        let result = match drained {
+            Ok((Ok(Ok(())), Ok(Ok(())))) => Ok(()),
+            Ok((grpc, admin)) => {
+                tracing::warn!(?grpc, ?admin, "a listener stopped with an error");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("drain deadline passed; dropping remaining connections");
+                Ok(())
+            }
+        };
+        // Whatever is left (handshakes, background tasks) was told to stop.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        result
+    }
+}
+
+async fn bind(addr: SocketAddr, field: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|e| ServeError::Bind {
+        field,
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, ServeError> {
+    let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
+    for (index, a) in config.authenticators.iter().enumerate() {
+        if let Some((_, provided)) = deps.authenticators.iter().find(|(i, _)| *i == index) {
+            chain.push(Box::new(Shared_(provided.clone())));
+            continue;
+        }
+        let built: Box<dyn Authenticator> = match a {
+            AuthenticatorConfig::Development => {
+                Box::new(DevelopmentAuthenticator::new(config.trust_domain.clone()))
+            }
+            AuthenticatorConfig::Svid => Box::new(SvidAuthenticator::new(config.trust_domain.clone())),
+            AuthenticatorConfig::KubernetesTokenReview {
+                audiences,
+                cache_size,
+            } => {
+                let kube = deps.kube.as_ref().ok_or_else(|| {
+                    ServeError::Setup(format!("authenticators[{index}]: TokenReview needs Kubernetes"))
+                })?;
+                Box::new(TokenReviewAuthenticator::new(
+                    config.trust_domain.clone(),
+                    kube.reviewer.clone(),
+                    audiences.clone(),
+                    *cache_size,
+                ))
+            }
+            AuthenticatorConfig::KubernetesJwt { .. } | AuthenticatorConfig::Oidc { .. } => {
+                crate::authn::jwt_authenticator(index, a, config)?
+            }
+        };
+        chain.push(built);
+    }
+    Ok(AuthnChain::new(chain))
+}
+
+/// Adapts a shared authenticator to the chain's boxed form.
+struct Shared_(Arc<dyn Authenticator>);
+
+impl Authenticator for Shared_ {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        credentials: crate::authn::Credentials<'a>,
+    ) -> futures::future::BoxFuture<'a, crate::authn::Outcome> {
+        self.0.authenticate(credentials)
+    }
+}
+
+fn issue_serving(issuer: &CertIssuer, config: &CaConfig) -> Result<crate::issue::ServingCert, ServeError> {
+    let ttl = Ttl::from_duration(config.server.server_cert_ttl)
+        .map_err(|e| ServeError::Setup(format!("server.server_cert_ttl: {e}")))?;
+    issuer
+        .issue_serving_cert(&config.server.dns_names, ttl, OffsetDateTime::now_utc())
+        .map_err(|e| ServeError::Setup(format!("cannot issue the serving certificate: {e}")))
+}
+
+/// Renews the serving certificate at half its lifetime, and at once when
+/// the authority changes (so the chain always leads to a current root).
+async fn renew_serving_cert(
+    shared: Arc<Shared>,
+    resolver: Arc<CertResolver>,
+    config: CaConfig,
+    stop: CancellationToken,
+) {
+    let mut changed = shared.authority_changed.subscribe();
+    let half = config.server.server_cert_ttl / 2;
+    loop {
+        let retry = tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(half) => false,
+            result = changed.changed() => {
+                if result.is_err() { return; }
+                false
+            }
+        };
+        let _ = retry;
+        let issuer = shared.issuer.load_full();
+        match issue_serving(&issuer, &config) {
+            Ok(cert) => match resolver.store(&cert) {
+                Ok(()) => tracing::info!(not_after = %cert.not_after, "serving certificate renewed"),
+                Err(error) => tracing::error!(%error, "renewed serving certificate unusable"),
+            },
+            Err(error) => tracing::error!(%error, "cannot renew the serving certificate; retrying in 30s"),
+        }
+    }
+}

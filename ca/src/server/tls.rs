@@ -1,0 +1,268 @@
+//! TLS for the gRPC listener: the CA's own serving certificate (hot
+//! swappable), optional client SVIDs, and an accept loop that bounds
+//! connections and handshake time.
+//!
+//! ```text
+//! TcpListener ─▶ permit (max_connections) ─▶ handshake (deadline) ─▶ TlsConn ─▶ tonic
+//!                 none left: close at once      too slow: drop          │
+//!                                                       ConnInfo { remote, peer SVID }
+//! ```
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use sigil_identity::SpiffeId;
+use sigil_identity::verify::{BundleHandle, IdMatcher, SpiffeClientVerifier, check_leaf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::issue::ServingCert;
+
+/// Holds the current serving certificate; swapped on renewal.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertResolver {
+    /// A resolver serving `cert`.
+    pub fn new(cert: &ServingCert) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            current: ArcSwap::from_pointee(certified(cert)?),
+        })
+    }
+
+    /// Serves `cert` from the next handshake on; established connections
+    /// keep the certificate they negotiated.
+    pub fn store(&self, cert: &ServingCert) -> Result<(), rustls::Error> {
+        self.current.store(Arc::new(certified(cert)?));
+        Ok(())
+    }
+}
+
+fn certified(cert: &ServingCert) -> Result<CertifiedKey, rustls::Error> {
+    let key = rustls::crypto::ring::sign::any_supported_type(&cert.key)?;
+    Ok(CertifiedKey::new(cert.chain.clone(), key))
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Asks for a client certificate but does not require one: callers that
+/// authenticate with a bearer token connect without. A certificate that is
+/// sent must be a valid SVID of the CA's trust domain, or the handshake fails.
+#[derive(Debug)]
+struct OptionalSvid(SpiffeClientVerifier);
+
+impl ClientCertVerifier for OptionalSvid {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The rustls server configuration: h2 only, TLS 1.2 and 1.3, ring.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    bundles: BundleHandle,
+    trust_domain: sigil_identity::TrustDomain,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let verifier = OptionalSvid(SpiffeClientVerifier::new(
+        bundles,
+        IdMatcher::TrustDomain(trust_domain),
+    ));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_client_cert_verifier(Arc::new(verifier))
+    .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// What the gRPC handlers learn about a connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The client's SPIFFE ID, when it authenticated with a valid SVID.
+    pub peer: Option<SpiffeId>,
+}
+
+/// An accepted TLS connection, holding its connection-limit permit.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: ConnInfo,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+/// Accepts TCP connections, enforces the connection bound and the
+/// handshake deadline, and hands finished TLS connections to `out`.
+/// Returns when `shutdown` fires or `out` closes.
+pub async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    out: mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                }
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(client.addr = %remote, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, out, shutdown) = (acceptor.clone(), out.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            let tls = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = handshake => match result {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(client.addr = %remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(client.addr = %remote, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| check_leaf(leaf.as_ref()).ok());
+            let conn = TlsConn {
+                inner: tls,
+                info: ConnInfo { remote, peer },
+                _permit: permit,
+            };
+            let _ = out.send(Ok(conn)).await;
+        });
+    }
+}
