@@ -350,3 +350,27 @@ fn wycheproof_rsa_jws_verifies_at_jws_level() {
     assert_eq!(jws.alg(), JwsAlgorithm::Rs256);
     assert!(!format!("{jws:?}").contains("foo"));
 }
+
+#[test]
+fn errors_never_contain_the_token() {
+    let key = TestKey::p256("k");
+    let token = key.sign(&good_claims());
+    let (h, rest) = token.split_once('.').unwrap();
+    let (p, s) = rest.split_once('.').unwrap();
+    let other = TestKey::p256("k").sign(&good_claims());
+    let candidates = [
+        other.clone(),
+        format!("{h}.{p}"),
+        format!("{h}.{p}.{s}x"),
+        format!("{h}.{p}.{s}.{s}"),
+        key.sign(&super::claims_with("exp", json!(1))),
+        TestKey::p256("unknown").sign(&good_claims()),
+    ];
+    for bad in candidates {
+        let err = validator().validate(&bad, &key.jwks(), now()).unwrap_err();
+        let text = format!("{err} {err:?}");
+        for part in bad.split('.').filter(|part| part.len() > 8) {
+            assert!(!text.contains(part), "{text}");
+        }
+    }
+}
