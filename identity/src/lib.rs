@@ -9,7 +9,9 @@
 //!   domains;
 //! - [`verify`]: X509-SVID verification, also as rustls server and client
 //!   certificate verifiers, so the node agent and the proxy share one
-//!   implementation.
+//!   implementation;
+//! - [`jwt`]: strict JWKS loading ([`Jwks`]) and JWT validation
+//!   ([`JwtValidator`]) for service-account, OIDC and end-user tokens.
 //!
 //! ```text
 //!   sigil-ca ──┐
@@ -21,10 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod jwt;
 pub mod spiffe_id;
 pub mod verify;
 
 pub use bundle::{BundleError, BundleSet, JwtAuthority, TrustBundle};
+pub use jwt::{BearerToken, Jwks, JwtError, JwtPolicy, JwtValidator, VerifiedJwt};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use verify::{
     BundleHandle, IdMatcher, SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifiedSvid,
