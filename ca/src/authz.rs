@@ -23,7 +23,9 @@ use crate::k8s::PodDirectory;
 #[non_exhaustive]
 pub enum AuthzError {
     /// The `ImpersonatedIdentity` value is not a SPIFFE ID of this trust domain.
-    #[error("ImpersonatedIdentity {value:?} is not a workload SPIFFE ID of trust domain {trust_domain}")]
+    #[error(
+        "ImpersonatedIdentity {value:?} is not a workload SPIFFE ID of trust domain {trust_domain}"
+    )]
     BadImpersonatedIdentity {
         /// The value sent.
         value: String,
@@ -31,7 +33,9 @@ pub enum AuthzError {
         trust_domain: TrustDomain,
     },
     /// The caller asked to act for another workload but is not a node agent.
-    #[error("{caller} may not request certificates for other workloads (not a configured node agent)")]
+    #[error(
+        "{caller} may not request certificates for other workloads (not a configured node agent)"
+    )]
     NotANodeAgent {
         /// The caller.
         caller: SpiffeId,
@@ -216,17 +220,27 @@ mod tests {
     async fn own_identity_without_impersonation() {
         let caller = Caller::new(id(WEB), "kubernetes-jwt");
         assert_eq!(authorizer(true).authorize(&caller, None).await, Ok(id(WEB)));
-        assert_eq!(authorizer(true).authorize(&caller, Some("")).await, Ok(id(WEB)));
-        assert_eq!(authorizer(true).authorize(&caller, Some(WEB)).await, Ok(id(WEB)));
+        assert_eq!(
+            authorizer(true).authorize(&caller, Some("")).await,
+            Ok(id(WEB))
+        );
+        assert_eq!(
+            authorizer(true).authorize(&caller, Some(WEB)).await,
+            Ok(id(WEB))
+        );
     }
 
     #[tokio::test]
     async fn node_agents_impersonate_workloads_on_their_node_only() {
         let a = authorizer(true);
-        assert_eq!(a.authorize(&ztunnel(Some("node-1"), None), Some(WEB)).await, Ok(id(WEB)));
+        assert_eq!(
+            a.authorize(&ztunnel(Some("node-1"), None), Some(WEB)).await,
+            Ok(id(WEB))
+        );
         // Node found through the caller's pod.
         assert_eq!(
-            a.authorize(&ztunnel(None, Some("ztunnel-abc")), Some(WEB)).await,
+            a.authorize(&ztunnel(None, Some("ztunnel-abc")), Some(WEB))
+                .await,
             Ok(id(WEB))
         );
         assert!(matches!(
@@ -239,7 +253,9 @@ mod tests {
         ));
         // Without Kubernetes the node list alone decides.
         assert_eq!(
-            authorizer(false).authorize(&ztunnel(None, None), Some(WEB)).await,
+            authorizer(false)
+                .authorize(&ztunnel(None, None), Some(WEB))
+                .await,
             Ok(id(WEB))
         );
     }
@@ -252,10 +268,16 @@ mod tests {
             authorizer(true).authorize(&caller, Some(other)).await,
             Err(AuthzError::NotANodeAgent { .. })
         ));
-        for bad in ["spiffe://evil.org/ns/a/sa/b", "not a uri", "spiffe://cluster.local"] {
+        for bad in [
+            "spiffe://evil.org/ns/a/sa/b",
+            "not a uri",
+            "spiffe://cluster.local",
+        ] {
             assert!(
                 matches!(
-                    authorizer(true).authorize(&ztunnel(Some("node-1"), None), Some(bad)).await,
+                    authorizer(true)
+                        .authorize(&ztunnel(Some("node-1"), None), Some(bad))
+                        .await,
                     Err(AuthzError::BadImpersonatedIdentity { .. })
                 ),
                 "{bad}"

@@ -33,6 +33,7 @@ pub mod config;
 pub mod fs;
 pub mod issue;
 pub mod k8s;
+pub mod server;
 
 pub use authority::{Authority, AuthorityError};
 pub use issue::{CertIssuer, IssuancePolicy, IssueError, IssueRequest, IssuedChain, Ttl};

@@ -20,6 +20,8 @@
 //! checks. Tokens are never logged.
 
 mod dev;
+mod jwks_source;
+mod jwt;
 mod review;
 mod svid;
 
@@ -31,6 +33,8 @@ use sigil_identity::SpiffeId;
 use crate::k8s::PodRef;
 
 pub use dev::{DEV_TOKEN_PREFIX, DevelopmentAuthenticator};
+pub use jwks_source::{JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError, MAX_JWKS_RESPONSE_BYTES};
+pub use jwt::{IdentityMapping, JwtAuthenticator};
 pub use review::{MAX_CACHE_TTL, NO_EXPIRY_CACHE_TTL, ReviewCache, TokenReviewAuthenticator};
 pub use svid::SvidAuthenticator;
 
@@ -219,6 +223,89 @@ pub fn peek_expiry(token: &str) -> Option<SystemTime> {
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let exp = value.get("exp")?.as_u64()?;
     SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(exp))
+}
+
+/// Builds the JWT authenticator configured at `authenticators[index]`.
+pub fn jwt_authenticator(
+    index: usize,
+    config: &crate::config::AuthenticatorConfig,
+    ca: &crate::config::CaConfig,
+) -> Result<Box<dyn Authenticator>, crate::server::ServeError> {
+    use crate::config::AuthenticatorConfig as A;
+    let setup = |reason: String| {
+        crate::server::ServeError::Setup(format!("authenticators[{index}]: {reason}"))
+    };
+    let (kind, issuer, audiences, jwks, leeway, mapping) = match config {
+        A::KubernetesJwt {
+            issuer,
+            audiences,
+            jwks,
+            leeway,
+        } => (
+            "kubernetes-jwt",
+            issuer,
+            audiences,
+            jwks,
+            leeway,
+            IdentityMapping::Kubernetes,
+        ),
+        A::Oidc {
+            issuer,
+            audiences,
+            jwks,
+            id_template,
+            leeway,
+        } => (
+            "oidc",
+            issuer,
+            audiences,
+            jwks,
+            leeway,
+            IdentityMapping::Template(id_template.clone()),
+        ),
+        other => {
+            return Err(setup(format!(
+                "{} is not a JWT authenticator",
+                other.kind()
+            )));
+        }
+    };
+    let source = if let Some(inline) = &jwks.inline {
+        JwksSource::fixed(
+            sigil_identity::jwt::Jwks::from_json(inline.as_bytes())
+                .map_err(|e| setup(format!("jwks.inline: {e}")))?,
+        )
+    } else if let Some(file) = &jwks.file {
+        JwksSource::file(file.clone(), jwks.refresh_min_interval)
+            .map_err(|e| setup(e.to_string()))?
+    } else if let Some(uri) = &jwks.uri {
+        let roots = match &jwks.uri_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| setup(format!("jwks.uri_ca_file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        JwksSource::remote(uri, roots.as_deref(), jwks.refresh_min_interval)
+            .map_err(|e| setup(e.to_string()))?
+    } else {
+        return Err(setup("jwks: set one of file, inline or uri".into()));
+    };
+    let policy = sigil_identity::jwt::JwtPolicy {
+        issuer: Some(issuer.clone()),
+        audiences: audiences.clone(),
+        leeway: *leeway,
+        ..sigil_identity::jwt::JwtPolicy::default()
+    };
+    JwtAuthenticator::new(
+        kind,
+        ca.trust_domain.clone(),
+        policy,
+        std::sync::Arc::new(source),
+        mapping,
+    )
+    .map(|a| Box::new(a) as Box<dyn Authenticator>)
+    .map_err(|e| setup(e.to_string()))
 }
 
 #[cfg(test)]

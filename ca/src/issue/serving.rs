@@ -48,7 +48,10 @@ impl CertIssuer {
             .map_err(|e| IssueError::Signing(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, dns_names.first().map_or("sigil-ca", String::as_str));
+        dn.push(
+            DnType::CommonName,
+            dns_names.first().map_or("sigil-ca", String::as_str),
+        );
         params.distinguished_name = dn;
         params.subject_alt_names = dns_names
             .iter()

@@ -58,7 +58,11 @@ async fn bundle(State(shared): State<Arc<Shared>>) -> Response {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot encode the trust bundle");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the bundle\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the bundle\n",
+            )
+                .into_response()
         }
     }
 }

@@ -48,10 +48,12 @@ impl CaService {
             .try_acquire()
             .map_err(|_| Status::resource_exhausted("too many requests in flight; retry later"))?;
 
-        let peer = request
-            .extensions()
-            .get::<ConnInfo>()
-            .and_then(|info| info.peer.clone());
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let client_addr = conn
+            .as_ref()
+            .map(|c| c.remote.to_string())
+            .unwrap_or_default();
+        let peer = conn.and_then(|info| info.peer);
         let bearer = match request.metadata().get("authorization") {
             None => None,
             Some(value) => {
@@ -79,6 +81,7 @@ impl CaService {
             .await
             .map_err(|e| {
                 tracing::info!(
+                    client.addr = %client_addr,
                     caller = %caller.identity,
                     method = caller.method,
                     impersonated = impersonated.unwrap_or(""),
@@ -92,7 +95,10 @@ impl CaService {
         let ttl = if message.validity_duration <= 0 {
             None
         } else {
-            Some(Ttl::from_secs(message.validity_duration).map_err(|e| Status::invalid_argument(e.to_string()))?)
+            Some(
+                Ttl::from_secs(message.validity_duration)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            )
         };
         let issuer = shared.issuer.load_full();
         let chain = issuer
@@ -103,6 +109,7 @@ impl CaService {
             })
             .map_err(|e| {
                 tracing::info!(
+                    client.addr = %client_addr,
                     caller = %caller.identity,
                     method = caller.method,
                     identity = %identity,
@@ -113,6 +120,7 @@ impl CaService {
                 issue_status(&e)
             })?;
         tracing::info!(
+            client.addr = %client_addr,
             caller = %caller.identity,
             method = caller.method,
             identity = %identity,
@@ -131,7 +139,14 @@ impl CaService {
             cert_chain.push(cert_pem(leaf));
         }
         cert_chain.extend(intermediates.iter().map(|c| cert_pem(c)));
-        cert_chain.push(issuer.authority().roots().iter().map(|r| cert_pem(r)).collect());
+        cert_chain.push(
+            issuer
+                .authority()
+                .roots()
+                .iter()
+                .map(|r| cert_pem(r))
+                .collect(),
+        );
         Ok(IstioCertificateResponse { cert_chain })
     }
 }
@@ -150,7 +165,10 @@ impl IstioCertificateService for CaService {
             Ok(_) => "ok",
             Err(status) => code_name(status.code()),
         };
-        metrics.issued.get_or_create(&OutcomeLabel { outcome }).inc();
+        metrics
+            .issued
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
         result.map(Response::new)
     }
 }

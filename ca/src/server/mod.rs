@@ -41,7 +41,7 @@ pub use error::ServeError;
 pub use metrics::Metrics;
 
 use crate::authn::{
-    AuthnChain, Authenticator, DevelopmentAuthenticator, SvidAuthenticator,
+    Authenticator, AuthnChain, DevelopmentAuthenticator, SvidAuthenticator,
     TokenReviewAuthenticator,
 };
 use crate::authz::Authorizer;
@@ -75,10 +75,6 @@ impl std::fmt::Debug for KubeDeps {
 pub struct ServerDeps {
     /// Kubernetes clients; required when `[kubernetes] enabled = true`.
     pub kube: Option<KubeDeps>,
-    /// Extra authenticators built by the caller (e.g. JWT authenticators
-    /// with their key sources), keyed by their position in
-    /// `config.authenticators`.
-    pub authenticators: Vec<(usize, Arc<dyn Authenticator>)>,
 }
 
 /// The CA server.
@@ -86,7 +82,6 @@ pub struct ServerDeps {
 pub struct CaServer;
 
 /// A bound, not yet serving, CA server.
-#[derive(Debug)]
 pub struct Bound {
     grpc: TcpListener,
     admin: TcpListener,
@@ -122,13 +117,19 @@ impl CaServer {
         );
 
         let serving = issue_serving(&issuer, &config)?;
-        let resolver = Arc::new(CertResolver::new(&serving).map_err(|e| ServeError::Tls(e.to_string()))?);
-        let client_bundles = BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
+        let resolver =
+            Arc::new(CertResolver::new(&serving).map_err(|e| ServeError::Tls(e.to_string()))?);
+        let client_bundles =
+            BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
+                config.trust_domain.clone(),
+                issuer.authority().roots().iter().cloned(),
+            )));
+        let tls = tls::server_config(
+            resolver.clone(),
+            client_bundles.clone(),
             config.trust_domain.clone(),
-            issuer.authority().roots().iter().cloned(),
-        )));
-        let tls = tls::server_config(resolver.clone(), client_bundles.clone(), config.trust_domain.clone())
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        )
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
         let (authority_changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             issuer: ArcSwap::from_pointee(issuer),
@@ -156,15 +157,28 @@ impl CaServer {
     }
 }
 
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("grpc", &self.grpc.local_addr().ok())
+            .field("admin", &self.admin.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bound {
     /// The gRPC listener's address.
     pub fn grpc_addr(&self) -> Result<SocketAddr, ServeError> {
-        self.grpc.local_addr().map_err(|e| ServeError::Io(e.to_string()))
+        self.grpc
+            .local_addr()
+            .map_err(|e| ServeError::Io(e.to_string()))
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> Result<SocketAddr, ServeError> {
-        self.admin.local_addr().map_err(|e| ServeError::Io(e.to_string()))
+        self.admin
+            .local_addr()
+            .map_err(|e| ServeError::Io(e.to_string()))
     }
 
     /// The current trust bundle's roots, PEM.
@@ -188,7 +202,10 @@ impl Bound {
         let stop = CancellationToken::new();
         let grace = config.server.shutdown_grace;
 
-        if config.authenticators.contains(&AuthenticatorConfig::Development) {
+        if config
+            .authenticators
+            .contains(&AuthenticatorConfig::Development)
+        {
             tracing::warn!(
                 grpc_addr = %config.server.grpc_addr,
                 "the development authenticator is enabled: `dev:<ns>:<sa>` tokens are trusted without proof; use only on loopback for trials"
@@ -303,21 +320,21 @@ async fn bind(addr: SocketAddr, field: &'static str) -> Result<TcpListener, Serv
 fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, ServeError> {
     let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
     for (index, a) in config.authenticators.iter().enumerate() {
-        if let Some((_, provided)) = deps.authenticators.iter().find(|(i, _)| *i == index) {
-            chain.push(Box::new(Shared_(provided.clone())));
-            continue;
-        }
         let built: Box<dyn Authenticator> = match a {
             AuthenticatorConfig::Development => {
                 Box::new(DevelopmentAuthenticator::new(config.trust_domain.clone()))
             }
-            AuthenticatorConfig::Svid => Box::new(SvidAuthenticator::new(config.trust_domain.clone())),
+            AuthenticatorConfig::Svid => {
+                Box::new(SvidAuthenticator::new(config.trust_domain.clone()))
+            }
             AuthenticatorConfig::KubernetesTokenReview {
                 audiences,
                 cache_size,
             } => {
                 let kube = deps.kube.as_ref().ok_or_else(|| {
-                    ServeError::Setup(format!("authenticators[{index}]: TokenReview needs Kubernetes"))
+                    ServeError::Setup(format!(
+                        "authenticators[{index}]: TokenReview needs Kubernetes"
+                    ))
                 })?;
                 Box::new(TokenReviewAuthenticator::new(
                     config.trust_domain.clone(),
@@ -335,23 +352,10 @@ fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, Serve
     Ok(AuthnChain::new(chain))
 }
 
-/// Adapts a shared authenticator to the chain's boxed form.
-struct Shared_(Arc<dyn Authenticator>);
-
-impl Authenticator for Shared_ {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-
-    fn authenticate<'a>(
-        &'a self,
-        credentials: crate::authn::Credentials<'a>,
-    ) -> futures::future::BoxFuture<'a, crate::authn::Outcome> {
-        self.0.authenticate(credentials)
-    }
-}
-
-fn issue_serving(issuer: &CertIssuer, config: &CaConfig) -> Result<crate::issue::ServingCert, ServeError> {
+fn issue_serving(
+    issuer: &CertIssuer,
+    config: &CaConfig,
+) -> Result<crate::issue::ServingCert, ServeError> {
     let ttl = Ttl::from_duration(config.server.server_cert_ttl)
         .map_err(|e| ServeError::Setup(format!("server.server_cert_ttl: {e}")))?;
     issuer
@@ -382,10 +386,14 @@ async fn renew_serving_cert(
         let issuer = shared.issuer.load_full();
         match issue_serving(&issuer, &config) {
             Ok(cert) => match resolver.store(&cert) {
-                Ok(()) => tracing::info!(not_after = %cert.not_after, "serving certificate renewed"),
+                Ok(()) => {
+                    tracing::info!(not_after = %cert.not_after, "serving certificate renewed")
+                }
                 Err(error) => tracing::error!(%error, "renewed serving certificate unusable"),
             },
-            Err(error) => tracing::error!(%error, "cannot renew the serving certificate; retrying in 30s"),
+            Err(error) => {
+                tracing::error!(%error, "cannot renew the serving certificate; retrying in 30s")
+            }
         }
     }
 }

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::ResultLabel;
 use super::state::Shared;
-use crate::authority::source::{self, CM_CA_CRT, CM_TLS_CRT, CM_TLS_KEY, ISTIO_CA_CERT, ISTIO_CA_KEY, ISTIO_CERT_CHAIN, ISTIO_ROOT_CERT};
+use crate::authority::source::{
+    self, CM_CA_CRT, CM_TLS_CRT, CM_TLS_KEY, ISTIO_CA_CERT, ISTIO_CA_KEY, ISTIO_CERT_CHAIN,
+    ISTIO_ROOT_CERT,
+};
 use crate::issue::{CertIssuer, IssuancePolicy};
 
 /// A digest of the CA files' contents (absent files count as empty).
@@ -78,11 +81,19 @@ pub(crate) async fn watch_dir(
                     "plug-in CA reloaded"
                 );
                 shared.install(CertIssuer::new(Arc::new(authority), policy.clone()));
-                shared.metrics.reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
+                shared
+                    .metrics
+                    .reloads
+                    .get_or_create(&ResultLabel { result: "ok" })
+                    .inc();
             }
             Ok(Err(error)) => {
                 tracing::error!(dir = %dir.display(), %error, "new CA material refused; the previous CA keeps serving");
-                shared.metrics.reloads.get_or_create(&ResultLabel { result: "rejected" }).inc();
+                shared
+                    .metrics
+                    .reloads
+                    .get_or_create(&ResultLabel { result: "rejected" })
+                    .inc();
             }
             Err(error) => {
                 tracing::error!(%error, "CA reload task failed; the previous CA keeps serving");

@@ -43,8 +43,7 @@ impl Shared {
     /// Installs a new issuer: swaps it in, updates the client-SVID roots,
     /// bumps the bundle sequence if the roots changed, and wakes watchers.
     pub(crate) fn install(&self, issuer: CertIssuer) {
-        let roots_changed =
-            self.issuer.load().authority().roots() != issuer.authority().roots();
+        let roots_changed = self.issuer.load().authority().roots() != issuer.authority().roots();
         let bundle = TrustBundle::with_x509_authorities(
             issuer.authority().trust_domain().clone(),
             issuer.authority().roots().iter().cloned(),

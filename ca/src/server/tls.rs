@@ -33,13 +33,13 @@ use crate::issue::ServingCert;
 
 /// Holds the current serving certificate; swapped on renewal.
 #[derive(Debug)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: ArcSwap<CertifiedKey>,
 }
 
 impl CertResolver {
     /// A resolver serving `cert`.
-    pub fn new(cert: &ServingCert) -> Result<Self, rustls::Error> {
+    pub(crate) fn new(cert: &ServingCert) -> Result<Self, rustls::Error> {
         Ok(Self {
             current: ArcSwap::from_pointee(certified(cert)?),
         })
@@ -47,7 +47,7 @@ impl CertResolver {
 
     /// Serves `cert` from the next handshake on; established connections
     /// keep the certificate they negotiated.
-    pub fn store(&self, cert: &ServingCert) -> Result<(), rustls::Error> {
+    pub(crate) fn store(&self, cert: &ServingCert) -> Result<(), rustls::Error> {
         self.current.store(Arc::new(certified(cert)?));
         Ok(())
     }
@@ -116,7 +116,7 @@ impl ClientCertVerifier for OptionalSvid {
 }
 
 /// The rustls server configuration: h2 only, TLS 1.2 and 1.3, ring.
-pub fn server_config(
+pub(crate) fn server_config(
     resolver: Arc<CertResolver>,
     bundles: BundleHandle,
     trust_domain: sigil_identity::TrustDomain,
@@ -137,15 +137,15 @@ pub fn server_config(
 
 /// What the gRPC handlers learn about a connection.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The client's address.
-    pub remote: SocketAddr,
+    pub(crate) remote: SocketAddr,
     /// The client's SPIFFE ID, when it authenticated with a valid SVID.
-    pub peer: Option<SpiffeId>,
+    pub(crate) peer: Option<SpiffeId>,
 }
 
 /// An accepted TLS connection, holding its connection-limit permit.
-pub struct TlsConn {
+pub(crate) struct TlsConn {
     inner: TlsStream<TcpStream>,
     info: ConnInfo,
     _permit: OwnedSemaphorePermit,
@@ -202,7 +202,7 @@ impl tonic::transport::server::Connected for TlsConn {
 /// Accepts TCP connections, enforces the connection bound and the
 /// handshake deadline, and hands finished TLS connections to `out`.
 /// Returns when `shutdown` fires or `out` closes.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     max_connections: usize,

@@ -53,7 +53,8 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 // === impl Jwks ===
 
 /// A set of public JWT verification keys, each with its allowed algorithms.
-#[derive(Clone)]
+/// The default is the empty set (every token fails with an unknown key).
+#[derive(Clone, Default)]
 pub struct Jwks {
     keys: Vec<VerificationKey>,
 }

@@ -1,0 +1,247 @@
+//! Where a JWT issuer's public keys come from, and when to refresh them.
+//!
+//! An unknown `kid` may mean the issuer rotated its keys, or an attacker
+//! made one up: it triggers *at most one* refresh per
+//! `refresh_min_interval`, so a stream of forged kids cannot turn the CA
+//! into a JWKS-fetching amplifier.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sigil_identity::jwt::Jwks;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// The largest JWKS document fetched.
+pub const MAX_JWKS_RESPONSE_BYTES: usize = 256 * 1024;
+/// Deadline of one JWKS fetch.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<bytes::Bytes>>;
+
+/// Why keys could not be (re)loaded. Never fatal for a running server:
+/// the previous keys stay in use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksSourceError {
+    /// Reading the file failed.
+    #[error("JWKS file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Fetching the URI failed.
+    #[error("JWKS {uri}: {reason}")]
+    Fetch {
+        /// The URI.
+        uri: String,
+        /// Why.
+        reason: String,
+    },
+    /// The document is not an acceptable JWKS.
+    #[error("JWKS from {origin} refused: {reason}")]
+    Invalid {
+        /// File path or URI.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// A refresh was asked for too soon after the last one.
+    #[error("JWKS refresh skipped: the last one was under {interval:?} ago")]
+    RateLimited {
+        /// The minimum interval.
+        interval: Duration,
+    },
+}
+
+enum Origin {
+    Static,
+    File(PathBuf),
+    Remote {
+        uri: hyper::Uri,
+        text: String,
+        client: HttpsClient,
+    },
+}
+
+/// A JWKS with its origin and refresh policy.
+pub struct JwksSource {
+    origin: Origin,
+    keys: ArcSwap<Jwks>,
+    min_interval: Duration,
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let origin = match &self.origin {
+            Origin::Static => "inline".to_owned(),
+            Origin::File(p) => p.display().to_string(),
+            Origin::Remote { text, .. } => text.clone(),
+        };
+        f.debug_struct("JwksSource")
+            .field("origin", &origin)
+            .field("keys", &self.keys.load().len())
+            .finish()
+    }
+}
+
+impl JwksSource {
+    /// Fixed keys (inline configuration).
+    pub fn fixed(keys: Jwks) -> Self {
+        Self::with(Origin::Static, keys, Duration::MAX)
+    }
+
+    /// Keys from a file, read now and re-read on refresh.
+    pub fn file(path: PathBuf, min_interval: Duration) -> Result<Self, JwksSourceError> {
+        let keys = read_file(&path)?;
+        Ok(Self::with(Origin::File(path), keys, min_interval))
+    }
+
+    /// Keys from an `https` URI, fetched lazily (first use) and on refresh.
+    /// `roots_pem` replaces the bundled Mozilla roots when given.
+    pub fn remote(
+        uri: &str,
+        roots_pem: Option<&[u8]>,
+        min_interval: Duration,
+    ) -> Result<Self, JwksSourceError> {
+        let fail = |reason: String| JwksSourceError::Fetch {
+            uri: uri.to_owned(),
+            reason,
+        };
+        let parsed: hyper::Uri = uri.parse().map_err(|e| fail(format!("bad URI: {e}")))?;
+        let mut roots = rustls::RootCertStore::empty();
+        match roots_pem {
+            Some(pem) => {
+                use rustls_pki_types::pem::PemObject;
+                for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| fail(format!("bad CA file: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| fail(format!("bad CA certificate: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self::with(
+            Origin::Remote {
+                uri: parsed,
+                text: uri.to_owned(),
+                client,
+            },
+            Jwks::default(),
+            min_interval,
+        ))
+    }
+
+    fn with(origin: Origin, keys: Jwks, min_interval: Duration) -> Self {
+        Self {
+            origin,
+            keys: ArcSwap::from_pointee(keys),
+            min_interval,
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    /// The keys in use.
+    pub fn current(&self) -> Arc<Jwks> {
+        self.keys.load_full()
+    }
+
+    /// Reloads the keys unless the last refresh was under the minimum
+    /// interval ago. On failure the previous keys stay in use.
+    pub async fn refresh(&self) -> Result<Arc<Jwks>, JwksSourceError> {
+        let mut last = self.last_refresh.lock().await;
+        if let Some(at) = *last {
+            if at.elapsed() < self.min_interval {
+                return Err(JwksSourceError::RateLimited {
+                    interval: self.min_interval,
+                });
+            }
+        }
+        *last = Some(Instant::now());
+        let keys = match &self.origin {
+            Origin::Static => return Ok(self.current()),
+            Origin::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || read_file(&path))
+                    .await
+                    .map_err(|e| JwksSourceError::File {
+                        path: PathBuf::new(),
+                        reason: e.to_string(),
+                    })??
+            }
+            Origin::Remote { uri, text, client } => fetch(client, uri, text).await?,
+        };
+        let keys = Arc::new(keys);
+        self.keys.store(keys.clone());
+        tracing::info!(keys = keys.len(), "JWKS refreshed");
+        Ok(keys)
+    }
+}
+
+fn read_file(path: &std::path::Path) -> Result<Jwks, JwksSourceError> {
+    let bytes = std::fs::read(path).map_err(|e| JwksSourceError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Jwks::from_json(&bytes).map_err(|e| JwksSourceError::Invalid {
+        origin: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+async fn fetch(
+    client: &HttpsClient,
+    uri: &hyper::Uri,
+    text: &str,
+) -> Result<Jwks, JwksSourceError> {
+    let fail = |reason: String| JwksSourceError::Fetch {
+        uri: text.to_owned(),
+        reason,
+    };
+    let request = hyper::Request::get(uri.clone())
+        .header(hyper::header::ACCEPT, "application/json")
+        .body(Empty::new())
+        .map_err(|e| fail(e.to_string()))?;
+    let response = tokio::time::timeout(JWKS_FETCH_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("HTTP {}", response.status())));
+    }
+    let body = tokio::time::timeout(
+        JWKS_FETCH_TIMEOUT,
+        Limited::new(response.into_body(), MAX_JWKS_RESPONSE_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| fail("timed out reading the body".into()))?
+    .map_err(|e| fail(e.to_string()))?
+    .to_bytes();
+    Jwks::from_json(&body).map_err(|e| JwksSourceError::Invalid {
+        origin: text.to_owned(),
+        reason: e.to_string(),
+    })
+}

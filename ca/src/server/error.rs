@@ -1,0 +1,76 @@
+//! Why the server could not start, and one response rewrite.
+
+use std::net::SocketAddr;
+
+use http::HeaderValue;
+
+use crate::authority::AuthorityError;
+use crate::config::ConfigError;
+use crate::k8s::K8sError;
+
+/// Why the CA server could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The signing authority could not be loaded or created.
+    #[error("cannot load the CA: {0}")]
+    Authority(#[from] AuthorityError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({field}): {reason}")]
+    Bind {
+        /// The setting.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why (e.g. address in use).
+        reason: String,
+    },
+    /// The TLS configuration could not be built.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The Kubernetes API failed during startup.
+    #[error("Kubernetes: {0}")]
+    Kubernetes(#[from] K8sError),
+    /// Another setup step failed.
+    #[error("{0}")]
+    Setup(String),
+    /// An I/O error.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// gRPC status code OUT_OF_RANGE, which tonic uses for a message over its
+/// size bound.
+const OUT_OF_RANGE: &str = "11";
+/// gRPC status code RESOURCE_EXHAUSTED, what Sigil promises for a request
+/// over a limit.
+const RESOURCE_EXHAUSTED: HeaderValue = HeaderValue::from_static("8");
+
+/// Rewrites tonic's OUT_OF_RANGE for oversized messages to
+/// RESOURCE_EXHAUSTED. The CA service never returns OUT_OF_RANGE itself, so
+/// the rewrite cannot hide anything else.
+pub(crate) struct OversizeAsResourceExhausted;
+
+impl OversizeAsResourceExhausted {
+    pub(crate) fn layer() -> tower::util::MapResponseLayer<
+        fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+    > {
+        tower::util::MapResponseLayer::new(rewrite)
+    }
+}
+
+fn rewrite(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v == OUT_OF_RANGE)
+    {
+        response
+            .headers_mut()
+            .insert("grpc-status", RESOURCE_EXHAUSTED);
+    }
+    response
+}
