@@ -23,6 +23,9 @@ pub(crate) enum CaCommand {
     Init(InitArgs),
     /// Issue an X509-SVID for a CSR, offline, with the CA in a directory.
     Sign(SignArgs),
+    /// Run the CA server: Istio's certificate API over TLS (default
+    /// 127.0.0.1:15012) and the admin port (default 127.0.0.1:15014).
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +62,7 @@ pub(crate) fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
         CaCommand::Init(args) => init(args),
         CaCommand::Sign(args) => sign(args),
+        CaCommand::Serve(args) => crate::serve::run(args),
     }
 }
 

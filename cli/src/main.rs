@@ -3,13 +3,20 @@
 //! - `sigil ca init` creates (or reuses) a self-signed CA in a directory;
 //! - `sigil ca sign` issues an X509-SVID offline from a CSR;
 //! - `sigil cert inspect` explains a certificate chain and checks that it is
-//!   a valid X509-SVID.
+//!   a valid X509-SVID;
+//! - `sigil ca serve` runs the CA server;
+//! - `sigil bench ca` drives a CA with real CSRs and reports throughput and
+//!   latency.
 //!
 //! `main` only parses arguments and maps results to exit codes: 0 success,
-//! 1 the operation failed (the reason is printed), 2 bad usage.
+//! 1 the operation failed (the reason is printed), 2 bad usage, 64 an
+//! invalid configuration file.
 
+mod bench;
 mod ca;
 mod cert;
+mod kube;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -31,26 +38,40 @@ enum Command {
     /// Work with certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Load tools.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Servers log their decisions at info; one-shot commands stay quiet.
+    let default_level = match &cli.command {
+        Command::Ca(ca::CaCommand::Serve(_)) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("sigil: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<serve::InvalidConfig>().is_some() {
+                // EX_USAGE: the configuration, not the environment, is wrong.
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
