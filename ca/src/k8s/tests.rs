@@ -1,0 +1,1 @@
+//! Tests of [`KubeApi`](super::KubeApi) against the fake API server.
