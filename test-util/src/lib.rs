@@ -9,6 +9,10 @@
 //! ```
 //!
 //! Every certificate is generated at test time; nothing is committed.
+//!
+//! [`fake_k8s::FakeApiServer`] is an in-memory Kubernetes API server on
+//! loopback (TokenReview, pods, Secrets, ConfigMaps) for testing the CA's
+//! Kubernetes clients without a cluster.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::expect_used,
@@ -22,6 +26,8 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
+
+pub mod fake_k8s;
 
 pub use rcgen;
 

@@ -11,6 +11,19 @@
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
+mod client;
+mod configmap;
+mod pods;
+mod review;
+mod secret;
+#[cfg(test)]
+mod tests;
+
+pub use client::{
+    BUNDLE_CONFIG_MAP_KEY, CA_CERT_KEY, CA_KEY_KEY, DEFAULT_BUNDLE_CONFIG_MAP,
+    DEFAULT_CA_SECRET_NAME, DEFAULT_CA_SECRET_NAMESPACE, DEFAULT_REQUEST_TIMEOUT, KubeApi,
+};
+
 /// What a successful TokenReview says about a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReviewedToken {
