@@ -65,11 +65,13 @@ pub enum JwksSourceError {
 enum Origin {
     Static,
     File(PathBuf),
-    Remote {
-        uri: hyper::Uri,
-        text: String,
-        client: HttpsClient,
-    },
+    Remote(Box<Remote>),
+}
+
+struct Remote {
+    uri: hyper::Uri,
+    text: String,
+    client: HttpsClient,
 }
 
 /// A JWKS with its origin and refresh policy.
@@ -85,7 +87,7 @@ impl std::fmt::Debug for JwksSource {
         let origin = match &self.origin {
             Origin::Static => "inline".to_owned(),
             Origin::File(p) => p.display().to_string(),
-            Origin::Remote { text, .. } => text.clone(),
+            Origin::Remote(remote) => remote.text.clone(),
         };
         f.debug_struct("JwksSource")
             .field("origin", &origin)
@@ -145,11 +147,11 @@ impl JwksSource {
             .build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self::with(
-            Origin::Remote {
+            Origin::Remote(Box::new(Remote {
                 uri: parsed,
                 text: uri.to_owned(),
                 client,
-            },
+            })),
             Jwks::default(),
             min_interval,
         ))
@@ -173,12 +175,12 @@ impl JwksSource {
     /// interval ago. On failure the previous keys stay in use.
     pub async fn refresh(&self) -> Result<Arc<Jwks>, JwksSourceError> {
         let mut last = self.last_refresh.lock().await;
-        if let Some(at) = *last {
-            if at.elapsed() < self.min_interval {
-                return Err(JwksSourceError::RateLimited {
-                    interval: self.min_interval,
-                });
-            }
+        if let Some(at) = *last
+            && at.elapsed() < self.min_interval
+        {
+            return Err(JwksSourceError::RateLimited {
+                interval: self.min_interval,
+            });
         }
         *last = Some(Instant::now());
         let keys = match &self.origin {
@@ -192,7 +194,7 @@ impl JwksSource {
                         reason: e.to_string(),
                     })??
             }
-            Origin::Remote { uri, text, client } => fetch(client, uri, text).await?,
+            Origin::Remote(remote) => fetch(&remote.client, &remote.uri, &remote.text).await?,
         };
         let keys = Arc::new(keys);
         self.keys.store(keys.clone());
