@@ -156,6 +156,10 @@ pub struct CertIssuer {
     authority: Arc<Authority>,
     policy: IssuancePolicy,
     subject: DistinguishedName,
+    /// PEM of the intermediates every chain carries (between leaf and root).
+    intermediates_pem: Vec<String>,
+    /// PEM of all roots, concatenated: the trust bundle.
+    bundle_pem: String,
 }
 
 impl CertIssuer {
@@ -165,11 +169,33 @@ impl CertIssuer {
         if let Some(org) = &policy.subject_organization {
             subject.push(DnType::OrganizationName, org.as_str());
         }
+        let tail = authority.chain_after_leaf();
+        let intermediates_pem = tail
+            .get(..tail.len().saturating_sub(1))
+            .unwrap_or_default()
+            .iter()
+            .map(|c| cert_pem(c))
+            .collect();
+        let bundle_pem = authority.roots().iter().map(|r| cert_pem(r)).collect();
         Self {
             authority,
             policy,
             subject,
+            intermediates_pem,
+            bundle_pem,
         }
+    }
+
+    /// PEM of the intermediates every issued chain carries, signing
+    /// certificate first, root excluded (computed once).
+    pub fn intermediates_pem(&self) -> &[String] {
+        &self.intermediates_pem
+    }
+
+    /// PEM of all current roots, concatenated: the trust bundle (computed
+    /// once).
+    pub fn bundle_pem(&self) -> &str {
+        &self.bundle_pem
     }
 
     /// The authority this issuer signs with.

@@ -130,23 +130,13 @@ impl CaService {
         );
 
         // [leaf, intermediates...] then the whole bundle as the last element.
-        let certs = chain.certs();
-        let intermediates = certs
-            .get(1..certs.len().saturating_sub(1))
-            .unwrap_or_default();
+        let intermediates = issuer.intermediates_pem();
         let mut cert_chain = Vec::with_capacity(intermediates.len() + 2);
-        if let Some(leaf) = certs.first() {
+        if let Some(leaf) = chain.leaf() {
             cert_chain.push(cert_pem(leaf));
         }
-        cert_chain.extend(intermediates.iter().map(|c| cert_pem(c)));
-        cert_chain.push(
-            issuer
-                .authority()
-                .roots()
-                .iter()
-                .map(|r| cert_pem(r))
-                .collect(),
-        );
+        cert_chain.extend(intermediates.iter().cloned());
+        cert_chain.push(issuer.bundle_pem().to_owned());
         Ok(IstioCertificateResponse { cert_chain })
     }
 }
