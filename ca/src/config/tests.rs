@@ -116,3 +116,18 @@ fn errors_name_the_field() {
         "authorization.node_agents"
     );
 }
+
+#[test]
+fn the_shipped_kubernetes_config_is_valid() {
+    let manifest = include_str!("../../../deploy/base/config.yaml");
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| !l.contains("sigil-ca.toml: |"))
+        .skip(1)
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = CaConfig::from_toml(&toml).unwrap();
+    assert!(config.kubernetes.enabled);
+    assert_eq!(config.authority.source, AuthoritySource::KubernetesSecret);
+}
