@@ -700,3 +700,28 @@ pub async fn start_gated(configure: impl FnOnce(&mut CaConfig)) -> (CaUnderTest,
         },
     )
 }
+
+/// Kubernetes dependencies talking to the API server at `url` (the fake),
+/// all four from one [`sigil_ca::k8s::KubeApi`].
+pub fn kube_deps(url: &str) -> ServerDeps {
+    let api = Arc::new(sigil_ca::k8s::KubeApi::for_url(url, None).expect("KubeApi for the fake"));
+    ServerDeps {
+        kube: Some(KubeDeps {
+            reviewer: api.clone(),
+            pods: api.clone(),
+            secrets: api.clone(),
+            publisher: api,
+        }),
+    }
+}
+
+/// Sets `[kubernetes] enabled = true, api_url = url` and TokenReview as the
+/// only authenticator.
+pub fn use_kubernetes(config: &mut CaConfig, url: &str) {
+    config.kubernetes.enabled = true;
+    config.kubernetes.api_url = Some(url.to_owned());
+    config.authenticators = vec![AuthenticatorConfig::KubernetesTokenReview {
+        audiences: vec!["istio-ca".into()],
+        cache_size: 100,
+    }];
+}
