@@ -4,7 +4,8 @@
 //! fail; once `/root.pem` shows the new root, chains end at it. Then an
 //! invalid set (a key that does not match the certificate) is refused:
 //! `sigil_ca_authority_reloads_total{result="rejected"}` goes up and the
-//! previous CA keeps serving.
+//! previous CA keeps serving. With a root-cert.pem holding two roots (a
+//! rotation in progress), the last element of every chain carries both.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -184,4 +185,41 @@ async fn swapping_the_plug_in_ca_under_load_fails_no_request() {
     ask(&mut reconnected, &csr, Some(WEB_TOKEN))
         .await
         .expect("new connections are still served by the new CA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_root_rotation_the_last_element_carries_both_roots() {
+    let old = TestCa::root("cluster.local");
+    let new = TestCa::root("cluster.local");
+    let tmp = tempdir();
+    let dir = tmp.path().join("cacerts");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Still signing with the old CA; root-cert.pem already trusts both.
+    let both = format!("{}{}", old.cert.pem, new.cert.pem);
+    install(
+        &dir,
+        &tmp.path().join("staging"),
+        &old.cert.pem,
+        &old.cert.key.serialize_pem(),
+        &both,
+    );
+    let plugin_dir = dir.clone();
+    let server = start(move |c| {
+        c.authority.source = AuthoritySource::Files;
+        c.authority.dir = plugin_dir;
+    })
+    .await;
+    assert_eq!(
+        pem_ders(&server.roots_pem),
+        vec![old.cert.der.clone(), new.cert.der.clone()]
+    );
+    let mut client = server.client().await;
+    let (csr, _key) = new_csr(ID);
+    let chain = ask(&mut client, &csr, Some(WEB_TOKEN)).await.unwrap();
+    check_chain(&chain, &server.roots_pem, ID);
+    assert_eq!(
+        pem_ders(chain.last().unwrap()).len(),
+        2,
+        "both roots in the last element"
+    );
 }
