@@ -15,6 +15,8 @@
     reason = "test helpers outside #[test] functions: a failure here is a test failure"
 )]
 
+pub mod ca;
+
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

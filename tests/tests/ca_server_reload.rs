@@ -1,0 +1,225 @@
+//! Hot reload of a plug-in CA directory (Istio layout) under load: eight
+//! clients issue continuously while the directory's files are swapped, one
+//! atomic rename at a time, from one test CA to another. No request may
+//! fail; once `/root.pem` shows the new root, chains end at it. Then an
+//! invalid set (a key that does not match the certificate) is refused:
+//! `sigil_ca_authority_reloads_total{result="rejected"}` goes up and the
+//! previous CA keeps serving. With a root-cert.pem holding two roots (a
+//! rotation in progress), the last element of every chain carries both.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failure is a test failure"
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::ca::*;
+use common::{ID, tempdir, write};
+use sigil_ca::config::AuthoritySource;
+use sigil_test_util::TestCa;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const CLIENTS: usize = 8;
+const REJECTED: &str = r#"sigil_ca_authority_reloads_total{result="rejected"}"#;
+
+/// Writes `ca` in the Istio layout into `staging`, then renames each file
+/// into `dir` (each rename atomic; the set is not).
+fn install(dir: &Path, staging: &Path, cert_pem: &str, key_pem: &str, root_pem: &str) {
+    std::fs::create_dir_all(staging).unwrap();
+    for (name, contents) in [
+        ("ca-key.pem", key_pem),
+        ("ca-cert.pem", cert_pem),
+        ("root-cert.pem", root_pem),
+    ] {
+        write(staging, name, contents);
+        std::fs::rename(staging.join(name), dir.join(name)).unwrap();
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    ok: usize,
+    ok_new_root: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_the_plug_in_ca_under_load_fails_no_request() {
+    let old = TestCa::root("cluster.local");
+    let new = TestCa::root("cluster.local");
+    let old_root = old.cert.der.to_vec();
+    let new_root = new.cert.der.to_vec();
+
+    let tmp = tempdir();
+    let dir = tmp.path().join("cacerts");
+    let staging = tmp.path().join("staging");
+    std::fs::create_dir_all(&dir).unwrap();
+    install(
+        &dir,
+        &staging,
+        &old.cert.pem,
+        &old.cert.key.serialize_pem(),
+        &old.cert.pem,
+    );
+    let plugin_dir = dir.clone();
+    let server = start(move |c| {
+        c.authority.source = AuthoritySource::Files;
+        c.authority.dir = plugin_dir;
+        c.authority.reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    assert_eq!(pem_ders(&server.roots_pem), vec![old.cert.der.clone()]);
+
+    // Clients trust both roots, so reconnections after the swap verify.
+    let both_roots = format!("{}{}", old.cert.pem, new.cert.pem);
+    let (progress_tx, mut progress) = watch::channel(Progress::default());
+    let stop = CancellationToken::new();
+    let mut load = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut client = client(server.grpc, &both_roots).await;
+        let (csr, _key) = new_csr(ID);
+        let (progress_tx, stop) = (progress_tx.clone(), stop.clone());
+        let (old_root, new_root) = (old_root.clone(), new_root.clone());
+        load.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.is_cancelled() {
+                match ask(&mut client, &csr, Some(WEB_TOKEN)).await {
+                    Ok(chain) => {
+                        let bundle: Vec<Vec<u8>> = pem_ders(chain.last().unwrap())
+                            .iter()
+                            .map(|d| d.to_vec())
+                            .collect();
+                        let is_new = bundle == vec![new_root.clone()];
+                        if !is_new && bundle != vec![old_root.clone()] {
+                            failures.push(format!("unexpected bundle {bundle:?}"));
+                        }
+                        progress_tx.send_modify(|p| {
+                            p.ok += 1;
+                            p.ok_new_root += usize::from(is_new);
+                        });
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+    drop(progress_tx);
+
+    // Load is flowing; swap the directory to the new CA.
+    tokio::time::timeout(WAIT, progress.wait_for(|p| p.ok >= 5 * CLIENTS))
+        .await
+        .expect("load starts")
+        .unwrap();
+    install(
+        &dir,
+        &staging,
+        &new.cert.pem,
+        &new.cert.key.serialize_pem(),
+        &new.cert.pem,
+    );
+
+    // The new root is served (bounded poll of /root.pem) …
+    let swapped = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, pem) = server.get("/root.pem").await;
+            if status == 200 && pem_ders(&pem) == vec![new.cert.der.clone()] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(swapped.is_ok(), "the new root never appeared on /root.pem");
+    // … and chains under load end at it.
+    tokio::time::timeout(WAIT, progress.wait_for(|p| p.ok_new_root >= 20 * CLIENTS))
+        .await
+        .expect("chains end at the new root under load")
+        .unwrap();
+    stop.cancel();
+    let mut failures = Vec::new();
+    for task in load {
+        failures.extend(task.await.unwrap());
+    }
+    let total = progress.borrow().ok;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the swap: {:?}",
+        failures.len(),
+        total + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+
+    // A new chain verifies against the new root alone.
+    let new_roots_pem = server.get("/root.pem").await.1;
+    let mut fresh = client(server.grpc, &new_roots_pem).await;
+    let (csr, _key) = new_csr(ID);
+    let chain = ask(&mut fresh, &csr, Some(WEB_TOKEN)).await.unwrap();
+    check_chain(&chain, &new_roots_pem, ID);
+
+    // An invalid set: the old key under the new certificate.
+    let rejected_before = server.metric(REJECTED).await;
+    std::fs::create_dir_all(&staging).unwrap();
+    write(&staging, "ca-key.pem", old.cert.key.serialize_pem());
+    std::fs::rename(staging.join("ca-key.pem"), dir.join("ca-key.pem")).unwrap();
+    let refused = tokio::time::timeout(WAIT, async {
+        while server.metric(REJECTED).await <= rejected_before {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "the mismatched key was never rejected");
+
+    // The new CA keeps serving.
+    let (csr, _key) = new_csr(ID);
+    let chain = ask(&mut fresh, &csr, Some(WEB_TOKEN)).await.unwrap();
+    check_chain(&chain, &new_roots_pem, ID);
+    assert_eq!(server.get("/root.pem").await.1, new_roots_pem);
+    let mut reconnected = client(server.grpc, &new_roots_pem).await;
+    ask(&mut reconnected, &csr, Some(WEB_TOKEN))
+        .await
+        .expect("new connections are still served by the new CA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_root_rotation_the_last_element_carries_both_roots() {
+    let old = TestCa::root("cluster.local");
+    let new = TestCa::root("cluster.local");
+    let tmp = tempdir();
+    let dir = tmp.path().join("cacerts");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Still signing with the old CA; root-cert.pem already trusts both.
+    let both = format!("{}{}", old.cert.pem, new.cert.pem);
+    install(
+        &dir,
+        &tmp.path().join("staging"),
+        &old.cert.pem,
+        &old.cert.key.serialize_pem(),
+        &both,
+    );
+    let plugin_dir = dir.clone();
+    let server = start(move |c| {
+        c.authority.source = AuthoritySource::Files;
+        c.authority.dir = plugin_dir;
+    })
+    .await;
+    assert_eq!(
+        pem_ders(&server.roots_pem),
+        vec![old.cert.der.clone(), new.cert.der.clone()]
+    );
+    let mut client = server.client().await;
+    let (csr, _key) = new_csr(ID);
+    let chain = ask(&mut client, &csr, Some(WEB_TOKEN)).await.unwrap();
+    check_chain(&chain, &server.roots_pem, ID);
+    assert_eq!(
+        pem_ders(chain.last().unwrap()).len(),
+        2,
+        "both roots in the last element"
+    );
+}

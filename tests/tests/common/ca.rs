@@ -1,0 +1,727 @@
+//! Harness for the CA server tests (`ca_server_*.rs`): starts the real
+//! [`CaServer`] on loopback (`127.0.0.1:0` for both listeners, the authority
+//! in a temp dir), talks to it with the real node-agent [`CaClient`], makes
+//! CSRs with rcgen, reads the admin port with a minimal HTTP/1.1 client, and
+//! mints (honest and malicious) JWTs with ring ECDSA P-256 keys.
+//!
+//! Also stub Kubernetes dependencies, among them a [`GatedReviewer`] whose
+//! TokenReviews wait until the test opens a gate: it makes "a request is in
+//! flight" an event the test can await instead of a timing guess.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test harness: a failure here is a test failure"
+)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde_json::{Value, json};
+use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
+use sigil_ca::k8s::{
+    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, ReviewedToken, SecretCreated,
+    TokenReviewer,
+};
+use sigil_ca::server::{Bound, CaServer, KubeDeps, ServeError, ServerDeps};
+use sigil_identity::verify::{Usage, VerifiedSvid, verify_x509_svid};
+use sigil_identity::{BundleSet, SpiffeId, TrustBundle, TrustDomain};
+use sigil_node_agent::ca_client::{CaClient, CaClientConfig, CaClientError, CsrRequest};
+use sigil_proto::istio::v1::auth::istio_certificate_service_client::IstioCertificateServiceClient;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use super::TD;
+
+/// The issuer of the test Kubernetes service-account JWTs.
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The ztunnel identity used as node agent.
+pub const ZTUNNEL: &str = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
+/// The development token of [`super::ID`].
+pub const WEB_TOKEN: &str = "dev:default:web";
+/// Upper bound for every "wait until" loop in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
+pub fn k8s_id(ns: &str, sa: &str) -> String {
+    format!("spiffe://{TD}/ns/{ns}/sa/{sa}")
+}
+
+// === starting the server ===
+
+/// A running CA server. Dropping it cancels its shutdown token.
+pub struct CaUnderTest {
+    /// The gRPC (TLS) address.
+    pub grpc: SocketAddr,
+    /// The admin (HTTP) address.
+    pub admin: SocketAddr,
+    /// `Bound::roots_pem()` at start.
+    pub roots_pem: String,
+    /// Cancel to shut the server down.
+    pub shutdown: CancellationToken,
+    /// The `Bound::run` task.
+    pub handle: Option<JoinHandle<Result<(), ServeError>>>,
+    /// The temp dir holding the authority (kept alive with the server).
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for CaUnderTest {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl CaUnderTest {
+    /// A client connected over TLS with the server's roots.
+    pub async fn client(&self) -> CaClient {
+        client(self.grpc, &self.roots_pem).await
+    }
+
+    /// A raw tonic client (for requests `CaClient` cannot express).
+    pub async fn raw(&self) -> IstioCertificateServiceClient<Channel> {
+        raw_client(self.grpc, &self.roots_pem).await
+    }
+
+    /// `GET path` on the admin port: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+
+    /// The value of the metric sample `series` (name and labels exactly as
+    /// exposed, e.g. `sigil_ca_certificates_issued_total{outcome="ok"}`),
+    /// 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "/metrics: {body}");
+        sample(&body, series)
+    }
+
+    /// `sigil_ca_certificates_issued_total{outcome="ok"}`.
+    pub async fn issued_ok(&self) -> f64 {
+        self.metric(r#"sigil_ca_certificates_issued_total{outcome="ok"}"#)
+            .await
+    }
+
+    /// Cancels the shutdown token and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        let handle = self.handle.take().expect("server task");
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("the server stops within 30 s")
+            .expect("server task panicked")
+    }
+}
+
+/// A configuration for tests: both listeners on `127.0.0.1:0`, the
+/// authority (self-signed) under `dir/ca`, only the development
+/// authenticator, a short drain.
+pub fn test_config(dir: &Path) -> CaConfig {
+    let mut config = CaConfig::default();
+    config.server.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config.authority.dir = dir.join("ca");
+    config.authenticators = vec![AuthenticatorConfig::Development];
+    config
+}
+
+/// Starts a server with [`test_config`] adjusted by `configure`.
+pub async fn start(configure: impl FnOnce(&mut CaConfig)) -> CaUnderTest {
+    start_with_deps(configure, ServerDeps::default()).await
+}
+
+/// [`start`] with explicit dependencies.
+pub async fn start_with_deps(
+    configure: impl FnOnce(&mut CaConfig),
+    deps: ServerDeps,
+) -> CaUnderTest {
+    let dir = super::tempdir();
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    let bound = CaServer::bind(config, deps)
+        .await
+        .unwrap_or_else(|e| panic!("CaServer::bind: {e}"));
+    run(bound, Some(dir))
+}
+
+/// Runs a bound server in a task.
+pub fn run(bound: Bound, dir: Option<tempfile::TempDir>) -> CaUnderTest {
+    let grpc = bound.grpc_addr().expect("grpc addr");
+    let admin = bound.admin_addr().expect("admin addr");
+    let roots_pem = bound.roots_pem();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(bound.run(shutdown.clone()));
+    CaUnderTest {
+        grpc,
+        admin,
+        roots_pem,
+        shutdown,
+        handle: Some(handle),
+        dir,
+    }
+}
+
+// === clients ===
+
+/// Client settings for the server at `addr` (serving name `localhost`).
+pub fn client_config(addr: SocketAddr, roots_pem: &str) -> CaClientConfig {
+    CaClientConfig::new(
+        format!("https://{addr}"),
+        roots_pem.as_bytes().to_vec(),
+        "localhost",
+    )
+}
+
+/// A connected [`CaClient`].
+pub async fn client(addr: SocketAddr, roots_pem: &str) -> CaClient {
+    CaClient::connect(&client_config(addr, roots_pem))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the CA at {addr}: {e}"))
+}
+
+/// A raw tonic client over TLS, no client certificate.
+pub async fn raw_client(
+    addr: SocketAddr,
+    roots_pem: &str,
+) -> IstioCertificateServiceClient<Channel> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(roots_pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("raw connect");
+    IstioCertificateServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// Sends `csr` with `token` (no TTL, no impersonation).
+pub async fn ask(
+    client: &mut CaClient,
+    csr: &str,
+    token: Option<&str>,
+) -> Result<Vec<String>, CaClientError> {
+    client
+        .create_certificate(CsrRequest {
+            csr_pem: csr,
+            token,
+            ..CsrRequest::default()
+        })
+        .await
+}
+
+/// The gRPC code of a call's result (`Ok` for success); panics on a
+/// non-status error.
+pub fn code_of<T>(result: &Result<T, CaClientError>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(CaClientError::Status { code, .. }) => *code,
+        Err(other) => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+/// Asserts the call failed with exactly `code`.
+pub fn assert_code<T: std::fmt::Debug>(result: &Result<T, CaClientError>, code: Code, what: &str) {
+    match result {
+        Err(CaClientError::Status { code: got, message }) => {
+            assert_eq!(*got, code, "{what}: wrong code (message: {message})");
+        }
+        Err(other) => panic!("{what}: expected {code:?}, got a non-status error: {other}"),
+        Ok(chain) => panic!("{what}: expected {code:?}, but a chain was issued: {chain:?}"),
+    }
+}
+
+// === CSRs ===
+
+/// A ztunnel-shaped CSR: fresh rcgen P-256 key, empty subject, URI SAN `id`.
+pub fn new_csr(id: &str) -> (String, KeyPair) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+    (csr_for_key(id, &key, DistinguishedName::new()), key)
+}
+
+/// A CSR for `key` with `subject` and the one URI SAN `id`.
+pub fn csr_for_key(id: &str, key: &KeyPair, subject: DistinguishedName) -> String {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.subject_alt_names = vec![SanType::URI(id.try_into().expect("URI SAN"))];
+    params
+        .serialize_request(key)
+        .expect("serialize CSR")
+        .pem()
+        .expect("CSR PEM")
+}
+
+// === chains ===
+
+/// The DER certificates of a PEM text (x509-parser's PEM reader).
+pub fn pem_ders(pem: &str) -> Vec<CertificateDer<'static>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .map(|p| CertificateDer::from(p.expect("PEM block").contents))
+        .collect()
+}
+
+/// The URI SANs of a certificate.
+pub fn uri_sans(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse certificate");
+    cert.subject_alternative_name()
+        .expect("SAN extension parses")
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some((*u).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// notBefore and notAfter of a certificate, Unix seconds.
+pub fn validity(der: &[u8]) -> (i64, i64) {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse certificate");
+    (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+/// Now, Unix seconds.
+pub fn now_secs() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs(),
+    )
+    .expect("fits")
+}
+
+/// Checks the response shape real clients depend on and returns the
+/// verified SVID: every element one PEM ending with `\n`, the leaf first
+/// (one URI SAN, `id`), the last element equal to `roots_pem` (all roots),
+/// and the chain verifying with `verify_x509_svid` against that bundle for
+/// both TLS roles.
+pub fn check_chain(chain: &[String], roots_pem: &str, id: &str) -> VerifiedSvid {
+    assert!(chain.len() >= 2, "leaf and bundle at least: {chain:?}");
+    for (i, element) in chain.iter().enumerate() {
+        assert!(
+            element.starts_with("-----BEGIN CERTIFICATE-----\n"),
+            "element {i} is not a PEM certificate: {element:?}"
+        );
+        assert!(
+            element.ends_with("-----END CERTIFICATE-----\n"),
+            "element {i} lacks the trailing newline: {element:?}"
+        );
+    }
+    for (i, element) in chain[..chain.len() - 1].iter().enumerate() {
+        assert_eq!(
+            pem_ders(element).len(),
+            1,
+            "element {i} holds one certificate"
+        );
+    }
+    let last = chain.last().expect("last element");
+    assert_eq!(
+        last, roots_pem,
+        "the last element is the whole trust bundle"
+    );
+    let roots = pem_ders(last);
+    assert!(!roots.is_empty(), "the bundle holds roots");
+
+    let certs: Vec<CertificateDer<'static>> = chain[..chain.len() - 1]
+        .iter()
+        .flat_map(|p| pem_ders(p))
+        .collect();
+    assert_eq!(
+        uri_sans(&certs[0]),
+        vec![id.to_owned()],
+        "the leaf's URI SAN"
+    );
+    let bundles = BundleSet::from(TrustBundle::with_x509_authorities(
+        TrustDomain::new(TD).expect("td"),
+        roots,
+    ));
+    let mut verified = None;
+    for usage in [Usage::ClientAuth, Usage::ServerAuth] {
+        let svid = verify_x509_svid(&certs, &bundles, UnixTime::now(), usage)
+            .unwrap_or_else(|e| panic!("the issued chain does not verify for {usage:?}: {e}"));
+        assert_eq!(svid.spiffe_id(), &SpiffeId::parse(id).expect("id"));
+        verified = Some(svid);
+    }
+    verified.expect("verified")
+}
+
+// === admin HTTP ===
+
+/// `GET path` over a fresh HTTP/1.1 connection: (status, body). Handles
+/// `Content-Length`, chunked and read-to-close bodies.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect admin");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read");
+        raw
+    };
+    let raw = tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} timed out"));
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// The value of `series` in a Prometheus text exposition, 0 when absent.
+pub fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| {
+            v.split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("bad sample {v:?} for {series}"))
+        })
+        .unwrap_or(0.0)
+}
+
+// === JWTs ===
+
+/// Base64url (unpadded) of a JSON value.
+pub fn b64_json(value: &Value) -> String {
+    B64URL.encode(serde_json::to_vec(value).expect("JSON"))
+}
+
+/// An ECDSA P-256 signing key with a `kid`.
+pub struct JwtSigner {
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+    /// The key ID.
+    pub kid: String,
+}
+
+impl JwtSigner {
+    /// A fresh key.
+    pub fn generate(kid: &str) -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("keygen");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("load key");
+        Self {
+            key,
+            rng,
+            kid: kid.to_owned(),
+        }
+    }
+
+    /// The public point, uncompressed (`04 || x || y`).
+    pub fn public_point(&self) -> &[u8] {
+        self.key.public_key().as_ref()
+    }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> Value {
+        let point = self.public_point();
+        json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": B64URL.encode(&point[1..33]),
+            "y": B64URL.encode(&point[33..65]),
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "ES256",
+        })
+    }
+
+    /// The standard header: `{"alg":"ES256","typ":"JWT","kid":<kid>}`.
+    pub fn header(&self) -> Value {
+        json!({ "alg": "ES256", "typ": "JWT", "kid": self.kid })
+    }
+
+    /// A compact JWS of `claims` under `header`, signed ES256 by this key
+    /// whatever the header says.
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let input = format!("{}.{}", b64_json(header), b64_json(claims));
+        let signature = self
+            .key
+            .sign(&self.rng, input.as_bytes())
+            .expect("ECDSA sign");
+        format!("{input}.{}", B64URL.encode(signature.as_ref()))
+    }
+
+    /// A compact JWS of `claims` with [`Self::header`].
+    pub fn sign(&self, claims: &Value) -> String {
+        self.sign_with_header(&self.header(), claims)
+    }
+}
+
+/// A JWKS document holding `signers`' public keys.
+pub fn jwks_json(signers: &[&JwtSigner]) -> String {
+    json!({ "keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>() }).to_string()
+}
+
+/// `header.claims.` with an empty signature.
+pub fn unsigned_jwt(header: &Value, claims: &Value) -> String {
+    format!("{}.{}.", b64_json(header), b64_json(claims))
+}
+
+/// `header.claims.HMAC-SHA256(secret)`.
+pub fn hs256_jwt(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let input = format!("{}.{}", b64_json(header), b64_json(claims));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", B64URL.encode(tag.as_ref()))
+}
+
+/// Valid claims of a projected service-account token for `ns`/`sa`
+/// (issuer [`ISSUER`], audience `istio-ca`, one hour left).
+pub fn k8s_claims(ns: &str, sa: &str) -> Value {
+    let now = now_secs();
+    json!({
+        "iss": ISSUER,
+        "aud": ["istio-ca"],
+        "sub": format!("system:serviceaccount:{ns}:{sa}"),
+        "iat": now - 10,
+        "nbf": now - 10,
+        "exp": now + 3600,
+        "kubernetes.io": {
+            "namespace": ns,
+            "serviceaccount": { "name": sa, "uid": "00000000-0000-4000-8000-000000000001" },
+        },
+    })
+}
+
+/// A `kubernetes-jwt` authenticator for [`ISSUER`] with an inline JWKS.
+pub fn kubernetes_jwt(jwks: String) -> AuthenticatorConfig {
+    AuthenticatorConfig::KubernetesJwt {
+        issuer: ISSUER.to_owned(),
+        audiences: vec!["istio-ca".to_owned()],
+        jwks: JwksConfig {
+            file: None,
+            inline: Some(jwks),
+            uri: None,
+            uri_ca_file: None,
+            refresh_min_interval: Duration::from_secs(30),
+        },
+        leeway: Duration::from_secs(60),
+    }
+}
+
+// === stub Kubernetes dependencies ===
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A TokenReviewer that vouches for every token as `default/web`, but only
+/// once the gate is open; each review first reports on `entered`.
+pub struct GatedReviewer {
+    entered: mpsc::UnboundedSender<()>,
+    open: watch::Receiver<bool>,
+}
+
+/// Controls a [`GatedReviewer`].
+pub struct Gate {
+    /// One message per review that started.
+    pub entered: mpsc::UnboundedReceiver<()>,
+    open: watch::Sender<bool>,
+}
+
+impl Gate {
+    /// Lets every waiting and future review finish.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Waits (bounded) until a review has started.
+    pub async fn wait_entered(&mut self) {
+        tokio::time::timeout(WAIT, self.entered.recv())
+            .await
+            .expect("a review starts in time")
+            .expect("reviewer alive");
+    }
+}
+
+impl TokenReviewer for GatedReviewer {
+    fn review<'a>(
+        &'a self,
+        _token: &'a str,
+        _audiences: &'a [String],
+    ) -> BoxFut<'a, Result<ReviewedToken, K8sError>> {
+        Box::pin(async move {
+            let _ = self.entered.send(());
+            let mut open = self.open.clone();
+            if open.wait_for(|o| *o).await.is_err() {
+                return Err(K8sError::Transport("gate dropped".into()));
+            }
+            Ok(ReviewedToken {
+                namespace: "default".into(),
+                service_account: "web".into(),
+                pod: None,
+                node: None,
+                audiences: Vec::new(),
+            })
+        })
+    }
+}
+
+/// No pods anywhere.
+pub struct NoPods;
+
+impl PodDirectory for NoPods {
+    fn pod_node<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _pod: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, K8sError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn service_account_on_node<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _service_account: &'a str,
+        _node: &'a str,
+    ) -> BoxFut<'a, Result<bool, K8sError>> {
+        Box::pin(std::future::ready(Ok(false)))
+    }
+}
+
+/// A Secret store that is never used (the authority is self-signed).
+pub struct NoSecrets;
+
+impl CaSecretStore for NoSecrets {
+    fn load(&self) -> BoxFut<'_, Result<Option<CaSecret>, K8sError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn create<'a>(&'a self, _secret: &'a CaSecret) -> BoxFut<'a, Result<SecretCreated, K8sError>> {
+        Box::pin(std::future::ready(Ok(SecretCreated::Created)))
+    }
+}
+
+/// A publisher that publishes nothing.
+pub struct NoPublisher;
+
+impl BundlePublisher for NoPublisher {
+    fn publish<'a>(&'a self, _roots_pem: &'a str) -> BoxFut<'a, Result<usize, K8sError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+}
+
+/// Starts a server whose only authenticator is TokenReview through a
+/// [`GatedReviewer`] (every token is `default/web`), adjusted by
+/// `configure`; returns it with the gate (closed).
+pub async fn start_gated(configure: impl FnOnce(&mut CaConfig)) -> (CaUnderTest, Gate) {
+    let (entered_tx, entered_rx) = mpsc::unbounded_channel();
+    let (open_tx, open_rx) = watch::channel(false);
+    let deps = ServerDeps {
+        kube: Some(KubeDeps {
+            reviewer: Arc::new(GatedReviewer {
+                entered: entered_tx,
+                open: open_rx,
+            }),
+            pods: Arc::new(NoPods),
+            secrets: Arc::new(NoSecrets),
+            publisher: Arc::new(NoPublisher),
+        }),
+    };
+    let server = start_with_deps(
+        |c| {
+            c.kubernetes.enabled = true;
+            c.kubernetes.publish_bundle = false;
+            c.kubernetes.check_impersonation_node = false;
+            c.authenticators = vec![AuthenticatorConfig::KubernetesTokenReview {
+                audiences: vec!["istio-ca".into()],
+                cache_size: 16,
+            }];
+            configure(c);
+        },
+        deps,
+    )
+    .await;
+    (
+        server,
+        Gate {
+            entered: entered_rx,
+            open: open_tx,
+        },
+    )
+}
+
+/// Kubernetes dependencies talking to the API server at `url` (the fake),
+/// all four from one [`sigil_ca::k8s::KubeApi`].
+pub fn kube_deps(url: &str) -> ServerDeps {
+    let api = Arc::new(sigil_ca::k8s::KubeApi::for_url(url, None).expect("KubeApi for the fake"));
+    ServerDeps {
+        kube: Some(KubeDeps {
+            reviewer: api.clone(),
+            pods: api.clone(),
+            secrets: api.clone(),
+            publisher: api,
+        }),
+    }
+}
+
+/// Sets `[kubernetes] enabled = true, api_url = url` and TokenReview as the
+/// only authenticator.
+pub fn use_kubernetes(config: &mut CaConfig, url: &str) {
+    config.kubernetes.enabled = true;
+    config.kubernetes.api_url = Some(url.to_owned());
+    config.authenticators = vec![AuthenticatorConfig::KubernetesTokenReview {
+        audiences: vec!["istio-ca".into()],
+        cache_size: 100,
+    }];
+}
