@@ -100,6 +100,30 @@ impl Metrics {
                 reloads.clone(),
             );
         }
+        // Every known label value exists from the start at 0, so the first
+        // event is a visible increase for `rate()`/`increase()` alerts.
+        for outcome in [
+            "ok",
+            "unauthenticated",
+            "permission_denied",
+            "invalid_argument",
+            "resource_exhausted",
+            "unavailable",
+            "internal",
+        ] {
+            let _ = issued.get_or_create(&OutcomeLabel { outcome });
+        }
+        for reason in [
+            "no_credential",
+            "malformed_header",
+            "invalid",
+            "unavailable",
+        ] {
+            let _ = authn_failures.get_or_create(&ReasonLabel { reason });
+        }
+        for result in ["ok", "rejected"] {
+            let _ = reloads.get_or_create(&ResultLabel { result });
+        }
         Self {
             registry,
             issued,

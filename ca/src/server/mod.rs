@@ -238,8 +238,8 @@ impl Bound {
                 async move { grpc_shutdown.cancelled().await },
             );
 
-        // Admin.
-        let admin_shutdown = shutdown.clone();
+        // Admin: keeps answering (readyz 503) until the gRPC drain is over.
+        let admin_shutdown = stop.clone();
         let admin_server = axum::serve(admin, admin::router(shared.clone()))
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
 
@@ -284,28 +284,21 @@ impl Bound {
         shutdown.cancelled().await;
         shared.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
-        let drained = tokio::time::timeout(grace, async {
-            let grpc = grpc_task.await;
-            let admin = admin_task.await;
-            (grpc, admin)
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, grpc_task).await;
         stop.cancel();
+        let admin = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
         tasks.close();
-        let result = match drained {
-            Ok((Ok(Ok(())), Ok(Ok(())))) => Ok(()),
-            Ok((grpc, admin)) => {
-                tracing::warn!(?grpc, ?admin, "a listener stopped with an error");
-                Ok(())
-            }
-            Err(_) => {
-                tracing::warn!("drain deadline passed; dropping remaining connections");
-                Ok(())
-            }
-        };
+        match drained {
+            Ok(Ok(Ok(()))) => {}
+            Ok(grpc) => tracing::warn!(?grpc, "the gRPC listener stopped with an error"),
+            Err(_) => tracing::warn!("drain deadline passed; dropping remaining connections"),
+        }
+        if !matches!(admin, Ok(Ok(Ok(())))) {
+            tracing::warn!(?admin, "the admin listener stopped with an error");
+        }
         // Whatever is left (handshakes, background tasks) was told to stop.
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-        result
+        Ok(())
     }
 }
 
