@@ -15,7 +15,7 @@ trap 'kill -TERM "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "== in-process issuance (criterion, ECDSA P-256 CSR)"
 cargo bench -q -p sigil-ca --bench issuance -- --noplot 2>&1 \
-  | grep -E "^interleaved csr_ecdsa_p256|^issue/csr_ecdsa_p256|time:" | grep -v "%" | head -4
+  | grep -E "^interleaved csr_ecdsa_p256|^issue/csr_ecdsa_p256|time:" | grep -v "%\]" | head -4
 
 echo "== server (CPU 0) under sigil bench ca (CPU 1), concurrency $conc, ${secs}s"
 (cd "$work" && SIGIL_LOG=warn exec taskset -c 0 "$OLDPWD/$sigil" ca serve >serve.log 2>&1) &
