@@ -199,29 +199,27 @@ pub fn bearer_token(header: &str) -> Result<&str, AuthnError> {
     Ok(token)
 }
 
-/// Reads a JWT's `iss` claim *without verifying anything*: only to route a
-/// token to the authenticator of its issuer, which then verifies it.
-pub fn peek_issuer(token: &str) -> Option<String> {
+/// Decodes a JWT's claims *without verifying anything*.
+fn peek_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("iss")?.as_str().map(str::to_owned)
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Reads a JWT's `iss` claim *without verifying anything*: only to route a
+/// token to the authenticator of its issuer, which then verifies it.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    peek_claims(token)?.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// Reads a JWT's `exp` claim *without verifying anything*: used only after
 /// the API server vouched for the token, to bound how long its review is
 /// cached.
 pub fn peek_expiry(token: &str) -> Option<SystemTime> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = value.get("exp")?.as_u64()?;
+    let exp = peek_claims(token)?.get("exp")?.as_u64()?;
     SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(exp))
 }
 

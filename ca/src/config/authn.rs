@@ -139,6 +139,17 @@ impl AuthenticatorConfig {
                 Ok(())
             }
         };
+        let no_audiences = || invalid("audiences", "[]".into(), "needs at least one audience");
+        let check_jwt = |issuer: &String, audiences: &Vec<String>, jwks: &JwksConfig, leeway| {
+            if issuer.is_empty() {
+                return Err(invalid("issuer", String::new(), "must not be empty"));
+            }
+            if audiences.is_empty() {
+                return Err(no_audiences());
+            }
+            check_leeway(leeway)?;
+            jwks.validate(&field("jwks"))
+        };
         match self {
             Self::Development | Self::Svid => Ok(()),
             Self::KubernetesJwt {
@@ -146,20 +157,7 @@ impl AuthenticatorConfig {
                 audiences,
                 jwks,
                 leeway,
-            } => {
-                if issuer.is_empty() {
-                    return Err(invalid("issuer", String::new(), "must not be empty"));
-                }
-                if audiences.is_empty() {
-                    return Err(invalid(
-                        "audiences",
-                        "[]".into(),
-                        "needs at least one audience",
-                    ));
-                }
-                check_leeway(leeway)?;
-                jwks.validate(&field("jwks"))
-            }
+            } => check_jwt(issuer, audiences, jwks, leeway),
             Self::KubernetesTokenReview {
                 audiences,
                 cache_size,
@@ -172,11 +170,7 @@ impl AuthenticatorConfig {
                     ));
                 }
                 if audiences.is_empty() {
-                    return Err(invalid(
-                        "audiences",
-                        "[]".into(),
-                        "needs at least one audience",
-                    ));
+                    return Err(no_audiences());
                 }
                 if *cache_size == 0 {
                     return Err(invalid("cache_size", "0".into(), "must be positive"));
@@ -190,16 +184,6 @@ impl AuthenticatorConfig {
                 id_template,
                 leeway,
             } => {
-                if issuer.is_empty() {
-                    return Err(invalid("issuer", String::new(), "must not be empty"));
-                }
-                if audiences.is_empty() {
-                    return Err(invalid(
-                        "audiences",
-                        "[]".into(),
-                        "needs at least one audience",
-                    ));
-                }
                 if !id_template.starts_with('/') || !id_template.contains('{') {
                     return Err(invalid(
                         "id_template",
@@ -207,8 +191,7 @@ impl AuthenticatorConfig {
                         "must be a SPIFFE ID path with at least one {claim}, e.g. /oidc/{sub}",
                     ));
                 }
-                check_leeway(leeway)?;
-                jwks.validate(&field("jwks"))
+                check_jwt(issuer, audiences, jwks, leeway)
             }
         }
     }
