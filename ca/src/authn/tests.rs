@@ -269,3 +269,179 @@ fn peeking_reads_only_routing_claims() {
     assert_eq!(peek_issuer("garbage"), None);
     assert_eq!(peek_issuer("a.!!!.c"), None);
 }
+
+// === JWT authenticators (identity mapping) ===
+
+mod jwt_mapping {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use base64::Engine as _;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    use sigil_identity::jwt::{Jwks, JwtPolicy};
+
+    use super::super::*;
+    use super::td;
+
+    struct Issuer {
+        key: EcdsaKeyPair,
+        rng: ring::rand::SystemRandom,
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    impl Issuer {
+        fn new() -> Self {
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            let key =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .unwrap();
+            Self { key, rng }
+        }
+
+        fn jwks(&self) -> Jwks {
+            let p = self.key.public_key().as_ref();
+            let doc = format!(
+                r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{}","y":"{}"}}]}}"#,
+                b64(&p[1..33]),
+                b64(&p[33..65])
+            );
+            Jwks::from_json(doc.as_bytes()).unwrap()
+        }
+
+        fn token(&self, claims: serde_json::Value) -> String {
+            let header = b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#);
+            let payload = b64(claims.to_string().as_bytes());
+            let input = format!("{header}.{payload}");
+            let sig = self.key.sign(&self.rng, input.as_bytes()).unwrap();
+            format!("{input}.{}", b64(sig.as_ref()))
+        }
+    }
+
+    fn exp() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600
+    }
+
+    fn authenticator(issuer: &Issuer, mapping: IdentityMapping) -> JwtAuthenticator {
+        let policy = JwtPolicy {
+            issuer: Some("https://idp.example".into()),
+            audiences: vec!["istio-ca".into()],
+            ..JwtPolicy::default()
+        };
+        JwtAuthenticator::new(
+            "oidc",
+            td(),
+            policy,
+            Arc::new(JwksSource::fixed(issuer.jwks())),
+            mapping,
+        )
+        .unwrap()
+    }
+
+    async fn outcome(auth: &JwtAuthenticator, token: &str) -> Outcome {
+        auth.authenticate(Credentials {
+            bearer: Some(token),
+            peer: None,
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn oidc_template_fills_claims_as_path_segments() {
+        let issuer = Issuer::new();
+        let auth = authenticator(
+            &issuer,
+            IdentityMapping::Template("/team/{team}/job/{sub}".into()),
+        );
+        let claims = |team: serde_json::Value| serde_json::json!({"iss": "https://idp.example", "aud": "istio-ca", "exp": exp(), "sub": "build-42", "team": team});
+        match outcome(&auth, &issuer.token(claims("ci".into()))).await {
+            Outcome::Authenticated(c) => {
+                assert_eq!(
+                    c.identity.to_string(),
+                    "spiffe://cluster.local/team/ci/job/build-42"
+                );
+                assert!(c.expires_at.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            serde_json::json!("a/b"),
+            serde_json::json!(""),
+            serde_json::json!(7),
+        ] {
+            assert!(
+                matches!(
+                    outcome(&auth, &issuer.token(claims(bad.clone()))).await,
+                    Outcome::Rejected(_)
+                ),
+                "{bad}"
+            );
+        }
+        let missing = serde_json::json!({"iss": "https://idp.example", "aud": "istio-ca", "exp": exp(), "sub": "x"});
+        assert!(matches!(
+            outcome(&auth, &issuer.token(missing)).await,
+            Outcome::Rejected(_)
+        ));
+        // Another issuer's token is not this authenticator's business.
+        let other = serde_json::json!({"iss": "https://other", "aud": "istio-ca", "exp": exp()});
+        assert!(matches!(
+            outcome(&auth, &issuer.token(other)).await,
+            Outcome::NotMine
+        ));
+    }
+
+    #[tokio::test]
+    async fn kubernetes_claims_give_identity_pod_and_node() {
+        let issuer = Issuer::new();
+        let auth = authenticator(&issuer, IdentityMapping::Kubernetes);
+        let token = issuer.token(serde_json::json!({
+            "iss": "https://idp.example", "aud": ["istio-ca"], "exp": exp(),
+            "sub": "system:serviceaccount:prod:api",
+            "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "api", "uid": "u1"},
+                              "pod": {"name": "api-7d9", "uid": "p1"}, "node": {"name": "node-3", "uid": "n1"}}
+        }));
+        match outcome(&auth, &token).await {
+            Outcome::Authenticated(c) => {
+                assert_eq!(
+                    c.identity.to_string(),
+                    "spiffe://cluster.local/ns/prod/sa/api"
+                );
+                assert_eq!(c.pod.map(|p| p.name).as_deref(), Some("api-7d9"));
+                assert_eq!(c.node.as_deref(), Some("node-3"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Legacy tokens: the sub alone.
+        let legacy = issuer.token(serde_json::json!({
+            "iss": "https://idp.example", "aud": "istio-ca", "exp": exp(),
+            "sub": "system:serviceaccount:dev:web"
+        }));
+        match outcome(&auth, &legacy).await {
+            Outcome::Authenticated(c) => assert_eq!(
+                c.identity.to_string(),
+                "spiffe://cluster.local/ns/dev/sa/web"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A sub that contradicts the kubernetes.io claim, or no service account at all.
+        for claims in [
+            serde_json::json!({"iss": "https://idp.example", "aud": "istio-ca", "exp": exp(),
+                "sub": "system:serviceaccount:prod:admin",
+                "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "api"}}}),
+            serde_json::json!({"iss": "https://idp.example", "aud": "istio-ca", "exp": exp(), "sub": "alice"}),
+        ] {
+            assert!(matches!(
+                outcome(&auth, &issuer.token(claims)).await,
+                Outcome::Rejected(_)
+            ));
+        }
+    }
+}
