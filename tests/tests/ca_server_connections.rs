@@ -78,13 +78,12 @@ async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let config = client_config(server.grpc, &server.roots_pem);
-        if let Ok(mut client) = sigil_node_agent::ca_client::CaClient::connect(&config).await {
-            if ask(&mut client, &csr, Some("dev:default:web"))
+        if let Ok(mut client) = sigil_node_agent::ca_client::CaClient::connect(&config).await
+            && ask(&mut client, &csr, Some("dev:default:web"))
                 .await
                 .is_ok()
-            {
-                break;
-            }
+        {
+            break;
         }
         assert!(
             Instant::now() < deadline,
