@@ -366,27 +366,29 @@ async fn renew_serving_cert(
 ) {
     let mut changed = shared.authority_changed.subscribe();
     let half = config.server.server_cert_ttl / 2;
+    let mut wait = half;
     loop {
-        let retry = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(half) => false,
-            result = changed.changed() => {
-                if result.is_err() { return; }
-                false
+            () = tokio::time::sleep(wait) => {}
+            result = changed.changed() => if result.is_err() { return },
+        }
+        let issuer = shared.issuer.load_full();
+        let renewed = issue_serving(&issuer, &config).and_then(|cert| {
+            resolver
+                .store(&cert)
+                .map(|()| cert.not_after)
+                .map_err(|e| ServeError::Tls(e.to_string()))
+        });
+        wait = match renewed {
+            Ok(not_after) => {
+                tracing::info!(%not_after, "serving certificate renewed");
+                half
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot renew the serving certificate; retrying in 30s");
+                Duration::from_secs(30)
             }
         };
-        let _ = retry;
-        let issuer = shared.issuer.load_full();
-        match issue_serving(&issuer, &config) {
-            Ok(cert) => match resolver.store(&cert) {
-                Ok(()) => {
-                    tracing::info!(not_after = %cert.not_after, "serving certificate renewed")
-                }
-                Err(error) => tracing::error!(%error, "renewed serving certificate unusable"),
-            },
-            Err(error) => {
-                tracing::error!(%error, "cannot renew the serving certificate; retrying in 30s")
-            }
-        }
     }
 }
