@@ -15,11 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::{CertificateDer, UnixTime};
 use sigil_identity::SpiffeId;
 use sigil_identity::verify::{BundleHandle, IdMatcher, SpiffeClientVerifier, check_leaf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,67 +61,16 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// Asks for a client certificate but does not require one: callers that
-/// authenticate with a bearer token connect without. A certificate that is
-/// sent must be a valid SVID of the CA's trust domain, or the handshake fails.
-#[derive(Debug)]
-struct OptionalSvid(SpiffeClientVerifier);
-
-impl ClientCertVerifier for OptionalSvid {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// The rustls server configuration: h2 only, TLS 1.2 and 1.3, ring.
 pub(crate) fn server_config(
     resolver: Arc<CertResolver>,
     bundles: BundleHandle,
     trust_domain: sigil_identity::TrustDomain,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let verifier = OptionalSvid(SpiffeClientVerifier::new(
-        bundles,
-        IdMatcher::TrustDomain(trust_domain),
-    ));
+    // Callers with a bearer token connect without a certificate; one that
+    // is sent must be a valid SVID of the CA's trust domain.
+    let verifier =
+        SpiffeClientVerifier::new(bundles, IdMatcher::TrustDomain(trust_domain)).optional();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -146,11 +146,13 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 // === impl SpiffeClientVerifier ===
 
 /// Verifies a TLS client's X509-SVID (for a rustls `ServerConfig`): client
-/// authentication is mandatory; chain to the bundle of the client's trust
-/// domain, `id-kp-clientAuth`, then the [`IdMatcher`].
+/// authentication is mandatory unless [`SpiffeClientVerifier::optional`];
+/// chain to the bundle of the client's trust domain, `id-kp-clientAuth`,
+/// then the [`IdMatcher`].
 #[derive(Debug, Clone)]
 pub struct SpiffeClientVerifier {
     core: Core,
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
@@ -159,7 +161,16 @@ impl SpiffeClientVerifier {
     pub fn new(bundles: BundleHandle, matcher: IdMatcher) -> Self {
         Self {
             core: Core::new(bundles, matcher),
+            mandatory: true,
         }
+    }
+
+    /// Asks for a client certificate without requiring one (for servers
+    /// whose callers may authenticate otherwise, e.g. with a bearer token).
+    /// A certificate that *is* sent must still verify.
+    pub fn optional(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 }
 
@@ -169,7 +180,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
