@@ -1,8 +1,15 @@
-//! `sigil bench ca`: drives `CreateCertificate` with real CSRs and tokens
-//! and reports certificates per second and latency percentiles.
+//! Load tools.
 //!
-//! Bounded by `--duration` (at most one hour); stops by itself. Targets
-//! whatever `--addr` says: point it at loopback.
+//! - `sigil bench ca` drives `CreateCertificate` with real CSRs and tokens
+//!   and reports certificates per second and latency percentiles. Targets
+//!   whatever `--addr` says: point it at loopback.
+//! - `sigil bench issue` runs the same issuance in-process on one thread
+//!   (same CA directory, same CSR shape, PEM as on the wire), the baseline
+//!   the server's rate per core is compared with (`tools/bench-ca.sh`).
+//!
+//! Both are bounded by `--duration` (at most one hour) and stop by
+//! themselves. Both use a single-threaded runtime, so the load tool takes as
+//! little CPU as possible from the server it measures on a shared machine.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,6 +28,24 @@ use sigil_node_agent::ca_client::{CaClient, CaClientConfig, CaClientError, CsrRe
 pub(crate) enum BenchCommand {
     /// Load-test a CA server.
     Ca(CaBenchArgs),
+    /// Measure in-process issuance on one thread (no network).
+    Issue(IssueBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueBenchArgs {
+    /// The CA directory (as `sigil ca serve` uses it).
+    #[arg(long, default_value = sigil_ca::config::DEFAULT_CA_DIR)]
+    dir: PathBuf,
+    /// How long to run (at most 1h).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// The SPIFFE ID issued (its trust domain must be the CA's).
+    #[arg(long, default_value = "spiffe://cluster.local/ns/default/sa/bench")]
+    id: SpiffeId,
+    /// Distinct CSRs (ECDSA P-256) cycled through.
+    #[arg(long, default_value_t = 64)]
+    csrs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -65,13 +90,53 @@ pub(crate) struct CaBenchArgs {
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ca(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(bench_ca(args))
         }
+        BenchCommand::Issue(args) => bench_issue(&args),
     }
+}
+
+fn bench_issue(args: &IssueBenchArgs) -> anyhow::Result<()> {
+    if args.duration > Duration::from_secs(3600) || args.duration.is_zero() {
+        bail!("--duration must be between 1s and 1h");
+    }
+    if args.csrs == 0 {
+        bail!("--csrs must be positive");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let authority = sigil_ca::authority::source::load_dir(&args.dir, args.id.trust_domain(), now)
+        .with_context(|| format!("cannot load the CA in {}", args.dir.display()))?;
+    let issuer =
+        sigil_ca::CertIssuer::new(Arc::new(authority), sigil_ca::IssuancePolicy::default());
+    let csrs = (0..args.csrs)
+        .map(|_| make_csr(&args.id))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let start = Instant::now();
+    let mut issued: u64 = 0;
+    while start.elapsed() < args.duration {
+        for csr in &csrs {
+            let chain = issuer.issue(sigil_ca::IssueRequest {
+                csr: csr.as_bytes(),
+                identity: &args.id,
+                ttl: None,
+            })?;
+            // What the server does with the chain besides sending it.
+            std::hint::black_box(chain.leaf().map(sigil_ca::issue::cert_pem));
+            issued += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "sigil bench issue: {issued} certificates in {elapsed:.1}s on one thread"
+    )?;
+    writeln!(out, "throughput: {:.0} certs/s", issued as f64 / elapsed)?;
+    Ok(())
 }
 
 #[derive(Default)]

@@ -64,7 +64,7 @@ fn load(args: &ServeArgs) -> Result<CaConfig, InvalidConfig> {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     tracing::info!(config = ?config, "configuration loaded");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -175,6 +175,9 @@ impl Default for IssuanceConfig {
     }
 }
 
+/// Upper bound of `server.workers`.
+pub const MAX_WORKERS: usize = 1024;
+
 /// `[server]`: listeners and limits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -208,6 +211,11 @@ pub struct ServerConfig {
     /// Drain period at shutdown before connections are dropped. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Threads serving gRPC connections (TLS, HTTP/2 and signing), each
+    /// with its own single-threaded runtime; connections are spread over
+    /// them round-robin. Default 0: one per available CPU. At most
+    /// [`MAX_WORKERS`].
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -224,6 +232,7 @@ impl Default for ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            workers: 0,
         }
     }
 }
@@ -348,6 +357,13 @@ impl CaConfig {
             if value == 0 {
                 return Err(invalid(field, "0".into(), "must be positive"));
             }
+        }
+        if s.workers > MAX_WORKERS {
+            return Err(invalid(
+                "server.workers",
+                s.workers.to_string(),
+                "must be at most 1024 (0 = one per CPU)",
+            ));
         }
         if s.server_cert_ttl < Duration::from_secs(60) {
             return Err(invalid(

@@ -7,7 +7,9 @@
 //!     not ready ─▶ stop accepting ─▶ drain in-flight requests (≤ shutdown_grace) ─▶ stop tasks
 //! ```
 //!
-//! Background tasks (all tracked and cancelled at shutdown): the TLS accept
+//! Connections are served by `server.workers` threads, each with its own
+//! single-threaded runtime (see `workers`). Background tasks on the
+//! caller's runtime (all tracked and cancelled at shutdown): the TCP accept
 //! loop, the serving-certificate renewer (half-life, and whenever the
 //! authority changes), the plug-in directory watcher, and the bundle
 //! ConfigMap publisher.
@@ -20,6 +22,7 @@ mod metrics;
 mod reload;
 mod state;
 mod tls;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,10 +32,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sigil_identity::verify::BundleHandle;
 use sigil_identity::{BundleSet, TrustBundle};
-use sigil_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -212,31 +214,20 @@ impl Bound {
             );
         }
 
-        // TLS accept loop → tonic.
-        let (conn_tx, conn_rx) = mpsc::channel(64);
+        // TLS accept loop → connection workers (handshake, tonic, issuance).
+        let setup = workers::WorkerSetup {
+            shared: shared.clone(),
+            acceptor,
+            server: config.server.clone(),
+        };
+        let worker_count = workers::count(config.server.workers);
+        let (mut dispatcher, mut workers) = workers::start(worker_count, &setup, &shutdown, &stop)?;
         tasks.spawn(tls::accept_loop(
             grpc,
-            acceptor,
             config.server.max_connections,
-            config.server.handshake_timeout,
-            conn_tx,
+            move |accepted| dispatcher.dispatch(accepted),
             shutdown.clone(),
-            tasks.clone(),
         ));
-        let service = IstioCertificateServiceServer::new(grpc::CaService::new(shared.clone()))
-            // tonic's own bound, above ours, so oversized messages reach
-            // our handler's size check and get RESOURCE_EXHAUSTED.
-            .max_decoding_message_size(config.server.max_message_bytes.saturating_mul(2).max(4096));
-        let grpc_shutdown = shutdown.clone();
-        let grpc_server = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(config.server.max_streams_per_connection))
-            .timeout(config.server.request_timeout)
-            .layer(error::OversizeAsResourceExhausted::layer())
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::ReceiverStream::new(conn_rx),
-                async move { grpc_shutdown.cancelled().await },
-            );
 
         // Admin: keeps answering (readyz 503) until the gRPC drain is over.
         let admin_shutdown = stop.clone();
@@ -276,22 +267,21 @@ impl Bound {
             grpc_addr = %config.server.grpc_addr,
             admin_addr = %config.server.admin_addr,
             trust_domain = %config.trust_domain,
+            workers = worker_count,
             "sigil CA serving"
         );
 
-        let grpc_task = tasks.spawn(grpc_server);
         let admin_task = tasks.spawn(async move { admin_server.await });
         shutdown.cancelled().await;
         shared.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
-        let drained = tokio::time::timeout(grace, grpc_task).await;
+        let drained = tokio::time::timeout(grace, workers.drained()).await;
         stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), workers.exited()).await;
         let admin = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
         tasks.close();
-        match drained {
-            Ok(Ok(Ok(()))) => {}
-            Ok(grpc) => tracing::warn!(?grpc, "the gRPC listener stopped with an error"),
-            Err(_) => tracing::warn!("drain deadline passed; dropping remaining connections"),
+        if drained.is_err() {
+            tracing::warn!("drain deadline passed; dropping remaining connections");
         }
         if !matches!(admin, Ok(Ok(Ok(())))) {
             tracing::warn!(?admin, "the admin listener stopped with an error");

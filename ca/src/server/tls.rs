@@ -3,9 +3,9 @@
 //! connections and handshake time.
 //!
 //! ```text
-//! TcpListener ─▶ permit (max_connections) ─▶ handshake (deadline) ─▶ TlsConn ─▶ tonic
-//!                 none left: close at once      too slow: drop          │
-//!                                                       ConnInfo { remote, peer SVID }
+//! TcpListener ─▶ permit (max_connections) ─▶ worker ─▶ handshake (deadline) ─▶ TlsConn ─▶ tonic
+//!                 none left: close at once               too slow: drop          │
+//!                                                                ConnInfo { remote, peer SVID }
 //! ```
 
 use std::net::SocketAddr;
@@ -145,17 +145,24 @@ impl tonic::transport::server::Connected for TlsConn {
     }
 }
 
-/// Accepts TCP connections, enforces the connection bound and the
-/// handshake deadline, and hands finished TLS connections to `out`.
-/// Returns when `shutdown` fires or `out` closes.
+/// A TCP connection accepted within the connection bound, not yet
+/// handshaken. Detached from the accepting runtime (a plain std socket) so
+/// that a worker's runtime can adopt it.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    stream: std::net::TcpStream,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Accepts TCP connections, enforces the connection bound, and hands each
+/// accepted socket to `dispatch` (which picks a worker). Returns when
+/// `shutdown` fires or `dispatch` refuses (the workers are gone).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
     max_connections: usize,
-    handshake_timeout: Duration,
-    out: mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    mut dispatch: impl FnMut(Accepted) -> bool,
     shutdown: CancellationToken,
-    tasks: tokio_util::task::TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -180,35 +187,71 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (acceptor, out, shutdown) = (acceptor.clone(), out.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
-            let tls = tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = handshake => match result {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(client.addr = %remote, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(client.addr = %remote, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            let peer = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|leaf| check_leaf(leaf.as_ref()).ok());
-            let conn = TlsConn {
-                inner: tls,
-                info: ConnInfo { remote, peer },
-                _permit: permit,
-            };
-            let _ = out.send(Ok(conn)).await;
-        });
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(client.addr = %remote, %error, "cannot detach the socket");
+                continue;
+            }
+        };
+        if !dispatch(Accepted {
+            stream,
+            remote,
+            permit,
+        }) {
+            return;
+        }
     }
+}
+
+/// Runs the TLS handshake for `accepted` on the current runtime, within
+/// `timeout`, and hands the connection to `out`. Gives up quietly (the
+/// client sees the connection close) on a failed or slow handshake, or when
+/// `shutdown` fires.
+pub(crate) async fn handshake(
+    accepted: Accepted,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    out: mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    shutdown: CancellationToken,
+) {
+    let Accepted {
+        stream,
+        remote,
+        permit,
+    } = accepted;
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(client.addr = %remote, %error, "cannot adopt the socket");
+            return;
+        }
+    };
+    let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
+    let tls = tokio::select! {
+        () = shutdown.cancelled() => return,
+        result = handshake => match result {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(client.addr = %remote, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client.addr = %remote, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let peer = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| check_leaf(leaf.as_ref()).ok());
+    let conn = TlsConn {
+        inner: tls,
+        info: ConnInfo { remote, peer },
+        _permit: permit,
+    };
+    let _ = out.send(Ok(conn)).await;
 }
