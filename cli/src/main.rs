@@ -22,6 +22,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// mimalloc: the request path allocates many small, short-lived buffers
+// (HTTP/2 frames, protobuf, DER, PEM); glibc's malloc cost ≈ 6 % of a
+// loaded CA server's CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sigil: short-lived SPIFFE identities for every workload.
 #[derive(Debug, Parser)]
 #[command(name = "sigil", version, about, propagate_version = true)]
@@ -50,18 +56,32 @@ fn main() -> ExitCode {
         Command::Ca(ca::CaCommand::Serve(_)) => "info",
         _ => "warn",
     };
+    // Log lines are formatted where they happen and written by a
+    // background thread, buffered: one `write` per burst instead of one per
+    // line (a CA server logs every decision). Never lossy; flushed when
+    // `log_guard` drops.
+    let (log_writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("sigil-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Cert(cmd) => cert::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
+    // Log lines first, then the verdict.
+    drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -16,6 +16,7 @@
 
 mod admin;
 mod authority;
+mod coalesce;
 mod error;
 mod grpc;
 mod metrics;

@@ -7,6 +7,9 @@
 //!                 none left: close at once               too slow: drop          │
 //!                                                                ConnInfo { remote, peer SVID }
 //! ```
+//!
+//! Writes to a connection are coalesced (`coalesce`): responses finished
+//! between two polls of the connection share one TLS write.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use super::coalesce::Coalesced;
 use crate::issue::ServingCert;
 
 /// Holds the current serving certificate; swapped on renewal.
@@ -92,7 +96,7 @@ pub(crate) struct ConnInfo {
 
 /// An accepted TLS connection, holding its connection-limit permit.
 pub(crate) struct TlsConn {
-    inner: TlsStream<TcpStream>,
+    inner: Coalesced<TlsStream<TcpStream>>,
     info: ConnInfo,
     _permit: OwnedSemaphorePermit,
 }
@@ -249,7 +253,7 @@ pub(crate) async fn handshake(
         .and_then(|certs| certs.first())
         .and_then(|leaf| check_leaf(leaf.as_ref()).ok());
     let conn = TlsConn {
-        inner: tls,
+        inner: Coalesced::new(tls),
         info: ConnInfo { remote, peer },
         _permit: permit,
     };
