@@ -545,18 +545,66 @@ pub fn k8s_claims(ns: &str, sa: &str) -> Value {
     })
 }
 
+/// Keys held inline (`jwks = { inline = ... }`).
+pub fn inline_jwks(jwks: String) -> JwksConfig {
+    JwksConfig {
+        file: None,
+        inline: Some(jwks),
+        uri: None,
+        uri_ca_file: None,
+        refresh_min_interval: Duration::from_secs(30),
+    }
+}
+
+/// Keys read from `path` (`jwks = { file = ... }`), re-read on an unknown
+/// `kid` at most once per `refresh_min_interval`.
+pub fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConfig {
+    JwksConfig {
+        file: Some(path.to_path_buf()),
+        inline: None,
+        uri: None,
+        uri_ca_file: None,
+        refresh_min_interval,
+    }
+}
+
+/// Replaces `path` with `contents` in one step (write a sibling, rename),
+/// so a reader never sees half a file.
+pub fn replace_file(path: &Path, contents: &str) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, contents).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
 /// A `kubernetes-jwt` authenticator for [`ISSUER`] with an inline JWKS.
 pub fn kubernetes_jwt(jwks: String) -> AuthenticatorConfig {
+    kubernetes_jwt_with(inline_jwks(jwks))
+}
+
+/// A `kubernetes-jwt` authenticator for [`ISSUER`] (audience `istio-ca`)
+/// with keys from `jwks`.
+pub fn kubernetes_jwt_with(jwks: JwksConfig) -> AuthenticatorConfig {
     AuthenticatorConfig::KubernetesJwt {
         issuer: ISSUER.to_owned(),
         audiences: vec!["istio-ca".to_owned()],
-        jwks: JwksConfig {
-            file: None,
-            inline: Some(jwks),
-            uri: None,
-            uri_ca_file: None,
-            refresh_min_interval: Duration::from_secs(30),
-        },
+        jwks,
+        leeway: Duration::from_secs(60),
+    }
+}
+
+/// An `oidc` authenticator for `issuer` accepting `audiences`, with keys
+/// from `jwks` and the SPIFFE ID path template `id_template`.
+pub fn oidc(
+    issuer: &str,
+    audiences: &[&str],
+    jwks: JwksConfig,
+    id_template: &str,
+) -> AuthenticatorConfig {
+    AuthenticatorConfig::Oidc {
+        issuer: issuer.to_owned(),
+        audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+        jwks,
+        id_template: id_template.to_owned(),
         leeway: Duration::from_secs(60),
     }
 }
