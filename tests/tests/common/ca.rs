@@ -31,8 +31,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Value, json};
 use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
 use sigil_ca::k8s::{
-    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, ReviewedToken, SecretCreated,
-    TokenReviewer,
+    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, PodRef, ReviewedToken,
+    SecretCreated, TokenReviewer,
 };
 use sigil_ca::server::{Bound, CaServer, KubeDeps, ServeError, ServerDeps};
 use sigil_identity::verify::{Usage, VerifiedSvid, verify_x509_svid};
@@ -672,7 +672,7 @@ impl PodDirectory for NoPods {
     fn pod_node<'a>(
         &'a self,
         _namespace: &'a str,
-        _pod: &'a str,
+        _pod: &'a PodRef,
     ) -> BoxFut<'a, Result<Option<String>, K8sError>> {
         Box::pin(std::future::ready(Ok(None)))
     }
