@@ -100,7 +100,11 @@ pub enum AuthenticatorConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
-    /// A JWKS file, re-read when it changes.
+    /// A JWKS file, read at start and re-read when a token names a `kid`
+    /// the keys in use lack (at most once per `refresh_min_interval`); if
+    /// the file then is not a valid JWKS, the keys read before stay in use.
+    /// The file is not watched: a key removed from it is dropped at the next
+    /// such re-read (or restart).
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// A JWKS document inline.

@@ -2,10 +2,10 @@
 //! validated at load with errors that name the field.
 //!
 //! Precedence: built-in defaults < the TOML file < `SIGIL_CA__*`
-//! environment variables (every setting, see [`env`]) < command-line flags
-//! (`sigil ca serve` reads the environment and owns the flags, some of
-//! which also read a variable of their own, e.g. `SIGIL_TRUST_DOMAIN`).
-//! Durations are written like `90s`, `24h`, `7d`.
+//! environment variables (every setting, see [`env`](mod@env)) <
+//! command-line flags (`sigil ca serve` reads the environment and owns the
+//! flags, some of which also read a variable of their own, e.g.
+//! `SIGIL_TRUST_DOMAIN`). Durations are written like `90s`, `24h`, `7d`.
 //!
 //! ```toml
 //! trust_domain = "cluster.local"
