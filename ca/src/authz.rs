@@ -149,10 +149,16 @@ impl Authorizer {
         let unknown = || AuthzError::UnknownCallerNode {
             caller: caller.identity.clone(),
         };
+        // A pod-bound credential: the node is where that pod (same name
+        // *and* UID) runs now. Without the UID a pod recreated under the
+        // same name elsewhere would lend the credential its node.
         let (Some(pod), Some((ns, _))) = (&caller.pod, caller.identity.kubernetes_parts()) else {
             return Err(unknown());
         };
-        match pods.pod_node(ns, &pod.name).await {
+        if pod.uid.is_empty() {
+            return Err(unknown());
+        }
+        match pods.pod_node(ns, pod).await {
             Ok(Some(node)) => Ok(node),
             Ok(None) => Err(unknown()),
             Err(e) => Err(AuthzError::Unavailable(e.to_string())),
@@ -173,9 +179,9 @@ mod tests {
         fn pod_node<'a>(
             &'a self,
             _ns: &'a str,
-            pod: &'a str,
+            pod: &'a PodRef,
         ) -> BoxFuture<'a, Result<Option<String>, K8sError>> {
-            let node = (pod == "ztunnel-abc").then(|| "node-1".to_owned());
+            let node = (pod.name == "ztunnel-abc" && pod.uid == "u").then(|| "node-1".to_owned());
             Box::pin(std::future::ready(Ok(node)))
         }
 
@@ -249,6 +255,15 @@ mod tests {
         ));
         assert!(matches!(
             a.authorize(&ztunnel(None, None), Some(WEB)).await,
+            Err(AuthzError::UnknownCallerNode { .. })
+        ));
+        // A pod reference without its UID cannot be checked.
+        let mut no_uid = ztunnel(None, Some("ztunnel-abc"));
+        if let Some(pod) = &mut no_uid.pod {
+            pod.uid.clear();
+        }
+        assert!(matches!(
+            a.authorize(&no_uid, Some(WEB)).await,
             Err(AuthzError::UnknownCallerNode { .. })
         ));
         // Without Kubernetes the node list alone decides.

@@ -1,12 +1,15 @@
-//! The `sigil` binary end to end: `ca init`, `ca sign`, `cert inspect`.
+//! The `sigil` binary end to end: `ca init`, `ca sign`, `cert inspect`, and
+//! `ca serve` refusing a configuration set through `SIGIL_CA__*` variables.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     reason = "test helpers: a failure is a test failure"
 )]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, DistinguishedName, SanType};
 
@@ -225,4 +228,70 @@ fn bad_arguments_are_usage_errors() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+}
+
+/// `sigil ca serve` with only `vars` in its environment (both listeners on
+/// port 0, in `cwd`), expected to refuse its configuration before binding
+/// anything. A server that starts anyway is killed after 30 s and the test
+/// fails rather than hangs.
+fn serve_refusing(vars: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["ca", "serve"])
+        .current_dir(cwd)
+        .env_clear()
+        .env("SIGIL_CA__SERVER__GRPC_ADDR", "127.0.0.1:0")
+        .env("SIGIL_CA__SERVER__ADMIN_ADDR", "127.0.0.1:0")
+        .envs(vars.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sigil");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait for sigil").is_none() {
+        if Instant::now() > deadline {
+            child.kill().expect("kill sigil");
+            let out = child.wait_with_output().expect("sigil output");
+            panic!(
+                "`sigil ca serve` with {vars:?} did not refuse its configuration: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("sigil output")
+}
+
+#[test]
+fn serve_refuses_bad_environment_settings_with_exit_64_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, setting) in [
+        // Unknown setting.
+        (
+            "SIGIL_CA__SERVER__MAX_CONECTIONS",
+            "100",
+            "server.max_conections",
+        ),
+        // Wrong type.
+        (
+            "SIGIL_CA__SERVER__MAX_CONNECTIONS",
+            "lots",
+            "server.max_connections",
+        ),
+        // Against a rule.
+        (
+            "SIGIL_CA__SERVER__MAX_CONNECTIONS",
+            "0",
+            "server.max_connections",
+        ),
+    ] {
+        let out = serve_refusing(&[(var, value)], dir.path());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(var) && stderr.contains(setting),
+            "{var}={value}: {stderr}"
+        );
+    }
+    // Nothing was created: the configuration was refused before the CA.
+    assert!(!dir.path().join("sigil-data").exists());
 }

@@ -2,8 +2,13 @@
 //! configured node agent gets a workload's certificate; anyone else asking
 //! is PERMISSION_DENIED; a value that is not a workload SPIFFE ID of the
 //! trust domain (or not a string) is INVALID_ARGUMENT. With Kubernetes
-//! (TokenReview against the fake API server, node-bound tokens), the node
-//! agent only gets workloads running on its own node.
+//! (the fake API server), the node agent only gets workloads running on its
+//! own node: with node-bound tokens (TokenReview), and with pod-bound tokens
+//! (TokenReview extras or a `kubernetes-jwt` token's `kubernetes.io.pod`
+//! claim, no node) whose node is that of the caller's pod, looked up in the
+//! Pod API by name *and UID* — a pod that is gone, unscheduled, or was
+//! recreated under the same name gives no node, and the Pod API failing is
+//! UNAVAILABLE.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -219,4 +224,212 @@ async fn with_kubernetes_a_node_agent_gets_workloads_on_its_own_node_only() {
     assert_code(&result, Code::PermissionDenied, "workload impersonating");
 
     assert_eq!(server.issued_ok().await, 1.0);
+}
+
+/// The fake API server for the pod-bound tests: namespaces, and pods
+///
+/// | pod | uid | service account | node |
+/// |---|---|---|---|
+/// | istio-system/ztunnel-abcde | uid-ztunnel-1 | ztunnel | node-1 |
+/// | istio-system/ztunnel-0 | uid-ztunnel-0-new | ztunnel | node-1 (recreated there; the tokens name uid-ztunnel-0-old, a pod that ran elsewhere) |
+/// | istio-system/ztunnel-pending | uid-ztunnel-p | ztunnel | — (not scheduled) |
+/// | default/web-1 | uid-web-1 | web | node-1 |
+/// | default/db-1 | uid-db-1 | db | node-1 |
+/// | shop/cart-1 | uid-cart-1 | cart | node-2 |
+async fn fake_with_pods() -> FakeApiServer {
+    let fake = FakeApiServer::start().await;
+    for ns in ["default", "shop", "istio-system"] {
+        fake.add_namespace(ns);
+    }
+    for (ns, pod, uid, sa, node, phase) in [
+        (
+            "istio-system",
+            "ztunnel-abcde",
+            "uid-ztunnel-1",
+            "ztunnel",
+            "node-1",
+            "Running",
+        ),
+        (
+            "istio-system",
+            "ztunnel-0",
+            "uid-ztunnel-0-new",
+            "ztunnel",
+            "node-1",
+            "Running",
+        ),
+        (
+            "istio-system",
+            "ztunnel-pending",
+            "uid-ztunnel-p",
+            "ztunnel",
+            "",
+            "Pending",
+        ),
+        ("default", "web-1", "uid-web-1", "web", "node-1", "Running"),
+        ("default", "db-1", "uid-db-1", "db", "node-1", "Running"),
+        ("shop", "cart-1", "uid-cart-1", "cart", "node-2", "Running"),
+    ] {
+        fake.add_pod(ns, pod, uid, sa, node, phase);
+    }
+    fake
+}
+
+/// What every pod-bound test asks, whatever the credential: `allowed`
+/// impersonates the web workload (a pod on node-1, like the caller's pod)
+/// and must succeed; every other case must be PERMISSION_DENIED.
+async fn check_pod_bound(
+    server: &CaUnderTest,
+    allowed: &str,
+    other_node: &str,
+    unusable_callers: &[(&str, &str)],
+    workload: &str,
+) {
+    let mut client = server.client().await;
+
+    // The workload on the node of the caller's pod.
+    let chain = impersonate(&mut client, allowed, ID, ID)
+        .await
+        .unwrap_or_else(|e| panic!("workload on the node of the node agent's pod: {e}"));
+    check_chain(&chain, &server.roots_pem, ID);
+
+    // The same caller for a workload on another node.
+    let cart = k8s_id("shop", "cart");
+    let result = impersonate(&mut client, other_node, &cart, &cart).await;
+    assert_code(&result, Code::PermissionDenied, "workload on node-2");
+
+    // Callers whose pod gives no usable node.
+    for (what, token) in unusable_callers {
+        let result = impersonate(&mut client, token, ID, ID).await;
+        assert_code(&result, Code::PermissionDenied, what);
+    }
+
+    // A workload (pod-bound, on node-1) is no node agent, even for a
+    // workload on its own node.
+    let db = k8s_id("default", "db");
+    let result = impersonate(&mut client, workload, &db, &db).await;
+    assert_code(&result, Code::PermissionDenied, "workload impersonating");
+
+    assert_eq!(server.issued_ok().await, 1.0, "only the allowed request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kubernetes_a_pod_bound_node_agent_gets_workloads_on_its_pods_node_only() {
+    let fake = fake_with_pods().await;
+    let review = |ns: &str, sa: &str, pod: &str, uid: &str| {
+        // Bound to a pod only: no node-name extra (before Kubernetes 1.30's
+        // ServiceAccountTokenPodNodeInfo), so the node comes from the pod.
+        ReviewResult::service_account(ns, sa)
+            .with_pod(pod, uid)
+            .with_audiences(&["istio-ca"])
+    };
+    let ztunnel = |pod: &str, uid: &str| review("istio-system", "ztunnel", pod, uid);
+    fake.add_token("ztunnel-1", ztunnel("ztunnel-abcde", "uid-ztunnel-1"));
+    fake.add_token("ztunnel-gone", ztunnel("ztunnel-gone", "uid-ztunnel-gone"));
+    fake.add_token("ztunnel-old-0", ztunnel("ztunnel-0", "uid-ztunnel-0-old"));
+    fake.add_token(
+        "ztunnel-pending",
+        ztunnel("ztunnel-pending", "uid-ztunnel-p"),
+    );
+    fake.add_token("web-1", review("default", "web", "web-1", "uid-web-1"));
+    let url = fake.url();
+    let server = start_with_deps(
+        |c| {
+            use_kubernetes(c, &url);
+            c.kubernetes.publish_bundle = false;
+            c.authorization.node_agents = node_agents();
+        },
+        kube_deps(&url),
+    )
+    .await;
+
+    check_pod_bound(
+        &server,
+        "ztunnel-1",
+        "ztunnel-1",
+        &[
+            ("the caller's pod is gone", "ztunnel-gone"),
+            (
+                "the caller's pod name now belongs to another pod (other UID) on node-1",
+                "ztunnel-old-0",
+            ),
+            ("the caller's pod is not scheduled", "ztunnel-pending"),
+        ],
+        "web-1",
+    )
+    .await;
+    // The node was looked up from the caller's pod.
+    assert!(
+        fake.count("GET", "/api/v1/namespaces/istio-system/pods/ztunnel-abcde") >= 1,
+        "{:?}",
+        fake.requests()
+    );
+}
+
+/// Claims of a projected token for `ns`/`sa` bound to pod `pod` (`uid`),
+/// with no node claim.
+fn pod_bound_claims(ns: &str, sa: &str, pod: &str, uid: &str) -> serde_json::Value {
+    let mut claims = k8s_claims(ns, sa);
+    claims["kubernetes.io"]["pod"] = serde_json::json!({ "name": pod, "uid": uid });
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kubernetes_a_node_agent_jwt_bound_to_a_pod_gets_workloads_on_its_pods_node_only() {
+    let fake = fake_with_pods().await;
+    let signer = JwtSigner::generate("sa-key-1");
+    let jwks = jwks_json(&[&signer]);
+    let url = fake.url();
+    let server = start_with_deps(
+        |c| {
+            use_kubernetes(c, &url);
+            // Tokens verified locally; the API server is used for pods only.
+            c.authenticators = vec![kubernetes_jwt(jwks)];
+            c.kubernetes.publish_bundle = false;
+            c.authorization.node_agents = node_agents();
+        },
+        kube_deps(&url),
+    )
+    .await;
+    let ztunnel =
+        |pod: &str, uid: &str| signer.sign(&pod_bound_claims("istio-system", "ztunnel", pod, uid));
+    let allowed = ztunnel("ztunnel-abcde", "uid-ztunnel-1");
+    let gone = ztunnel("ztunnel-gone", "uid-ztunnel-gone");
+    let recreated = ztunnel("ztunnel-0", "uid-ztunnel-0-old");
+    let pending = ztunnel("ztunnel-pending", "uid-ztunnel-p");
+    let no_uid = {
+        let mut claims = pod_bound_claims("istio-system", "ztunnel", "ztunnel-abcde", "");
+        claims["kubernetes.io"]["pod"]
+            .as_object_mut()
+            .unwrap()
+            .remove("uid");
+        signer.sign(&claims)
+    };
+    let web = signer.sign(&pod_bound_claims("default", "web", "web-1", "uid-web-1"));
+
+    check_pod_bound(
+        &server,
+        &allowed,
+        &allowed,
+        &[
+            ("the caller's pod is gone", &gone),
+            (
+                "the caller's pod name now belongs to another pod (other UID) on node-1",
+                &recreated,
+            ),
+            ("the caller's pod is not scheduled", &pending),
+            ("the pod claim has no UID", &no_uid),
+        ],
+        &web,
+    )
+    .await;
+
+    // The Pod API failing: the node check cannot be made now.
+    fake.fail_next(500);
+    let mut client = server.client().await;
+    let result = impersonate(&mut client, &allowed, ID, ID).await;
+    assert_code(&result, Code::Unavailable, "Pod API down");
+    impersonate(&mut client, &allowed, ID, ID)
+        .await
+        .expect("the Pod API back");
 }

@@ -29,8 +29,18 @@ fn default_cache_size() -> usize {
 }
 
 /// One authenticator, selected by `type`.
+///
+/// Unknown keys are refused for every type, including the ones without
+/// settings (`development`, `svid`): serde's `deny_unknown_fields` does not
+/// reach unit variants of an internally tagged enum, so [`Deserialize`] is
+/// implemented by hand around the derived code (`remote = "Self"`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    tag = "type",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum AuthenticatorConfig {
     /// **Development only.** Accepts `authorization: Bearer dev:<namespace>:<service-account>`
     /// without any proof, so a laptop can try Sigil with no cluster. It is
@@ -90,7 +100,11 @@ pub enum AuthenticatorConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
-    /// A JWKS file, re-read when it changes.
+    /// A JWKS file, read at start and re-read when a token names a `kid`
+    /// the keys in use lack (at most once per `refresh_min_interval`); if
+    /// the file then is not a valid JWKS, the keys read before stay in use.
+    /// The file is not watched: a key removed from it is dropped at the next
+    /// such re-read (or restart).
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// A JWKS document inline.
@@ -111,6 +125,31 @@ pub struct JwksConfig {
 
 fn default_refresh_interval() -> Duration {
     DEFAULT_JWKS_REFRESH_INTERVAL
+}
+
+// `remote = "Self"` made the derived code inherent functions; these are the
+// trait impls, forwarding to them.
+impl Serialize for AuthenticatorConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AuthenticatorConfig::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthenticatorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        const WITHOUT_SETTINGS: [&str; 2] = ["development", "svid"];
+        let table = toml::Table::deserialize(deserializer)?;
+        if let Some(kind) = table.get("type").and_then(toml::Value::as_str)
+            && WITHOUT_SETTINGS.contains(&kind)
+            && let Some(extra) = table.keys().find(|k| *k != "type")
+        {
+            return Err(D::Error::custom(format!(
+                "unknown field `{extra}`: an authenticator of type `{kind}` has no settings"
+            )));
+        }
+        AuthenticatorConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)
+    }
 }
 
 impl AuthenticatorConfig {

@@ -21,6 +21,16 @@ pub enum ConfigError {
         /// The parser's message.
         reason: String,
     },
+    /// A `SIGIL_CA__*` environment variable could not be applied: its name
+    /// is malformed or names no setting, or its value does not fit the
+    /// setting.
+    #[error("invalid config: environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Why (with the setting it maps to).
+        reason: String,
+    },
     /// A value breaks a rule.
     #[error("invalid config: {field} = {value}: {reason}")]
     Invalid {

@@ -1,10 +1,11 @@
 //! The CA server's configuration: one `serde` struct, documented defaults,
 //! validated at load with errors that name the field.
 //!
-//! Precedence: built-in defaults < the TOML file < `SIGIL_*` environment
-//! variables < command-line flags (the last two are applied by `sigil ca
-//! serve`, which owns the flags). Durations are written like `90s`, `24h`,
-//! `7d`.
+//! Precedence: built-in defaults < the TOML file < `SIGIL_CA__*`
+//! environment variables (every setting, see [`env`](mod@env)) <
+//! command-line flags (`sigil ca serve` reads the environment and owns the
+//! flags, some of which also read a variable of their own, e.g.
+//! `SIGIL_TRUST_DOMAIN`). Durations are written like `90s`, `24h`, `7d`.
 //!
 //! ```toml
 //! trust_domain = "cluster.local"
@@ -28,6 +29,7 @@
 //! ```
 
 mod authn;
+pub mod env;
 mod error;
 
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ pub use authn::{
     AuthenticatorConfig, DEFAULT_AUDIENCE, DEFAULT_JWKS_REFRESH_INTERVAL, DEFAULT_LEEWAY,
     DEFAULT_REVIEW_CACHE_SIZE, JwksConfig, MAX_LEEWAY,
 };
+pub use env::{EnvOverrides, Environment, ProcessEnvironment};
 pub use error::ConfigError;
 
 use crate::issue::{IssuancePolicy, Ttl};
@@ -292,11 +295,15 @@ impl Default for KubernetesConfig {
 impl CaConfig {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        Self::from_toml(&Self::read_file(path)?)
+    }
+
+    /// Reads a configuration file's text (for [`EnvOverrides::apply`]).
+    pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
-        Self::from_toml(&text)
+        })
     }
 
     /// Parses and validates TOML text.

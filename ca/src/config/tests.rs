@@ -131,3 +131,30 @@ fn the_shipped_kubernetes_config_is_valid() {
     assert!(config.kubernetes.enabled);
     assert_eq!(config.authority.source, AuthoritySource::KubernetesSecret);
 }
+
+#[test]
+fn authenticators_without_settings_refuse_unknown_keys_too() {
+    for (kind, extra) in [("svid", "issuer = \"x\""), ("development", "bogus = 1")] {
+        let err = CaConfig::from_toml(&format!("[[authenticators]]\ntype = \"{kind}\"\n{extra}\n"))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        let key = extra.split(' ').next().unwrap();
+        assert!(err.to_string().contains(key), "{kind}: {err}");
+    }
+    // As before: the types alone, and unknown keys of the other types.
+    let config = CaConfig::from_toml(
+        "[[authenticators]]\ntype = \"svid\"\n[[authenticators]]\ntype = \"development\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.authenticators,
+        [AuthenticatorConfig::Svid, AuthenticatorConfig::Development]
+    );
+    let err = CaConfig::from_toml(
+        "[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\njwks = { file = \"/j\" }\nisuser = \"y\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("isuser"), "{err}");
+    let err = CaConfig::from_toml("[[authenticators]]\ntype = \"hsm\"\n").unwrap_err();
+    assert!(err.to_string().contains("hsm"), "{err}");
+}

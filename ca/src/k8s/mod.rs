@@ -115,12 +115,14 @@ pub trait TokenReviewer: Send + Sync {
 
 /// Looks up pods.
 pub trait PodDirectory: Send + Sync {
-    /// The node a pod runs on (`spec.nodeName`); `None` if there is no such
-    /// pod or it is not scheduled.
+    /// The node `pod` runs on (`spec.nodeName`); `None` if there is no pod
+    /// of that name *and UID* (a pod recreated under the same name is
+    /// another pod: a credential bound to the old one says nothing about
+    /// where the new one runs) or it is not scheduled.
     fn pod_node<'a>(
         &'a self,
         namespace: &'a str,
-        pod: &'a str,
+        pod: &'a PodRef,
     ) -> BoxFuture<'a, Result<Option<String>, K8sError>>;
 
     /// Whether a pod of `service_account` in `namespace` runs on `node`.

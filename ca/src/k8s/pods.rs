@@ -7,7 +7,7 @@ use kube::api::{Api, ListParams};
 
 use super::client::{KubeApi, map_kube_error};
 use super::review::is_dns1123_subdomain;
-use super::{K8sError, PodDirectory};
+use super::{K8sError, PodDirectory, PodRef};
 
 /// Page size for pod lists.
 const LIST_LIMIT: u32 = 500;
@@ -16,17 +16,28 @@ impl PodDirectory for KubeApi {
     fn pod_node<'a>(
         &'a self,
         namespace: &'a str,
-        pod: &'a str,
+        pod: &'a PodRef,
     ) -> BoxFuture<'a, Result<Option<String>, K8sError>> {
         Box::pin(async move {
-            let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}");
+            let path = format!("/api/v1/namespaces/{namespace}/pods/{}", pod.name);
             let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
             let found = api
-                .get_opt(pod)
+                .get_opt(&pod.name)
                 .await
                 .map_err(|e| map_kube_error("GET", &path, e))?;
+            let Some(found) = found else {
+                return Ok(None);
+            };
+            if found.metadata.uid.as_deref() != Some(pod.uid.as_str()) {
+                tracing::debug!(
+                    k8s.namespace = %namespace,
+                    k8s.pod = %pod.name,
+                    "the pod was recreated: its UID differs from the credential's"
+                );
+                return Ok(None);
+            }
             Ok(found
-                .and_then(|p| p.spec)
+                .spec
                 .and_then(|spec| spec.node_name)
                 .filter(|node| !node.is_empty()))
         })

@@ -202,7 +202,9 @@ async fn every_call_reports_a_gone_server_as_transport() {
     server.shutdown().await;
     let errors = [
         api.review(TOKEN, &[]).await.unwrap_err(),
-        api.pod_node("apps", "web-1").await.unwrap_err(),
+        api.pod_node("apps", &pod("web-1", "uid-1"))
+            .await
+            .unwrap_err(),
         api.service_account_on_node("apps", "web", "node-a")
             .await
             .unwrap_err(),
@@ -224,30 +226,59 @@ fn invalid_urls_are_refused() {
 
 // === PodDirectory ===
 
+fn pod(name: &str, uid: &str) -> PodRef {
+    PodRef {
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+    }
+}
+
 #[tokio::test]
-async fn pod_node_reads_spec_node_name() {
+async fn pod_node_reads_spec_node_name_of_the_pod_with_that_uid() {
     let (server, api) = setup().await;
     server.add_pod("apps", "web-1", "uid-1", "web", "node-a", "Running");
     server.add_pod("apps", "web-2", "uid-2", "web", "", "Pending");
     assert_eq!(
-        api.pod_node("apps", "web-1").await.unwrap().as_deref(),
+        api.pod_node("apps", &pod("web-1", "uid-1"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("node-a")
     );
     assert_eq!(
-        api.pod_node("apps", "web-2").await.unwrap(),
+        api.pod_node("apps", &pod("web-2", "uid-2")).await.unwrap(),
         None,
         "unscheduled"
     );
-    assert_eq!(api.pod_node("apps", "missing").await.unwrap(), None);
-    assert_eq!(api.pod_node("other", "web-1").await.unwrap(), None);
-    assert_eq!(server.count("GET", "/api/v1/namespaces/apps/pods/web-1"), 1);
+    assert_eq!(
+        api.pod_node("apps", &pod("missing", "uid-1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        api.pod_node("other", &pod("web-1", "uid-1")).await.unwrap(),
+        None
+    );
+    // Same name, another UID: the pod was recreated; not the credential's pod.
+    for uid in ["uid-0", ""] {
+        assert_eq!(
+            api.pod_node("apps", &pod("web-1", uid)).await.unwrap(),
+            None,
+            "uid {uid:?}"
+        );
+    }
+    assert_eq!(server.count("GET", "/api/v1/namespaces/apps/pods/web-1"), 3);
 }
 
 #[tokio::test]
 async fn pod_node_maps_a_server_error_to_api() {
     let (server, api) = setup().await;
     server.fail_next(500);
-    let err = api.pod_node("apps", "web-1").await.unwrap_err();
+    let err = api
+        .pod_node("apps", &pod("web-1", "uid-1"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, K8sError::Api { verb: "GET", path, status: 500, .. } if path == "/api/v1/namespaces/apps/pods/web-1"),
         "{err:?}"

@@ -21,6 +21,7 @@ mod error;
 mod grpc;
 mod metrics;
 mod reload;
+mod renew;
 mod state;
 mod tls;
 mod workers;
@@ -33,7 +34,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sigil_identity::verify::BundleHandle;
 use sigil_identity::{BundleSet, TrustBundle};
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -49,7 +49,7 @@ use crate::authn::{
 };
 use crate::authz::Authorizer;
 use crate::config::{AuthenticatorConfig, AuthoritySource, CaConfig};
-use crate::issue::{CertIssuer, Ttl};
+use crate::issue::CertIssuer;
 use crate::k8s::{BundlePublisher, CaSecretStore, PodDirectory, TokenReviewer};
 use state::Shared;
 use tls::CertResolver;
@@ -119,7 +119,7 @@ impl CaServer {
                 .map(|k| k.pods.clone()),
         );
 
-        let serving = issue_serving(&issuer, &config)?;
+        let serving = renew::issue_serving(&issuer, &config)?;
         let resolver =
             Arc::new(CertResolver::new(&serving).map_err(|e| ServeError::Tls(e.to_string()))?);
         let client_bundles =
@@ -236,7 +236,7 @@ impl Bound {
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
 
         // Serving-certificate renewal.
-        tasks.spawn(renew_serving_cert(
+        tasks.spawn(renew::renew_serving_cert(
             shared.clone(),
             resolver,
             config.clone(),
@@ -334,52 +334,4 @@ fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, Serve
         chain.push(built);
     }
     Ok(AuthnChain::new(chain))
-}
-
-fn issue_serving(
-    issuer: &CertIssuer,
-    config: &CaConfig,
-) -> Result<crate::issue::ServingCert, ServeError> {
-    let ttl = Ttl::from_duration(config.server.server_cert_ttl)
-        .map_err(|e| ServeError::Setup(format!("server.server_cert_ttl: {e}")))?;
-    issuer
-        .issue_serving_cert(&config.server.dns_names, ttl, OffsetDateTime::now_utc())
-        .map_err(|e| ServeError::Setup(format!("cannot issue the serving certificate: {e}")))
-}
-
-/// Renews the serving certificate at half its lifetime, and at once when
-/// the authority changes (so the chain always leads to a current root).
-async fn renew_serving_cert(
-    shared: Arc<Shared>,
-    resolver: Arc<CertResolver>,
-    config: CaConfig,
-    stop: CancellationToken,
-) {
-    let mut changed = shared.authority_changed.subscribe();
-    let half = config.server.server_cert_ttl / 2;
-    let mut wait = half;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-            result = changed.changed() => if result.is_err() { return },
-        }
-        let issuer = shared.issuer.load_full();
-        let renewed = issue_serving(&issuer, &config).and_then(|cert| {
-            resolver
-                .store(&cert)
-                .map(|()| cert.not_after)
-                .map_err(|e| ServeError::Tls(e.to_string()))
-        });
-        wait = match renewed {
-            Ok(not_after) => {
-                tracing::info!(%not_after, "serving certificate renewed");
-                half
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot renew the serving certificate; retrying in 30s");
-                Duration::from_secs(30)
-            }
-        };
-    }
 }

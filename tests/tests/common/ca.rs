@@ -31,8 +31,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Value, json};
 use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
 use sigil_ca::k8s::{
-    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, ReviewedToken, SecretCreated,
-    TokenReviewer,
+    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, PodRef, ReviewedToken,
+    SecretCreated, TokenReviewer,
 };
 use sigil_ca::server::{Bound, CaServer, KubeDeps, ServeError, ServerDeps};
 use sigil_identity::verify::{Usage, VerifiedSvid, verify_x509_svid};
@@ -545,18 +545,66 @@ pub fn k8s_claims(ns: &str, sa: &str) -> Value {
     })
 }
 
+/// Keys held inline (`jwks = { inline = ... }`).
+pub fn inline_jwks(jwks: String) -> JwksConfig {
+    JwksConfig {
+        file: None,
+        inline: Some(jwks),
+        uri: None,
+        uri_ca_file: None,
+        refresh_min_interval: Duration::from_secs(30),
+    }
+}
+
+/// Keys read from `path` (`jwks = { file = ... }`), re-read on an unknown
+/// `kid` at most once per `refresh_min_interval`.
+pub fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConfig {
+    JwksConfig {
+        file: Some(path.to_path_buf()),
+        inline: None,
+        uri: None,
+        uri_ca_file: None,
+        refresh_min_interval,
+    }
+}
+
+/// Replaces `path` with `contents` in one step (write a sibling, rename),
+/// so a reader never sees half a file.
+pub fn replace_file(path: &Path, contents: &str) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, contents).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
 /// A `kubernetes-jwt` authenticator for [`ISSUER`] with an inline JWKS.
 pub fn kubernetes_jwt(jwks: String) -> AuthenticatorConfig {
+    kubernetes_jwt_with(inline_jwks(jwks))
+}
+
+/// A `kubernetes-jwt` authenticator for [`ISSUER`] (audience `istio-ca`)
+/// with keys from `jwks`.
+pub fn kubernetes_jwt_with(jwks: JwksConfig) -> AuthenticatorConfig {
     AuthenticatorConfig::KubernetesJwt {
         issuer: ISSUER.to_owned(),
         audiences: vec!["istio-ca".to_owned()],
-        jwks: JwksConfig {
-            file: None,
-            inline: Some(jwks),
-            uri: None,
-            uri_ca_file: None,
-            refresh_min_interval: Duration::from_secs(30),
-        },
+        jwks,
+        leeway: Duration::from_secs(60),
+    }
+}
+
+/// An `oidc` authenticator for `issuer` accepting `audiences`, with keys
+/// from `jwks` and the SPIFFE ID path template `id_template`.
+pub fn oidc(
+    issuer: &str,
+    audiences: &[&str],
+    jwks: JwksConfig,
+    id_template: &str,
+) -> AuthenticatorConfig {
+    AuthenticatorConfig::Oidc {
+        issuer: issuer.to_owned(),
+        audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+        jwks,
+        id_template: id_template.to_owned(),
         leeway: Duration::from_secs(60),
     }
 }
@@ -624,7 +672,7 @@ impl PodDirectory for NoPods {
     fn pod_node<'a>(
         &'a self,
         _namespace: &'a str,
-        _pod: &'a str,
+        _pod: &'a PodRef,
     ) -> BoxFut<'a, Result<Option<String>, K8sError>> {
         Box::pin(std::future::ready(Ok(None)))
     }

@@ -1,0 +1,163 @@
+//! Issuer key rotation through a JWKS *file* while the CA server runs
+//! (`kubernetes-jwt` with `jwks = { file = ... }`, `refresh_min_interval`
+//! shortened to [`REFRESH`]).
+//!
+//! A token signed with a new key (a `kid` the server has not seen) is
+//! UNAUTHENTICATED until the file holds the new key; once it does, the
+//! token is accepted, but not before `refresh_min_interval` has passed since
+//! the refresh the first refusal triggered. A rewritten file that is not an
+//! acceptable JWKS (malformed JSON, a symmetric key) is refused when an
+//! unknown `kid` makes the server re-read it (UNAVAILABLE for that request:
+//! the keys cannot be checked now), and the keys loaded before keep
+//! serving; a valid file written after it is picked up.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failure is a test failure"
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::ca::*;
+use common::{ID, tempdir};
+use tokio::time::Instant;
+use tonic::Code;
+
+/// `refresh_min_interval` of the server under test.
+const REFRESH: Duration = Duration::from_millis(700);
+/// Pause between two attempts while waiting for the server to pick up a file.
+const POLL: Duration = Duration::from_millis(50);
+
+fn token(signer: &JwtSigner) -> String {
+    signer.sign(&k8s_claims("default", "web"))
+}
+
+/// Sends `token` with a fresh CSR for [`ID`]: the gRPC code.
+async fn code(server: &CaUnderTest, token: &str) -> Code {
+    let mut client = server.client().await;
+    let (csr, _key) = new_csr(ID);
+    code_of(&ask(&mut client, &csr, Some(token)).await)
+}
+
+/// Retries `token` every [`POLL`] until the server answers `want`, at most
+/// [`WAIT`]; every other answer must be one of `meanwhile`. Returns when
+/// `want` came.
+async fn poll_until(server: &CaUnderTest, token: &str, want: Code, meanwhile: &[Code]) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = code(server, token).await;
+        if got == want {
+            return Instant::now();
+        }
+        assert!(
+            meanwhile.contains(&got),
+            "while waiting for {want:?}: unexpected {got:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the server did not answer {want:?} within {WAIT:?} (last: {got:?})"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn start_with_file(path: &Path) -> CaUnderTest {
+    let path = path.to_path_buf();
+    start(move |c| c.authenticators = vec![kubernetes_jwt_with(file_jwks(&path, REFRESH))]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_is_accepted_once_the_file_holds_it_and_not_before_the_refresh_interval() {
+    let dir = tempdir();
+    let path = dir.path().join("jwks.json");
+    let old = JwtSigner::generate("sa-key-1");
+    let new = JwtSigner::generate("sa-key-2");
+    replace_file(&path, &jwks_json(&[&old]));
+    let server = start_with_file(&path).await;
+
+    assert_eq!(
+        code(&server, &token(&old)).await,
+        Code::Ok,
+        "the key in the file"
+    );
+
+    // The issuer starts signing with a key the file does not hold yet: the
+    // unknown kid makes the server re-read the file, which does not help.
+    let before_refresh = Instant::now();
+    assert_eq!(
+        code(&server, &token(&new)).await,
+        Code::Unauthenticated,
+        "a key not in the file"
+    );
+
+    // The file gains the new key. The server re-reads it on the next
+    // unknown kid at least REFRESH after the last refresh, not sooner.
+    replace_file(&path, &jwks_json(&[&old, &new]));
+    let accepted = poll_until(&server, &token(&new), Code::Ok, &[Code::Unauthenticated]).await;
+    let waited = accepted - before_refresh;
+    assert!(
+        waited >= REFRESH,
+        "the file was re-read {waited:?} after the previous refresh; refresh_min_interval is {REFRESH:?}"
+    );
+
+    // Both keys of the file serve.
+    assert_eq!(code(&server, &token(&old)).await, Code::Ok);
+    assert_eq!(code(&server, &token(&new)).await, Code::Ok);
+    assert_eq!(server.issued_ok().await, 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_rewrite_keeps_the_old_keys_serving() {
+    let dir = tempdir();
+    let path = dir.path().join("jwks.json");
+    let old = JwtSigner::generate("sa-key-1");
+    let next = JwtSigner::generate("sa-key-2");
+    replace_file(&path, &jwks_json(&[&old]));
+    let server = start_with_file(&path).await;
+    assert_eq!(code(&server, &token(&old)).await, Code::Ok);
+
+    let broken = [
+        ("truncated JSON", r#"{"keys": [{"kty": "EC""#.to_owned()),
+        (
+            "a symmetric key",
+            r#"{"keys":[{"kty":"oct","kid":"sa-key-2","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#
+                .to_owned(),
+        ),
+        ("no keys member", "{}".to_owned()),
+    ];
+    for (what, contents) in &broken {
+        replace_file(&path, contents);
+        // An unknown kid makes the server re-read the file (once the
+        // refresh interval allows): the file is refused and the request
+        // cannot be decided (UNAVAILABLE); rate-limited attempts before
+        // that are UNAUTHENTICATED.
+        poll_until(
+            &server,
+            &token(&next),
+            Code::Unavailable,
+            &[Code::Unauthenticated],
+        )
+        .await;
+        // The keys loaded before keep serving; the new one is still unknown.
+        assert_eq!(code(&server, &token(&old)).await, Code::Ok, "{what}");
+        let next_code = code(&server, &token(&next)).await;
+        assert!(
+            matches!(next_code, Code::Unauthenticated | Code::Unavailable),
+            "{what}: the new key must still be refused, got {next_code:?}"
+        );
+    }
+    let failures = server
+        .metric(r#"sigil_ca_authentication_failures_total{reason="unavailable"}"#)
+        .await;
+    assert!(failures >= broken.len() as f64, "{failures}");
+
+    // A valid file again: the new key is picked up.
+    replace_file(&path, &jwks_json(&[&old, &next]));
+    poll_until(&server, &token(&next), Code::Ok, &[Code::Unauthenticated]).await;
+    assert_eq!(code(&server, &token(&old)).await, Code::Ok);
+}
