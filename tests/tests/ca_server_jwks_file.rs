@@ -9,7 +9,9 @@
 //! acceptable JWKS (malformed JSON, a symmetric key) is refused when an
 //! unknown `kid` makes the server re-read it (UNAVAILABLE for that request:
 //! the keys cannot be checked now), and the keys loaded before keep
-//! serving; a valid file written after it is picked up.
+//! serving; a valid file written after it is picked up. A key removed from
+//! the file stops being trusted once the keys are older than `max_age`,
+//! although no token names an unknown `kid`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -160,4 +162,36 @@ async fn an_invalid_rewrite_keeps_the_old_keys_serving() {
     replace_file(&path, &jwks_json(&[&old, &next]));
     poll_until(&server, &token(&next), Code::Ok, &[Code::Unauthenticated]).await;
     assert_eq!(code(&server, &token(&old)).await, Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_file_stops_being_trusted_within_max_age() {
+    // Revocation: the issuer drops a compromised key from its JWKS. No
+    // token names an unknown kid, so only `max_age` makes the server look.
+    const MAX_AGE: Duration = Duration::from_millis(1500);
+    let dir = tempdir();
+    let path = dir.path().join("jwks.json");
+    let compromised = JwtSigner::generate("sa-key-1");
+    let kept = JwtSigner::generate("sa-key-2");
+    replace_file(&path, &jwks_json(&[&compromised, &kept]));
+    let mut jwks = file_jwks(&path, REFRESH);
+    jwks.max_age = MAX_AGE;
+    let loaded = Instant::now();
+    let server = start(move |c| c.authenticators = vec![kubernetes_jwt_with(jwks)]).await;
+    assert_eq!(code(&server, &token(&compromised)).await, Code::Ok);
+
+    replace_file(&path, &jwks_json(&[&kept]));
+    let refused = poll_until(
+        &server,
+        &token(&compromised),
+        Code::Unauthenticated,
+        &[Code::Ok],
+    )
+    .await;
+    assert!(
+        refused - loaded >= MAX_AGE,
+        "keys reloaded after {:?}, before max_age {MAX_AGE:?}",
+        refused - loaded
+    );
+    assert_eq!(code(&server, &token(&kept)).await, Code::Ok, "the kept key");
 }

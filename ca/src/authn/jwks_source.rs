@@ -4,6 +4,12 @@
 //! made one up: it triggers *at most one* refresh per
 //! `refresh_min_interval`, so a stream of forged kids cannot turn the CA
 //! into a JWKS-fetching amplifier.
+//!
+//! Keys also expire from the cache: keys loaded over `max_age` ago are
+//! reloaded before the next token is checked (subject to the same rate
+//! limit), so a key the issuer *removed* — e.g. a compromised one — stops
+//! being trusted within `max_age` even if no token ever names an unknown
+//! `kid`. A failed reload keeps the keys in use and is logged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +26,8 @@ use tokio::time::Instant;
 
 /// The largest JWKS document fetched.
 pub const MAX_JWKS_RESPONSE_BYTES: usize = 256 * 1024;
+/// How long loaded keys are used before they are reloaded.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// Deadline of one JWKS fetch.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -74,12 +82,20 @@ struct Remote {
     client: HttpsClient,
 }
 
+/// When keys were last asked for and last loaded.
+#[derive(Debug, Default)]
+struct RefreshState {
+    last_attempt: Option<Instant>,
+    loaded_at: Option<Instant>,
+}
+
 /// A JWKS with its origin and refresh policy.
 pub struct JwksSource {
     origin: Origin,
     keys: ArcSwap<Jwks>,
     min_interval: Duration,
-    last_refresh: Mutex<Option<Instant>>,
+    max_age: Duration,
+    state: Mutex<RefreshState>,
 }
 
 impl std::fmt::Debug for JwksSource {
@@ -105,7 +121,17 @@ impl JwksSource {
     /// Keys from a file, read now and re-read on refresh.
     pub fn file(path: PathBuf, min_interval: Duration) -> Result<Self, JwksSourceError> {
         let keys = read_file(&path)?;
-        Ok(Self::with(Origin::File(path), keys, min_interval))
+        let mut source = Self::with(Origin::File(path), keys, min_interval);
+        source.state.get_mut().loaded_at = Some(Instant::now());
+        Ok(source)
+    }
+
+    /// Reload keys loaded over `max_age` ago before using them (see the
+    /// module docs). Default [`DEFAULT_JWKS_MAX_AGE`].
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Keys from an `https` URI, fetched lazily (first use) and on refresh.
@@ -162,7 +188,8 @@ impl JwksSource {
             origin,
             keys: ArcSwap::from_pointee(keys),
             min_interval,
-            last_refresh: Mutex::new(None),
+            max_age: DEFAULT_JWKS_MAX_AGE,
+            state: Mutex::new(RefreshState::default()),
         }
     }
 
@@ -174,15 +201,46 @@ impl JwksSource {
     /// Reloads the keys unless the last refresh was under the minimum
     /// interval ago. On failure the previous keys stay in use.
     pub async fn refresh(&self) -> Result<Arc<Jwks>, JwksSourceError> {
-        let mut last = self.last_refresh.lock().await;
-        if let Some(at) = *last
+        let state = self.state.lock().await;
+        self.reload(state).await
+    }
+
+    /// Reloads the keys if they were loaded over `max_age` ago (or never),
+    /// unless a reload is running or was tried under the minimum interval
+    /// ago. Never fails: on error the keys in use stay, and it is logged.
+    pub async fn refresh_if_stale(&self) {
+        if matches!(self.origin, Origin::Static) {
+            return;
+        }
+        let Ok(state) = self.state.try_lock() else {
+            return; // another request is reloading
+        };
+        if state
+            .loaded_at
+            .is_some_and(|at| at.elapsed() < self.max_age)
+        {
+            return;
+        }
+        match self.reload(state).await {
+            Ok(_) | Err(JwksSourceError::RateLimited { .. }) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot reload stale JWKS; the keys in use stay");
+            }
+        }
+    }
+
+    async fn reload(
+        &self,
+        mut state: tokio::sync::MutexGuard<'_, RefreshState>,
+    ) -> Result<Arc<Jwks>, JwksSourceError> {
+        if let Some(at) = state.last_attempt
             && at.elapsed() < self.min_interval
         {
             return Err(JwksSourceError::RateLimited {
                 interval: self.min_interval,
             });
         }
-        *last = Some(Instant::now());
+        state.last_attempt = Some(Instant::now());
         let keys = match &self.origin {
             Origin::Static => return Ok(self.current()),
             Origin::File(path) => {
@@ -198,6 +256,7 @@ impl JwksSource {
         };
         let keys = Arc::new(keys);
         self.keys.store(keys.clone());
+        state.loaded_at = Some(Instant::now());
         tracing::info!(keys = keys.len(), "JWKS refreshed");
         Ok(keys)
     }

@@ -67,6 +67,7 @@ impl JwtAuthenticator {
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, AuthnError> {
+        self.keys.refresh_if_stale().await;
         let now = SystemTime::now();
         let keys = self.keys.current();
         let verified = match self.validator.validate(token, &keys, now) {

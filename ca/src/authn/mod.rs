@@ -33,7 +33,9 @@ use sigil_identity::SpiffeId;
 use crate::k8s::PodRef;
 
 pub use dev::{DEV_TOKEN_PREFIX, DevelopmentAuthenticator};
-pub use jwks_source::{JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError, MAX_JWKS_RESPONSE_BYTES};
+pub use jwks_source::{
+    DEFAULT_JWKS_MAX_AGE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError, MAX_JWKS_RESPONSE_BYTES,
+};
 pub use jwt::{IdentityMapping, JwtAuthenticator};
 pub use review::{MAX_CACHE_TTL, NO_EXPIRY_CACHE_TTL, ReviewCache, TokenReviewAuthenticator};
 pub use svid::SvidAuthenticator;
@@ -276,6 +278,7 @@ pub fn jwt_authenticator(
     } else if let Some(file) = &jwks.file {
         JwksSource::file(file.clone(), jwks.refresh_min_interval)
             .map_err(|e| setup(e.to_string()))?
+            .with_max_age(jwks.max_age)
     } else if let Some(uri) = &jwks.uri {
         let roots = match &jwks.uri_ca_file {
             Some(path) => Some(
@@ -286,6 +289,7 @@ pub fn jwt_authenticator(
         };
         JwksSource::remote(uri, roots.as_deref(), jwks.refresh_min_interval)
             .map_err(|e| setup(e.to_string()))?
+            .with_max_age(jwks.max_age)
     } else {
         return Err(setup("jwks: set one of file, inline or uri".into()));
     };

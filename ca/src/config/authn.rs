@@ -103,8 +103,9 @@ pub struct JwksConfig {
     /// A JWKS file, read at start and re-read when a token names a `kid`
     /// the keys in use lack (at most once per `refresh_min_interval`); if
     /// the file then is not a valid JWKS, the keys read before stay in use.
-    /// The file is not watched: a key removed from it is dropped at the next
-    /// such re-read (or restart).
+    /// It is also re-read before use once the keys are older than
+    /// `max_age`, so a key removed from it stops being trusted within
+    /// `max_age`.
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// A JWKS document inline.
@@ -117,10 +118,20 @@ pub struct JwksConfig {
     /// bundled with Sigil when unset.
     #[serde(default)]
     pub uri_ca_file: Option<PathBuf>,
-    /// Minimum interval between refreshes triggered by an unknown `kid`.
+    /// Minimum interval between refreshes (an unknown `kid` or `max_age`).
     /// Default 30 s.
     #[serde(default = "default_refresh_interval", with = "humantime_serde")]
     pub refresh_min_interval: Duration,
+    /// Keys from `file` or `uri` loaded longer ago than this are reloaded
+    /// before the next token is checked; a key the issuer removed stops
+    /// being trusted within this time. Default 5 min; at least
+    /// `refresh_min_interval`.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+fn default_max_age() -> Duration {
+    crate::authn::DEFAULT_JWKS_MAX_AGE
 }
 
 fn default_refresh_interval() -> Duration {
@@ -251,6 +262,13 @@ impl JwksConfig {
                 field: field.to_owned(),
                 value: format!("{set} sources"),
                 reason: "set exactly one of file, inline or uri".to_owned(),
+            });
+        }
+        if self.max_age < self.refresh_min_interval {
+            return Err(ConfigError::Invalid {
+                field: format!("{field}.max_age"),
+                value: format!("{:?}", self.max_age),
+                reason: "must be at least refresh_min_interval".to_owned(),
             });
         }
         if let Some(uri) = &self.uri

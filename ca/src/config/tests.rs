@@ -104,6 +104,13 @@ fn errors_name_the_field() {
         "authenticators[0].leeway"
     );
     assert_eq!(
+        invalid_field(
+            "[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\njwks = { file = \"k.json\", refresh_min_interval = \"1m\", max_age = \"30s\" }"
+        ),
+        "authenticators[0].jwks.max_age"
+    );
+    assert_eq!(invalid_field("[server]\nworkers = 5000"), "server.workers");
+    assert_eq!(
         invalid_field("[[authenticators]]\ntype = \"kubernetes-token-review\""),
         "authenticators[0].type"
     );

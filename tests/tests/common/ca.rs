@@ -553,6 +553,7 @@ pub fn inline_jwks(jwks: String) -> JwksConfig {
         uri: None,
         uri_ca_file: None,
         refresh_min_interval: Duration::from_secs(30),
+        max_age: sigil_ca::authn::DEFAULT_JWKS_MAX_AGE,
     }
 }
 
@@ -565,6 +566,7 @@ pub fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConfig {
         uri: None,
         uri_ca_file: None,
         refresh_min_interval,
+        max_age: sigil_ca::authn::DEFAULT_JWKS_MAX_AGE,
     }
 }
 
