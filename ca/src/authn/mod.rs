@@ -95,6 +95,12 @@ pub enum AuthnError {
     /// was presented).
     #[error("no credential recognised: send `authorization: Bearer <token>` or a client SVID")]
     NoCredential,
+    /// A bearer token was sent but no configured authenticator takes it
+    /// (e.g. a JWT from an issuer none of them is configured for).
+    #[error(
+        "the bearer token matches no configured authenticator (unknown issuer or token format)"
+    )]
+    UnrecognisedToken,
     /// The `authorization` header is not `Bearer <token>`.
     #[error("malformed authorization header: {0}")]
     MalformedHeader(&'static str),
@@ -122,6 +128,7 @@ impl AuthnError {
     pub fn metric_reason(&self) -> &'static str {
         match self {
             Self::NoCredential => "no_credential",
+            Self::UnrecognisedToken => "unrecognised_token",
             Self::MalformedHeader(_) => "malformed_header",
             Self::Invalid { .. } => "invalid",
             Self::Unavailable { .. } => "unavailable",
@@ -178,7 +185,11 @@ impl AuthnChain {
                 Outcome::NotMine => {}
             }
         }
-        Err(AuthnError::NoCredential)
+        if credentials.bearer.is_some() {
+            Err(AuthnError::UnrecognisedToken)
+        } else {
+            Err(AuthnError::NoCredential)
+        }
     }
 }
 

@@ -129,6 +129,16 @@ async fn the_first_authenticator_that_recognises_decides() {
         chain.authenticate(creds(None)).await,
         Err(AuthnError::NoCredential)
     );
+    // A token nobody takes, and no SVID to fall back on: said as such.
+    assert_eq!(
+        chain
+            .authenticate(Credentials {
+                bearer: Some("eyJhbGciOiJFUzI1NiJ9.e30.sig"),
+                peer: None,
+            })
+            .await,
+        Err(AuthnError::UnrecognisedToken)
+    );
 }
 
 // === TokenReview ===

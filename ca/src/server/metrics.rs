@@ -115,6 +115,7 @@ impl Metrics {
         }
         for reason in [
             "no_credential",
+            "unrecognised_token",
             "malformed_header",
             "invalid",
             "unavailable",
