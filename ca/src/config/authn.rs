@@ -241,9 +241,61 @@ impl AuthenticatorConfig {
                         "must be a SPIFFE ID path with at least one {claim}, e.g. /oidc/{sub}",
                     ));
                 }
+                // Claims fill the template; if some claim values would
+                // name a node agent, an OIDC caller could impersonate.
+                if let Some(agent) = config
+                    .authorization
+                    .node_agents
+                    .iter()
+                    .find(|agent| template_may_produce(id_template, agent.path()))
+                {
+                    return Err(invalid(
+                        "id_template",
+                        id_template.clone(),
+                        &format!(
+                            "could produce the node agent {agent} (authorization.node_agents), \
+                             letting an OIDC caller impersonate workloads; give OIDC identities \
+                             a literal prefix of their own, e.g. /oidc/{{sub}}"
+                        ),
+                    ));
+                }
                 check_jwt(issuer, audiences, jwks, leeway)
             }
         }
+    }
+}
+
+/// Whether filling `template`'s `{claim}` placeholders (each with a
+/// non-empty value inside one path segment) could give `path`.
+pub(super) fn template_may_produce(template: &str, path: &str) -> bool {
+    let pattern: Vec<&str> = template.split('/').collect();
+    let segments: Vec<&str> = path.split('/').collect();
+    pattern.len() == segments.len()
+        && pattern
+            .iter()
+            .zip(&segments)
+            .all(|(p, s)| segment_may_match(p.as_bytes(), s.as_bytes()))
+}
+
+/// Glob match of one segment: `{...}` matches one or more bytes.
+fn segment_may_match(pattern: &[u8], segment: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => segment.is_empty(),
+        Some((b'{', rest)) => {
+            let after = rest
+                .iter()
+                .position(|&b| b == b'}')
+                .and_then(|end| rest.get(end + 1..))
+                .unwrap_or_default();
+            (1..=segment.len()).any(|n| {
+                segment
+                    .get(n..)
+                    .is_some_and(|tail| segment_may_match(after, tail))
+            })
+        }
+        Some((first, rest)) => segment
+            .split_first()
+            .is_some_and(|(s, tail)| s == first && segment_may_match(rest, tail)),
     }
 }
 

@@ -165,3 +165,48 @@ fn authenticators_without_settings_refuse_unknown_keys_too() {
     let err = CaConfig::from_toml("[[authenticators]]\ntype = \"hsm\"\n").unwrap_err();
     assert!(err.to_string().contains("hsm"), "{err}");
 }
+
+#[test]
+fn oidc_templates_that_could_name_a_path() {
+    for (template, path) in [
+        ("/ns/{ns}/sa/{sub}", "/ns/istio-system/sa/ztunnel"),
+        ("/{a}/{b}/sa/{c}", "/ns/istio-system/sa/ztunnel"),
+        ("/ns/{ns}/sa/zt{x}", "/ns/istio-system/sa/ztunnel"),
+        ("/ns/{a}-{b}/sa/{c}", "/ns/istio-system/sa/ztunnel"),
+    ] {
+        assert!(
+            super::authn::template_may_produce(template, path),
+            "{template} {path}"
+        );
+    }
+    for (template, path) in [
+        ("/oidc/{sub}", "/ns/istio-system/sa/ztunnel"),
+        ("/ns/{ns}/sa/{sub}", "/ns/istio-system/sa"),
+        ("/ns/{ns}/job/{sub}", "/ns/istio-system/sa/ztunnel"),
+        ("/ns/{ns}/sa/zt{x}", "/ns/istio-system/sa/zt"),
+        ("/ns/{a}-{b}/sa/{c}", "/ns/istiosystem/sa/ztunnel"),
+    ] {
+        assert!(
+            !super::authn::template_may_produce(template, path),
+            "{template} {path}"
+        );
+    }
+}
+
+#[test]
+fn an_oidc_template_that_could_name_a_node_agent_is_refused() {
+    let config = |template: &str| {
+        format!(
+            "[[authenticators]]\ntype = \"oidc\"\nissuer = \"https://idp\"\naudiences = [\"sigil\"]\n\
+             jwks = {{ inline = \"{{}}\" }}\nid_template = \"{template}\"\n\
+             [authorization]\nnode_agents = [\"spiffe://cluster.local/ns/istio-system/sa/ztunnel\"]"
+        )
+    };
+    let err = CaConfig::from_toml(&config("/ns/{ns}/sa/{sub}")).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { field, .. } if field == "authenticators[0].id_template"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ztunnel"), "{err}");
+    CaConfig::from_toml(&config("/oidc/{sub}")).unwrap();
+}
