@@ -51,6 +51,24 @@ fn node_agents() -> Vec<SpiffeId> {
     vec![SpiffeId::parse(ZTUNNEL).unwrap()]
 }
 
+/// A server in Kubernetes mode against the fake API server at `url`, with
+/// ztunnel as its node agent; `configure` adjusts the rest.
+async fn start_with_node_agents_on(
+    url: &str,
+    configure: impl FnOnce(&mut sigil_ca::config::CaConfig),
+) -> CaUnderTest {
+    start_with_deps(
+        |c| {
+            use_kubernetes(c, url);
+            c.kubernetes.publish_bundle = false;
+            c.authorization.node_agents = node_agents();
+            configure(c);
+        },
+        kube_deps(url),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_node_agents_may_impersonate() {
     let server = start(|c| c.authorization.node_agents = node_agents()).await;
@@ -189,15 +207,7 @@ async fn with_kubernetes_a_node_agent_gets_workloads_on_its_own_node_only() {
         "Succeeded",
     );
     let url = fake.url();
-    let server = start_with_deps(
-        |c| {
-            use_kubernetes(c, &url);
-            c.kubernetes.publish_bundle = false;
-            c.authorization.node_agents = node_agents();
-        },
-        kube_deps(&url),
-    )
-    .await;
+    let server = start_with_node_agents_on(&url, |_| {}).await;
     let mut client = server.client().await;
 
     // The workload on the caller's node.
@@ -333,15 +343,7 @@ async fn with_kubernetes_a_pod_bound_node_agent_gets_workloads_on_its_pods_node_
     );
     fake.add_token("web-1", review("default", "web", "web-1", "uid-web-1"));
     let url = fake.url();
-    let server = start_with_deps(
-        |c| {
-            use_kubernetes(c, &url);
-            c.kubernetes.publish_bundle = false;
-            c.authorization.node_agents = node_agents();
-        },
-        kube_deps(&url),
-    )
-    .await;
+    let server = start_with_node_agents_on(&url, |_| {}).await;
 
     check_pod_bound(
         &server,
@@ -380,16 +382,10 @@ async fn with_kubernetes_a_node_agent_jwt_bound_to_a_pod_gets_workloads_on_its_p
     let signer = JwtSigner::generate("sa-key-1");
     let jwks = jwks_json(&[&signer]);
     let url = fake.url();
-    let server = start_with_deps(
-        |c| {
-            use_kubernetes(c, &url);
-            // Tokens verified locally; the API server is used for pods only.
-            c.authenticators = vec![kubernetes_jwt(jwks)];
-            c.kubernetes.publish_bundle = false;
-            c.authorization.node_agents = node_agents();
-        },
-        kube_deps(&url),
-    )
+    // Tokens verified locally; the API server is used for pods only.
+    let server = start_with_node_agents_on(&url, |c| {
+        c.authenticators = vec![kubernetes_jwt(jwks)];
+    })
     .await;
     let ztunnel =
         |pod: &str, uid: &str| signer.sign(&pod_bound_claims("istio-system", "ztunnel", pod, uid));

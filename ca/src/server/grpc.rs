@@ -48,13 +48,12 @@ impl CaService {
             .try_acquire()
             .map_err(|_| Status::resource_exhausted("too many requests in flight; retry later"))?;
 
-        let conn = request.extensions().get::<ConnInfo>().cloned();
-        let client_addr = conn
-            .as_ref()
-            .map(|c| c.remote.to_string())
-            .unwrap_or_default();
-        let peer = conn.and_then(|info| info.peer);
-        let bearer = match request.metadata().get("authorization") {
+        // Borrowed for the whole request: nothing about the connection is
+        // copied or formatted unless a log line needs it.
+        let (metadata, extensions, message) = request.into_parts();
+        let conn = extensions.get::<ConnInfo>();
+        let remote = conn.map(|c| c.remote);
+        let bearer = match metadata.get("authorization") {
             None => None,
             Some(value) => {
                 let text = value
@@ -65,7 +64,7 @@ impl CaService {
         };
         let credentials = Credentials {
             bearer,
-            peer: peer.as_ref(),
+            peer: conn.and_then(|c| c.peer.as_ref()),
         };
         let caller = shared
             .authn
@@ -73,7 +72,6 @@ impl CaService {
             .await
             .map_err(|e| authn_status(shared, &e))?;
 
-        let message = request.into_inner();
         let impersonated = impersonated_identity(&message)?;
         let identity = shared
             .authz
@@ -81,7 +79,7 @@ impl CaService {
             .await
             .map_err(|e| {
                 tracing::info!(
-                    client.addr = %client_addr,
+                    client.addr = remote.map(tracing::field::display),
                     caller = %caller.identity,
                     method = caller.method,
                     impersonated = impersonated.unwrap_or(""),
@@ -109,7 +107,7 @@ impl CaService {
             })
             .map_err(|e| {
                 tracing::info!(
-                    client.addr = %client_addr,
+                    client.addr = remote.map(tracing::field::display),
                     caller = %caller.identity,
                     method = caller.method,
                     identity = %identity,
@@ -120,7 +118,7 @@ impl CaService {
                 issue_status(&e)
             })?;
         tracing::info!(
-            client.addr = %client_addr,
+            client.addr = remote.map(tracing::field::display),
             caller = %caller.identity,
             method = caller.method,
             identity = %identity,
