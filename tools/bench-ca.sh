@@ -12,7 +12,15 @@
 # measurements see the same machine speed, so the per-round ratio cancels
 # this VM's drift; the medians are the figures to quote.
 #
-# Part 2, whole machine: the server (one worker per CPU) and the load tool
+# Part 2, same core at the same moment (the drift-free ratio): the server
+# on CPU 0 under the load tool on CPU 1, and `sigil bench issue` on CPU 0 at
+# the same time. The two share CPU 0 slice by slice, so whatever speed the
+# VM has at that moment, both have it; each is counted per second of CPU it
+# actually used (server: certificates from its /metrics over its threads'
+# CPU time from /proc; in-process: its own `cpu-rate`). Latency is not
+# quoted from this part: the server has half a core.
+#
+# Part 3, whole machine: the server (one worker per CPU) and the load tool
 # unpinned, sharing every core, for the same time as all rounds together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +55,11 @@ start_server() { # $1: taskset CPU list
 }
 stop_server() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
+issued_ok() {
+  curl -sf http://127.0.0.1:15014/metrics |
+    awk '/^sigil_ca_certificates_issued_total\{outcome="ok"\}/ {printf "%.0f", $2}'
+}
 load() { # $1: CPU list, $2: seconds; prints the load tool's report
   taskset -c "$1" "$sigil" bench ca --duration "${2}s" --concurrency "$conc" \
     --ca-root "$work/sigil-data/ca/root-cert.pem" 2>/dev/null
@@ -85,9 +98,32 @@ printf 'median: in-process %.0f certs/s; server %.0f certs/s = %.0f per server c
   "$(awk '{print $5}' "$work/rounds" | median)" \
   "$(awk '{print $6}' "$work/rounds" | median)"
 
+echo "== part 2: server and in-process issuance both on CPU 0 at the same time, load tool on CPU 1, $rounds rounds of ${secs}s"
+start_server 0
+load 1 2 >/dev/null
+printf '%5s %16s %16s %7s\n' round in-process/cpu-s server/cpu-s ratio
+: >"$work/same"
+for r in $(seq 1 "$rounds"); do
+  n0="$(issued_ok)"; c0="$(cpu_ns)"
+  load 1 "$secs" >"$work/load.out" &
+  lpid=$!
+  inproc="$(taskset -c 0 "$sigil" bench issue --dir "$work/sigil-data/ca" --duration "${secs}s" | field cpu-rate: 2)"
+  wait "$lpid"
+  n1="$(issued_ok)"; c1="$(cpu_ns)"
+  server="$(echo "($n1 - $n0) / (($c1 - $c0) / 1000000000)" | bc -l)"
+  ratio="$(echo "100 * $server / $inproc" | bc -l)"
+  printf '%5d %16.0f %16.0f %6.1f%%\n' "$r" "$inproc" "$server" "$ratio"
+  echo "$inproc $server $ratio" >>"$work/same"
+done
+stop_server
+printf 'median: in-process %.0f certs per CPU-second; server %.0f certs per CPU-second; ratio %.1f%%\n' \
+  "$(awk '{print $1}' "$work/same" | median)" \
+  "$(awk '{print $2}' "$work/same" | median)" \
+  "$(awk '{print $3}' "$work/same" | median)"
+
 all="0-$((ncpu - 1))"
 total=$((rounds * secs))
-echo "== part 2: server and load tool sharing CPUs $all, concurrency $conc, ${total}s"
+echo "== part 3: server and load tool sharing CPUs $all, concurrency $conc, ${total}s"
 start_server "$all"
 load "$all" 2 >/dev/null
 t0="$(cpu_ticks)"; w0="$(date +%s.%N)"

@@ -116,6 +116,7 @@ fn bench_issue(args: &IssueBenchArgs) -> anyhow::Result<()> {
         .map(|_| make_csr(&args.id))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let start = Instant::now();
+    let cpu_start = thread_cpu_time();
     let mut issued: u64 = 0;
     while start.elapsed() < args.duration {
         for csr in &csrs {
@@ -130,13 +131,33 @@ fn bench_issue(args: &IssueBenchArgs) -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_start
+        .zip(thread_cpu_time())
+        .map(|(from, to)| to.saturating_sub(from).as_secs_f64());
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "sigil bench issue: {issued} certificates in {elapsed:.1}s on one thread"
     )?;
     writeln!(out, "throughput: {:.0} certs/s", issued as f64 / elapsed)?;
+    // Per second of CPU actually used: what tools/bench-ca.sh compares the
+    // server with when both share one core.
+    if let Some(cpu) = cpu.filter(|c| *c > 0.0) {
+        writeln!(
+            out,
+            "cpu-rate:   {:.0} certs per CPU-second",
+            issued as f64 / cpu
+        )?;
+    }
     Ok(())
+}
+
+/// CPU time this thread has used (Linux `/proc/thread-self/schedstat`,
+/// nanoseconds); `None` where that file does not exist.
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 #[derive(Default)]

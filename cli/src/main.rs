@@ -16,6 +16,7 @@ mod bench;
 mod ca;
 mod cert;
 mod kube;
+mod logwriter;
 mod serve;
 
 use std::process::ExitCode;
@@ -56,17 +57,16 @@ fn main() -> ExitCode {
         Command::Ca(ca::CaCommand::Serve(_)) => "info",
         _ => "warn",
     };
-    // Log lines are formatted where they happen and written by a
-    // background thread, buffered: one `write` per burst instead of one per
-    // line (a CA server logs every decision). Never lossy; flushed when
-    // `log_guard` drops.
-    let (log_writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("sigil-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // Log lines are formatted where they happen and written in batches by
+    // a background thread (`logwriter`): a CA server logs every decision.
+    // Never lossy; flushed when `log_guard` drops.
+    let (log_writer, log_guard) = match logwriter::start(std::io::stderr(), "sigil-log") {
+        Ok(started) => started,
+        Err(err) => {
+            eprintln!("sigil: cannot start the log writer thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
