@@ -161,6 +161,51 @@ async fn a_zero_interval_allows_rotation_and_invalid_documents_keep_the_old_keys
 }
 
 #[tokio::test]
+async fn a_rate_limited_refresh_says_whether_the_last_attempt_failed() {
+    // After a successful load, a refresh inside the interval is skipped
+    // with nothing to report: the keys in use are current.
+    let server = https_server(jwks(&["k1"])).await;
+    let source = JwksSource::remote(
+        &server.url,
+        Some(server.roots_pem.as_bytes()),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    source.refresh().await.unwrap();
+    assert_eq!(
+        source.refresh().await.unwrap_err(),
+        JwksSourceError::RateLimited {
+            interval: Duration::from_secs(3600),
+            last_failure: None,
+        }
+    );
+
+    // After a failed load, the skipped refresh carries that failure, so a
+    // token naming an unknown kid is answered "cannot check now", not
+    // "invalid", until the next attempt is due.
+    let broken = https_server("{not json".into()).await;
+    let source = JwksSource::remote(
+        &broken.url,
+        Some(broken.roots_pem.as_bytes()),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let first = source.refresh().await.unwrap_err();
+    assert!(
+        matches!(first, JwksSourceError::Invalid { .. }),
+        "{first:?}"
+    );
+    match source.refresh().await {
+        Err(JwksSourceError::RateLimited {
+            last_failure: Some(reason),
+            ..
+        }) => assert_eq!(reason, first.to_string()),
+        other => panic!("expected a rate-limited refresh naming the failure, got {other:?}"),
+    }
+    assert_eq!(broken.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn an_untrusted_server_is_refused() {
     let server = https_server(jwks(&["k1"])).await;
     let stranger = TestCa::root("example.org");

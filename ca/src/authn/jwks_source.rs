@@ -9,7 +9,10 @@
 //! reloaded before the next token is checked (subject to the same rate
 //! limit), so a key the issuer *removed* — e.g. a compromised one — stops
 //! being trusted within `max_age` even if no token ever names an unknown
-//! `kid`. A failed reload keeps the keys in use and is logged.
+//! `kid`. A failed reload keeps the keys in use and is logged; until a
+//! reload succeeds, a token naming an unknown `kid` is answered UNAVAILABLE
+//! (a rotation cannot be checked), also while the next attempt is not due,
+//! rather than UNAUTHENTICATED.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +70,9 @@ pub enum JwksSourceError {
     RateLimited {
         /// The minimum interval.
         interval: Duration,
+        /// Why that last attempt failed, if it did: the keys in use may
+        /// then be out of date and cannot be checked again yet.
+        last_failure: Option<String>,
     },
 }
 
@@ -87,6 +93,8 @@ struct Remote {
 struct RefreshState {
     last_attempt: Option<Instant>,
     loaded_at: Option<Instant>,
+    /// Why the last attempt failed; `None` after a success.
+    last_failure: Option<String>,
 }
 
 /// A JWKS with its origin and refresh policy.
@@ -233,16 +241,32 @@ impl JwksSource {
         &self,
         mut state: tokio::sync::MutexGuard<'_, RefreshState>,
     ) -> Result<Arc<Jwks>, JwksSourceError> {
+        if matches!(self.origin, Origin::Static) {
+            return Ok(self.current());
+        }
         if let Some(at) = state.last_attempt
             && at.elapsed() < self.min_interval
         {
             return Err(JwksSourceError::RateLimited {
                 interval: self.min_interval,
+                last_failure: state.last_failure.clone(),
             });
         }
         state.last_attempt = Some(Instant::now());
-        let keys = match &self.origin {
-            Origin::Static => return Ok(self.current()),
+        let loaded = self.load().await;
+        state.last_failure = loaded.as_ref().err().map(ToString::to_string);
+        let keys = Arc::new(loaded?);
+        self.keys.store(keys.clone());
+        state.loaded_at = Some(Instant::now());
+        tracing::info!(keys = keys.len(), "JWKS refreshed");
+        Ok(keys)
+    }
+
+    /// Reads the keys from their origin.
+    async fn load(&self) -> Result<Jwks, JwksSourceError> {
+        Ok(match &self.origin {
+            // Nothing to reload: `reload` returns before asking.
+            Origin::Static => Jwks::clone(&self.current()),
             Origin::File(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || read_file(&path))
@@ -253,12 +277,7 @@ impl JwksSource {
                     })??
             }
             Origin::Remote(remote) => fetch(&remote.client, &remote.uri, &remote.text).await?,
-        };
-        let keys = Arc::new(keys);
-        self.keys.store(keys.clone());
-        state.loaded_at = Some(Instant::now());
-        tracing::info!(keys = keys.len(), "JWKS refreshed");
-        Ok(keys)
+        })
     }
 }
 

@@ -76,8 +76,25 @@ impl JwtAuthenticator {
                 // and try once more.
                 match self.keys.refresh().await {
                     Ok(fresh) => self.validator.validate(token, &fresh, now),
+                    // The last reload failed and the next is not due yet:
+                    // the kid may be a rotation the keys in use miss, so
+                    // the token cannot be decided now — as for the request
+                    // whose reload failed.
+                    Err(JwksSourceError::RateLimited {
+                        last_failure: Some(reason),
+                        ..
+                    }) => match self.validator.validate(token, &self.keys.current(), now) {
+                        Err(JwtError::UnknownKid { .. }) => {
+                            return Err(AuthnError::Unavailable {
+                                method: self.kind,
+                                reason: format!("the issuer's keys cannot be reloaded: {reason}"),
+                            });
+                        }
+                        other => other,
+                    },
+                    // Another request may have just reloaded.
                     Err(JwksSourceError::RateLimited { .. }) => {
-                        self.validator.validate(token, &keys, now)
+                        self.validator.validate(token, &self.keys.current(), now)
                     }
                     Err(e) => {
                         return Err(AuthnError::Unavailable {
