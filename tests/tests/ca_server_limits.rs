@@ -5,7 +5,8 @@
 //! after each, a valid request on the same connection succeeds. With
 //! `max_concurrent_requests = 1` and one request held inside
 //! authentication, every other request is RESOURCE_EXHAUSTED, and the
-//! server serves normally once it finishes.
+//! server serves normally once it finishes. A header block over 64 KiB is
+//! refused before anything is decoded, and the server keeps serving.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -169,4 +170,40 @@ async fn over_the_concurrency_limit_is_resource_exhausted_and_the_server_recover
             .await,
         12.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_block_is_refused_and_the_server_keeps_serving() {
+    use sigil_proto::istio::v1::auth::IstioCertificateRequest;
+
+    let server = start(|_| {}).await;
+    let (valid, _key) = new_csr(ID);
+    // 100 KiB of metadata: over the 64 KiB header-list bound (hyper's own
+    // default would take 16 MiB per request).
+    let padding = tonic::metadata::MetadataValue::try_from("p".repeat(100 * 1024)).unwrap();
+    let mut raw = server.raw().await;
+    let mut request = tonic::Request::new(IstioCertificateRequest {
+        csr: valid.clone(),
+        validity_duration: 0,
+        metadata: None,
+    });
+    request.metadata_mut().insert("x-padding", padding);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {WEB_TOKEN}").parse().unwrap(),
+    );
+    let refused = raw.create_certificate(request).await;
+    assert!(
+        refused.is_err(),
+        "a 100 KiB header block was served: {refused:?}"
+    );
+    assert_eq!(server.issued_ok().await, 0.0, "nothing was signed");
+
+    // The server keeps serving, on a new connection and on the old one's
+    // client (which reconnects if the server closed it).
+    let mut fresh = server.client().await;
+    ask(&mut fresh, &valid, Some(WEB_TOKEN))
+        .await
+        .expect("served after an oversized header block");
+    assert_eq!(server.issued_ok().await, 1.0);
 }

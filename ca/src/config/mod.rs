@@ -206,7 +206,8 @@ pub struct ServerConfig {
     /// TLS handshake deadline. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// Request deadline. Default 10 s.
+    /// Request deadline; a client's shorter `grpc-timeout` wins. Past it
+    /// the request is answered DEADLINE_EXCEEDED. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Largest request message. Default 64 KiB.

@@ -17,6 +17,7 @@
 mod admin;
 mod authority;
 mod coalesce;
+mod conn;
 mod error;
 mod grpc;
 mod metrics;

@@ -141,11 +141,10 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = ConnInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.info.clone()
+impl TlsConn {
+    /// Who is on the other end.
+    pub(crate) fn info(&self) -> &ConnInfo {
+        &self.info
     }
 }
 
@@ -216,7 +215,7 @@ pub(crate) async fn handshake(
     accepted: Accepted,
     acceptor: TlsAcceptor,
     timeout: Duration,
-    out: mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    out: mpsc::Sender<TlsConn>,
     shutdown: CancellationToken,
 ) {
     let Accepted {
@@ -257,5 +256,5 @@ pub(crate) async fn handshake(
         info: ConnInfo { remote, peer },
         _permit: permit,
     };
-    let _ = out.send(Ok(conn)).await;
+    let _ = out.send(conn).await;
 }

@@ -5,7 +5,7 @@
 //! servers).
 //!
 //! ```text
-//! accept loop (main runtime) ──round-robin──▶ worker 0: handshake ─▶ tonic ─▶ CaService
+//! accept loop (main runtime) ──round-robin──▶ worker 0: handshake ─▶ HTTP/2 (conn) ─▶ tonic ─▶ CaService
 //!                                         └─▶ worker 1: …
 //! ```
 //!
@@ -22,7 +22,7 @@
 //! evenly.
 //!
 //! Shutdown: `shutdown` makes every worker stop taking connections and
-//! drain its in-flight requests (tonic's graceful shutdown); [`Handles::drained`]
+//! drain its in-flight requests (HTTP/2 GOAWAY, see `conn`); [`Handles::drained`]
 //! resolves when all have drained. `stop` then ends the workers whatever is
 //! left; [`Handles::exited`] resolves when their threads are gone.
 
@@ -33,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::conn::{self, ConnLimits};
 use super::error::{OversizeAsResourceExhausted, ServeError};
 use super::grpc::CaService;
 use super::state::Shared;
@@ -194,17 +195,29 @@ async fn serve(
         // tonic's own bound, above ours, so oversized messages reach
         // our handler's size check and get RESOURCE_EXHAUSTED.
         .max_decoding_message_size(server.max_message_bytes.saturating_mul(2).max(4096));
-    let grpc = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(server.max_streams_per_connection))
-        .timeout(server.request_timeout)
+    let service = tower::ServiceBuilder::new()
         .layer(OversizeAsResourceExhausted::layer())
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::ReceiverStream::new(conn_rx),
-            shutdown.cancelled_owned(),
-        );
-    let ((), result) = tokio::join!(accept, grpc);
-    if let Err(error) = result {
-        tracing::warn!(%error, "a gRPC worker stopped with an error");
-    }
+        .service(service);
+    let limits = ConnLimits {
+        max_streams: server.max_streams_per_connection,
+        request_timeout: server.request_timeout,
+    };
+    let grpc = async move {
+        let mut handshaken = conn_rx;
+        let connections = TaskTracker::new();
+        loop {
+            let conn = tokio::select! {
+                () = shutdown.cancelled() => break,
+                conn = handshaken.recv() => match conn {
+                    Some(conn) => conn,
+                    None => break,
+                },
+            };
+            connections.spawn(conn::serve(conn, service.clone(), limits, shutdown.clone()));
+        }
+        // Every connection got `shutdown` (GOAWAY) and drains.
+        connections.close();
+        connections.wait().await;
+    };
+    tokio::join!(accept, grpc);
 }

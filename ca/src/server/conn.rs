@@ -1,0 +1,182 @@
+//! One gRPC connection: HTTP/2 (hyper) over an accepted TLS stream, every
+//! request handed to the tonic-generated `IstioCertificateService` server
+//! with the connection's [`ConnInfo`](super::tls::ConnInfo) and a deadline.
+//!
+//! tonic's own `transport::Server` would do the same behind more layers:
+//! HTTP/1-or-2 detection (the stream is HTTP/2 by ALPN), a router for a
+//! single service, error recovery for a service that cannot fail, a span
+//! per request. Serving the connection directly cut ≈ 4 points of server
+//! CPU per certificate (BENCHMARKS.md); the protobuf codec, gRPC framing
+//! and status mapping are still tonic's.
+//!
+//! Per request: the deadline is the shorter of `server.request_timeout` and
+//! the client's `grpc-timeout` (as tonic's server does); past it the request
+//! is dropped and answered DEADLINE_EXCEEDED. On `shutdown` the connection
+//! sends GOAWAY and finishes the requests it has, then closes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use super::tls::TlsConn;
+
+/// The largest header block a client may send (names, values and HPACK
+/// overhead). A bearer token is a few KiB; hyper's default is 16 MiB.
+pub(crate) const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// The request service every connection of a worker shares.
+pub(crate) trait GrpcService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    /// HTTP/2 streams open at once.
+    pub(crate) max_streams: u32,
+    /// The longest a request may take.
+    pub(crate) request_timeout: Duration,
+}
+
+/// Serves `conn` until the client closes it or `shutdown` fires (then
+/// drains).
+pub(crate) async fn serve(
+    conn: TlsConn,
+    service: impl GrpcService,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) {
+    let info = conn.info().clone();
+    let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let deadline = deadline(request.headers(), limits.request_timeout);
+        request.extensions_mut().insert(info.clone());
+        let call = service.clone().oneshot(request);
+        async move {
+            match tokio::time::timeout(deadline, call).await {
+                Ok(response) => response,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the request took longer than its deadline ({deadline:?})"
+                ))
+                .into_http()),
+            }
+        }
+    });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .serve_connection(TokioIo::new(conn), handler);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = &mut connection => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        // A client that resets or misbehaves: its business, not the
+        // server's. Logged at debug so a hostile client cannot flood logs.
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// The shorter of `server_timeout` and the client's `grpc-timeout`; an
+/// unparsable header is ignored, as tonic does.
+fn deadline(headers: &HeaderMap, server_timeout: Duration) -> Duration {
+    headers
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(server_timeout, |client| client.min(server_timeout))
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the
+/// gRPC over HTTP/2 specification.
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let split = text.len().checked_sub(1)?;
+    let (digits, unit) = (text.get(..split)?, text.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.checked_mul(3600)?),
+        "M" => Duration::from_secs(value.checked_mul(60)?),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_follows_the_specification() {
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in [
+            "",
+            "S",
+            "10",
+            "10s",
+            "123456789S",
+            "-1S",
+            "+1S",
+            "1.5S",
+            " 1S",
+            "1é",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_the_shorter_of_server_and_client() {
+        let server = Duration::from_secs(10);
+        let mut headers = HeaderMap::new();
+        assert_eq!(deadline(&headers, server), server);
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("2S"));
+        assert_eq!(deadline(&headers, server), Duration::from_secs(2));
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("1H"));
+        assert_eq!(deadline(&headers, server), server);
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("soon"));
+        assert_eq!(deadline(&headers, server), server);
+    }
+}
