@@ -29,31 +29,6 @@ use super::tls::TlsConn;
 /// overhead). A bearer token is a few KiB; hyper's default is 16 MiB.
 pub(crate) const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
-/// The request service every connection of a worker shares.
-pub(crate) trait GrpcService:
-    tower::Service<
-        Request<Incoming>,
-        Response = Response<tonic::body::Body>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> GrpcService for S where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = Response<tonic::body::Body>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
@@ -65,12 +40,21 @@ pub(crate) struct ConnLimits {
 
 /// Serves `conn` until the client closes it or `shutdown` fires (then
 /// drains).
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     conn: TlsConn,
-    service: impl GrpcService,
+    service: S,
     limits: ConnLimits,
     shutdown: CancellationToken,
-) {
+) where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let info = conn.info().clone();
     let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let deadline = deadline(request.headers(), limits.request_timeout);
