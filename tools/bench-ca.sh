@@ -8,7 +8,8 @@
 # pinned to CPU 0 (so one worker), `sigil bench ca` pinned to CPU 1. Each
 # round runs `sigil bench issue` (in-process issuance, one thread, the same
 # CA and CSR shape, on CPU 0 while the server idles), then the load tool
-# against the server (reading the server's CPU time from /proc), then
+# against the server (reading the server's CPU time from
+# /proc/<pid>/task/*/schedstat), then
 # `sigil bench issue` again; the server is compared with the mean of the
 # two in-process runs around it, which cancels this VM's drift as far as it
 # is linear over a round. The medians are the figures to quote.
@@ -55,7 +56,6 @@ start_server() { # $1: taskset CPU list
   exit 1
 }
 stop_server() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 issued_ok() {
   curl -sf http://127.0.0.1:15014/metrics |
@@ -72,7 +72,6 @@ echo "== machine: $ncpu CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "== part 1: server on CPU 0, load tool on CPU 1, concurrency $conc, $rounds rounds of ${secs}s"
 start_server 0
 load 1 2 >/dev/null # warm-up: connections, caches, CPU frequency
-clk="$(getconf CLK_TCK)"
 printf '%5s %12s %12s %7s %14s %7s %8s %8s\n' round in-process server cores per-core ratio p50-ms p99-ms
 : >"$work/rounds"
 inproc_rate() {
@@ -80,9 +79,9 @@ inproc_rate() {
 }
 for r in $(seq 1 "$rounds"); do
   before="$(inproc_rate)"
-  t0="$(cpu_ticks)"; w0="$(date +%s.%N)"
+  t0="$(cpu_ns)"; w0="$(date +%s.%N)"
   out="$(load 1 "$secs")"
-  t1="$(cpu_ticks)"; w1="$(date +%s.%N)"
+  t1="$(cpu_ns)"; w1="$(date +%s.%N)"
   after="$(inproc_rate)"
   # The mean of the in-process runs either side: cancels drift that is
   # linear over the round.
@@ -90,7 +89,7 @@ for r in $(seq 1 "$rounds"); do
   rate="$(echo "$out" | field throughput: 2)"
   p50="$(echo "$out" | field latency: 3)"
   p99="$(echo "$out" | field latency: 6)"
-  cores="$(echo "($t1 - $t0) / $clk / ($w1 - $w0)" | bc -l)"
+  cores="$(echo "($t1 - $t0) / 1000000000 / ($w1 - $w0)" | bc -l)"
   per_core="$(echo "$rate / $cores" | bc -l)"
   ratio="$(echo "100 * $per_core / $inproc" | bc -l)"
   printf '%5d %12.0f %12.0f %7.2f %14.0f %6.1f%% %8.2f %8.2f\n' \
@@ -134,8 +133,8 @@ total=$((rounds * secs))
 echo "== part 3: server and load tool sharing CPUs $all, concurrency $conc, ${total}s"
 start_server "$all"
 load "$all" 2 >/dev/null
-t0="$(cpu_ticks)"; w0="$(date +%s.%N)"
+t0="$(cpu_ns)"; w0="$(date +%s.%N)"
 load "$all" "$total"
-t1="$(cpu_ticks)"; w1="$(date +%s.%N)"
-printf 'server CPU used: %.2f cores\n' "$(echo "($t1 - $t0) / $clk / ($w1 - $w0)" | bc -l)"
+t1="$(cpu_ns)"; w1="$(date +%s.%N)"
+printf 'server CPU used: %.2f cores\n' "$(echo "($t1 - $t0) / 1000000000 / ($w1 - $w0)" | bc -l)"
 stop_server

@@ -106,15 +106,15 @@ async fn https_server(body: String) -> Server {
     }
 }
 
+/// A source fetching from `server`, trusting its CA.
+fn source_for(server: &Server, min_interval: Duration) -> JwksSource {
+    JwksSource::remote(&server.url, Some(server.roots_pem.as_bytes()), min_interval).unwrap()
+}
+
 #[tokio::test]
 async fn fetches_lazily_then_refreshes_at_most_once_per_interval() {
     let server = https_server(jwks(&["k1"])).await;
-    let source = JwksSource::remote(
-        &server.url,
-        Some(server.roots_pem.as_bytes()),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let source = source_for(&server, Duration::from_secs(3600));
     assert_eq!(
         source.current().len(),
         0,
@@ -142,12 +142,7 @@ async fn fetches_lazily_then_refreshes_at_most_once_per_interval() {
 #[tokio::test]
 async fn a_zero_interval_allows_rotation_and_invalid_documents_keep_the_old_keys() {
     let server = https_server(jwks(&["k1"])).await;
-    let source = JwksSource::remote(
-        &server.url,
-        Some(server.roots_pem.as_bytes()),
-        Duration::ZERO,
-    )
-    .unwrap();
+    let source = source_for(&server, Duration::ZERO);
     source.refresh().await.unwrap();
     *server.body.lock().unwrap() = jwks(&["k2"]);
     assert!(source.refresh().await.unwrap().contains_kid("k2"));
@@ -165,12 +160,7 @@ async fn a_rate_limited_refresh_says_whether_the_last_attempt_failed() {
     // After a successful load, a refresh inside the interval is skipped
     // with nothing to report: the keys in use are current.
     let server = https_server(jwks(&["k1"])).await;
-    let source = JwksSource::remote(
-        &server.url,
-        Some(server.roots_pem.as_bytes()),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let source = source_for(&server, Duration::from_secs(3600));
     source.refresh().await.unwrap();
     assert_eq!(
         source.refresh().await.unwrap_err(),
@@ -184,12 +174,7 @@ async fn a_rate_limited_refresh_says_whether_the_last_attempt_failed() {
     // token naming an unknown kid is answered "cannot check now", not
     // "invalid", until the next attempt is due.
     let broken = https_server("{not json".into()).await;
-    let source = JwksSource::remote(
-        &broken.url,
-        Some(broken.roots_pem.as_bytes()),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let source = source_for(&broken, Duration::from_secs(3600));
     let first = source.refresh().await.unwrap_err();
     assert!(
         matches!(first, JwksSourceError::Invalid { .. }),

@@ -76,25 +76,26 @@ impl JwtAuthenticator {
                 // and try once more.
                 match self.keys.refresh().await {
                     Ok(fresh) => self.validator.validate(token, &fresh, now),
-                    // The last reload failed and the next is not due yet:
+                    // Another request may have just reloaded: check again.
+                    // If the last reload failed and the next is not due,
                     // the kid may be a rotation the keys in use miss, so
                     // the token cannot be decided now — as for the request
                     // whose reload failed.
-                    Err(JwksSourceError::RateLimited {
-                        last_failure: Some(reason),
-                        ..
-                    }) => match self.validator.validate(token, &self.keys.current(), now) {
-                        Err(JwtError::UnknownKid { .. }) => {
-                            return Err(AuthnError::Unavailable {
-                                method: self.kind,
-                                reason: format!("the issuer's keys cannot be reloaded: {reason}"),
-                            });
+                    Err(JwksSourceError::RateLimited { last_failure, .. }) => {
+                        match (
+                            self.validator.validate(token, &self.keys.current(), now),
+                            last_failure,
+                        ) {
+                            (Err(JwtError::UnknownKid { .. }), Some(reason)) => {
+                                return Err(AuthnError::Unavailable {
+                                    method: self.kind,
+                                    reason: format!(
+                                        "the issuer's keys cannot be reloaded: {reason}"
+                                    ),
+                                });
+                            }
+                            (other, _) => other,
                         }
-                        other => other,
-                    },
-                    // Another request may have just reloaded.
-                    Err(JwksSourceError::RateLimited { .. }) => {
-                        self.validator.validate(token, &self.keys.current(), now)
                     }
                     Err(e) => {
                         return Err(AuthnError::Unavailable {

@@ -51,7 +51,7 @@ impl CaService {
         // Borrowed for the whole request: nothing about the connection is
         // copied or formatted unless a log line needs it.
         let (metadata, extensions, message) = request.into_parts();
-        let conn = extensions.get::<ConnInfo>();
+        let conn = extensions.get::<Arc<ConnInfo>>().map(Arc::as_ref);
         let remote = conn.map(|c| c.remote);
         let bearer = match metadata.get("authorization") {
             None => None,

@@ -24,7 +24,7 @@ use sigil_identity::SpiffeId;
 use sigil_identity::verify::{BundleHandle, IdMatcher, SpiffeClientVerifier, check_leaf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -208,16 +208,14 @@ pub(crate) async fn accept_loop(
 }
 
 /// Runs the TLS handshake for `accepted` on the current runtime, within
-/// `timeout`, and hands the connection to `out`. Gives up quietly (the
-/// client sees the connection close) on a failed or slow handshake, or when
-/// `shutdown` fires.
+/// `timeout`. Gives up quietly (`None`; the client sees the connection
+/// close) on a failed or slow handshake, or when `shutdown` fires.
 pub(crate) async fn handshake(
     accepted: Accepted,
     acceptor: TlsAcceptor,
     timeout: Duration,
-    out: mpsc::Sender<TlsConn>,
-    shutdown: CancellationToken,
-) {
+    shutdown: &CancellationToken,
+) -> Option<TlsConn> {
     let Accepted {
         stream,
         remote,
@@ -227,21 +225,21 @@ pub(crate) async fn handshake(
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(client.addr = %remote, %error, "cannot adopt the socket");
-            return;
+            return None;
         }
     };
     let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
     let tls = tokio::select! {
-        () = shutdown.cancelled() => return,
+        () = shutdown.cancelled() => return None,
         result = handshake => match result {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 tracing::debug!(client.addr = %remote, %error, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::debug!(client.addr = %remote, "TLS handshake timed out");
-                return;
+                return None;
             }
         },
     };
@@ -251,10 +249,9 @@ pub(crate) async fn handshake(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|leaf| check_leaf(leaf.as_ref()).ok());
-    let conn = TlsConn {
+    Some(TlsConn {
         inner: Coalesced::new(tls),
         info: ConnInfo { remote, peer },
         _permit: permit,
-    };
-    let _ = out.send(conn).await;
+    })
 }

@@ -166,31 +166,6 @@ async fn serve(
         acceptor,
         server,
     } = setup;
-    let (conn_tx, conn_rx) = mpsc::channel(64);
-    let handshakes = TaskTracker::new();
-    let accept = {
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    accepted = incoming.recv() => match accepted {
-                        Some(accepted) => accepted,
-                        None => break,
-                    },
-                };
-                handshakes.spawn(tls::handshake(
-                    accepted,
-                    acceptor.clone(),
-                    server.handshake_timeout,
-                    conn_tx.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            // `conn_tx` drops here; the incoming stream ends once the last
-            // handshake is over.
-        }
-    };
     let service = IstioCertificateServiceServer::new(CaService::new(shared))
         // tonic's own bound, above ours, so oversized messages reach
         // our handler's size check and get RESOURCE_EXHAUSTED.
@@ -202,22 +177,25 @@ async fn serve(
         max_streams: server.max_streams_per_connection,
         request_timeout: server.request_timeout,
     };
-    let grpc = async move {
-        let mut handshaken = conn_rx;
-        let connections = TaskTracker::new();
-        loop {
-            let conn = tokio::select! {
-                () = shutdown.cancelled() => break,
-                conn = handshaken.recv() => match conn {
-                    Some(conn) => conn,
-                    None => break,
-                },
-            };
-            connections.spawn(conn::serve(conn, service.clone(), limits, shutdown.clone()));
-        }
-        // Every connection got `shutdown` (GOAWAY) and drains.
-        connections.close();
-        connections.wait().await;
-    };
-    tokio::join!(accept, grpc);
+    // One task per connection: handshake, then HTTP/2 until the client
+    // leaves or `shutdown` (GOAWAY, drain).
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = incoming.recv() => match accepted {
+                Some(accepted) => accepted,
+                None => break,
+            },
+        };
+        let (acceptor, service, shutdown) = (acceptor.clone(), service.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let handshake = tls::handshake(accepted, acceptor, server.handshake_timeout, &shutdown);
+            if let Some(conn) = handshake.await {
+                conn::serve(conn, service, limits, shutdown).await;
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }
