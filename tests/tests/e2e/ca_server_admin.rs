@@ -2,18 +2,9 @@
 //! `/metrics` exposes the metric families (and counts what happened),
 //! `/bundle` is SPIFFE bundle JSON holding the roots, `/root.pem` holds the
 //! same roots, and an unknown path is 404.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
 
-mod common;
-
-use common::ca::*;
-use common::{ID, td};
+use crate::common::ca::*;
+use crate::common::{ID, td};
 use sigil_identity::TrustBundle;
 use tonic::Code;
 

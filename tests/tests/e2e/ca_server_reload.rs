@@ -6,21 +6,12 @@
 //! `sigil_ca_authority_reloads_total{result="rejected"}` goes up and the
 //! previous CA keeps serving. With a root-cert.pem holding two roots (a
 //! rotation in progress), the last element of every chain carries both.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
-
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::ca::*;
-use common::{ID, tempdir, write};
+use crate::common::ca::*;
+use crate::common::{ID, tempdir, write};
 use sigil_ca::config::AuthoritySource;
 use sigil_test_util::TestCa;
 use tokio::sync::watch;

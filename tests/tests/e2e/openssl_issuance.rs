@@ -3,9 +3,7 @@
 //! `x509 -text`, `-purpose`, `-checkend`) and a second parser — never with
 //! the code that built the certificate.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes`

@@ -3,20 +3,11 @@
 //! beyond `max_connections` are closed at once while the server keeps
 //! serving; a request slower than `request_timeout` is ended with
 //! DEADLINE_EXCEEDED and the server serves the next one.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ID;
-use common::ca::*;
+use crate::common::ID;
+use crate::common::ca::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tonic::Code;

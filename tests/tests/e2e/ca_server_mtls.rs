@@ -7,20 +7,11 @@
 //!
 //! The first SVID is issued in-process from the server's own CA directory
 //! (the server has no authenticator that could issue it).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
-
-mod common;
 
 use std::sync::Arc;
 
-use common::ca::*;
-use common::{ID, td};
+use crate::common::ca::*;
+use crate::common::{ID, td};
 use sigil_ca::authority::source;
 use sigil_ca::config::AuthenticatorConfig;
 use sigil_ca::{CertIssuer, IssuancePolicy, IssueRequest};

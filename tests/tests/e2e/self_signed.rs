@@ -3,9 +3,7 @@
 //! unchanged on the next start, never created over foreign files, and an
 //! ECDSA P-256 ten-year CA for the trust domain.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sigil_ca::AuthorityError;
 use sigil_ca::authority::source;
 use time::OffsetDateTime;

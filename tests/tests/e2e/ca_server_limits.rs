@@ -7,18 +7,9 @@
 //! authentication, every other request is RESOURCE_EXHAUSTED, and the
 //! server serves normally once it finishes. A header block over 64 KiB is
 //! refused before anything is decoded, and the server keeps serving.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
 
-mod common;
-
-use common::ID;
-use common::ca::*;
+use crate::common::ID;
+use crate::common::ca::*;
 use tonic::Code;
 
 /// A CSR signed by one key whose signature no longer matches (one byte of

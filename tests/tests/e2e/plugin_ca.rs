@@ -8,12 +8,10 @@
     reason = "the PKI helpers outside #[test] functions fail the test by panicking"
 )]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use sigil_ca::authority::source;
 use sigil_ca::{Authority, AuthorityError, CertIssuer, IssuancePolicy, IssuedChain};
 use time::OffsetDateTime;

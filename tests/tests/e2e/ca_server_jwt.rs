@@ -4,18 +4,9 @@
 //! ours), and every attack asks for the identity the token names, so the
 //! token is the only thing wrong. A valid token is served first, so the
 //! refusals cannot come from a broken setup.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
 
-mod common;
-
-use common::ID;
-use common::ca::*;
+use crate::common::ID;
+use crate::common::ca::*;
 use serde_json::{Value, json};
 use sigil_proto::istio::v1::auth::IstioCertificateRequest;
 use tonic::Code;

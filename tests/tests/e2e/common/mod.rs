@@ -2,12 +2,6 @@
 //! binary, building a throwaway self-signed authority, writing an issued
 //! chain to disk and reading certificate fields as openssl prints them.
 //!
-//! Every test binary includes this module and uses a different subset of it.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    reason = "each test binary uses a different subset of these helpers"
-)]
 #![allow(
     clippy::expect_used,
     clippy::panic,
@@ -15,7 +9,7 @@
     reason = "test helpers outside #[test] functions: a failure here is a test failure"
 )]
 
-pub mod ca;
+pub(crate) mod ca;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -28,40 +22,40 @@ use sigil_identity::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
 /// The trust domain every test issues for.
-pub const TD: &str = "cluster.local";
+pub(crate) const TD: &str = "cluster.local";
 /// The workload identity every test authorizes.
-pub const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
+pub(crate) const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
 
 /// [`TD`] parsed.
-pub fn td() -> TrustDomain {
+pub(crate) fn td() -> TrustDomain {
     TrustDomain::new(TD).expect("trust domain")
 }
 
 /// [`ID`] parsed.
-pub fn id() -> SpiffeId {
+pub(crate) fn id() -> SpiffeId {
     SpiffeId::parse(ID).expect("SPIFFE ID")
 }
 
 /// A fresh temporary directory, removed when dropped.
-pub fn tempdir() -> tempfile::TempDir {
+pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("create temp dir")
 }
 
 /// The result of one `openssl` run.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     /// Whether the process exited with status 0.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// Its standard output.
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// Its standard error.
-    pub stderr: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `openssl args...` in `dir` and returns what happened, whatever the
 /// exit status. Fails the test (never skips it) if `openssl` is not
 /// installed.
-pub fn openssl_run(dir: &Path, args: &[&str]) -> Run {
+pub(crate) fn openssl_run(dir: &Path, args: &[&str]) -> Run {
     let output: Output = match Command::new("openssl").args(args).current_dir(dir).output() {
         Ok(output) => output,
         Err(e) if e.kind() == ErrorKind::NotFound => panic!(
@@ -79,7 +73,7 @@ pub fn openssl_run(dir: &Path, args: &[&str]) -> Run {
 
 /// Runs `openssl args...` in `dir`; fails the test with openssl's stderr
 /// unless it succeeds. Returns stdout.
-pub fn openssl(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> String {
     let run = openssl_run(dir, args);
     assert!(
         run.ok,
@@ -93,32 +87,32 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Writes `contents` to `dir/name` and returns the path.
-pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
 
 /// Reads `dir/name`.
-pub fn read(dir: &Path, name: &str) -> Vec<u8> {
+pub(crate) fn read(dir: &Path, name: &str) -> Vec<u8> {
     let path = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Reads `dir/name` as text.
-pub fn read_string(dir: &Path, name: &str) -> String {
+pub(crate) fn read_string(dir: &Path, name: &str) -> String {
     String::from_utf8(read(dir, name)).expect("UTF-8 file")
 }
 
 /// The permission bits of `path`.
-pub fn file_mode(path: &Path) -> u32 {
+pub(crate) fn file_mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     meta.permissions().mode() & 0o777
 }
 
 /// The names in `dir`, sorted.
-pub fn dir_names(dir: &Path) -> Vec<String> {
+pub(crate) fn dir_names(dir: &Path) -> Vec<String> {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
     let mut names: Vec<String> = entries
         .map(|e| {
@@ -134,7 +128,7 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
 
 /// The DER certificates of a PEM file, in file order (parsed with
 /// x509-parser's PEM reader, not the library's).
-pub fn pem_file_ders(dir: &Path, name: &str) -> Vec<Vec<u8>> {
+pub(crate) fn pem_file_ders(dir: &Path, name: &str) -> Vec<Vec<u8>> {
     let bytes = read(dir, name);
     x509_parser::pem::Pem::iter_from_buffer(&bytes)
         .map(|pem| pem.expect("PEM block").contents)
@@ -144,7 +138,7 @@ pub fn pem_file_ders(dir: &Path, name: &str) -> Vec<Vec<u8>> {
 /// An RSA key made once per test binary with
 /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` (PKCS#8
 /// PEM). RSA key generation is the slow part of these tests.
-pub fn rsa2048_pkcs8() -> &'static str {
+pub(crate) fn rsa2048_pkcs8() -> &'static str {
     static KEY: OnceLock<String> = OnceLock::new();
     KEY.get_or_init(|| {
         let dir = tempdir();
@@ -166,14 +160,14 @@ pub fn rsa2048_pkcs8() -> &'static str {
 
 /// Creates a self-signed authority in `dir/ca` (which must not exist yet)
 /// and an issuer with the default policy.
-pub fn self_signed_issuer(dir: &Path) -> CertIssuer {
+pub(crate) fn self_signed_issuer(dir: &Path) -> CertIssuer {
     let authority = source::create_self_signed(&dir.join("ca"), &td(), OffsetDateTime::now_utc())
         .expect("create self-signed CA");
     CertIssuer::new(Arc::new(authority), IssuancePolicy::default())
 }
 
 /// Issues for [`ID`] with the default lifetime.
-pub fn issue(issuer: &CertIssuer, csr: &[u8]) -> Result<IssuedChain, IssueError> {
+pub(crate) fn issue(issuer: &CertIssuer, csr: &[u8]) -> Result<IssuedChain, IssueError> {
     issuer.issue(IssueRequest {
         csr,
         identity: &id(),
@@ -182,14 +176,14 @@ pub fn issue(issuer: &CertIssuer, csr: &[u8]) -> Result<IssuedChain, IssueError>
 }
 
 /// Issues a CSR file from `dir` for [`ID`]; fails the test if refused.
-pub fn issue_file(issuer: &CertIssuer, dir: &Path, csr_name: &str) -> IssuedChain {
+pub(crate) fn issue_file(issuer: &CertIssuer, dir: &Path, csr_name: &str) -> IssuedChain {
     let csr = read(dir, csr_name);
     issue(issuer, &csr).unwrap_or_else(|e| panic!("{csr_name} was refused: {e}"))
 }
 
 /// Issues a CSR file from `dir` for [`ID`], expecting a refusal; fails the
 /// test (showing the leaf) if anything was signed.
-pub fn refusal(issuer: &CertIssuer, dir: &Path, csr_name: &str) -> IssueError {
+pub(crate) fn refusal(issuer: &CertIssuer, dir: &Path, csr_name: &str) -> IssueError {
     let csr = read(dir, csr_name);
     match issue(issuer, &csr) {
         Ok(chain) => panic!(
@@ -202,7 +196,7 @@ pub fn refusal(issuer: &CertIssuer, dir: &Path, csr_name: &str) -> IssueError {
 
 /// Makes `dir/<out>` with `openssl req -new -key <key>`, an empty subject,
 /// the URI SAN [`ID`] and `extra` options (e.g. `-sha1`, more `-addext`).
-pub fn openssl_csr(dir: &Path, key: &str, out: &str, extra: &[&str]) {
+pub(crate) fn openssl_csr(dir: &Path, key: &str, out: &str, extra: &[&str]) {
     let san = format!("subjectAltName=URI:{ID}");
     let mut args = vec![
         "req", "-new", "-key", key, "-subj", "/", "-addext", &san, "-out", out,
@@ -213,18 +207,18 @@ pub fn openssl_csr(dir: &Path, key: &str, out: &str, extra: &[&str]) {
 
 /// Where [`write_chain`] put an issued chain.
 #[derive(Debug)]
-pub struct ChainFiles {
+pub(crate) struct ChainFiles {
     /// `leaf.pem`.
-    pub leaf: String,
+    pub(crate) leaf: String,
     /// `chain.pem`: the certificates between the leaf and the root, if any.
-    pub intermediates: Option<String>,
+    pub(crate) intermediates: Option<String>,
     /// `root.pem`: the last certificate of the chain.
-    pub root: String,
+    pub(crate) root: String,
 }
 
 /// Writes `leaf.pem`, `chain.pem` (intermediates, only when there are any)
 /// and `root.pem` (the last element) into `dir`.
-pub fn write_chain(dir: &Path, chain: &IssuedChain) -> ChainFiles {
+pub(crate) fn write_chain(dir: &Path, chain: &IssuedChain) -> ChainFiles {
     let pems = chain.pem_certs();
     assert!(
         pems.len() >= 2,
@@ -247,7 +241,7 @@ pub fn write_chain(dir: &Path, chain: &IssuedChain) -> ChainFiles {
 /// `openssl verify -x509_strict -CAfile <root> [-untrusted <chain>] <leaf>`
 /// for the TLS server and client purposes; fails the test unless both
 /// print `<leaf>: OK`.
-pub fn assert_openssl_verifies(dir: &Path, root: &str, intermediates: Option<&str>, leaf: &str) {
+pub(crate) fn assert_openssl_verifies(dir: &Path, root: &str, intermediates: Option<&str>, leaf: &str) {
     for purpose in ["sslserver", "sslclient"] {
         let mut args = vec![
             "verify",
@@ -268,7 +262,7 @@ pub fn assert_openssl_verifies(dir: &Path, root: &str, intermediates: Option<&st
 
 /// Writes `chain` with [`write_chain`] and checks it with
 /// [`assert_openssl_verifies`] against its own last element.
-pub fn assert_chain_verifies(dir: &Path, chain: &IssuedChain) -> ChainFiles {
+pub(crate) fn assert_chain_verifies(dir: &Path, chain: &IssuedChain) -> ChainFiles {
     let files = write_chain(dir, chain);
     assert_openssl_verifies(
         dir,
@@ -280,23 +274,23 @@ pub fn assert_chain_verifies(dir: &Path, chain: &IssuedChain) -> ChainFiles {
 }
 
 /// `openssl x509 -text -noout -in <cert>`.
-pub fn x509_text(dir: &Path, cert: &str) -> String {
+pub(crate) fn x509_text(dir: &Path, cert: &str) -> String {
     openssl(dir, &["x509", "-in", cert, "-noout", "-text"])
 }
 
 /// An extension as `openssl x509 -text` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextExtension {
+pub(crate) struct TextExtension {
     /// Whether openssl printed `critical` after the name.
-    pub critical: bool,
+    pub(crate) critical: bool,
     /// The value lines, trimmed and joined with a newline.
-    pub value: String,
+    pub(crate) value: String,
 }
 
 /// Finds the extension whose printed name is `name` (e.g.
 /// `X509v3 Key Usage`) in `openssl x509 -text` output. Asserts it appears
 /// at most once.
-pub fn extension(text: &str, name: &str) -> Option<TextExtension> {
+pub(crate) fn extension(text: &str, name: &str) -> Option<TextExtension> {
     let lines: Vec<&str> = text.lines().collect();
     let header = format!("{name}:");
     let found: Vec<usize> = lines
@@ -321,7 +315,7 @@ pub fn extension(text: &str, name: &str) -> Option<TextExtension> {
 
 /// The value of the first line `<label>: <value>` (trimmed) in openssl text
 /// output, e.g. `Subject`.
-pub fn field<'t>(text: &'t str, label: &str) -> Option<&'t str> {
+pub(crate) fn field<'t>(text: &'t str, label: &str) -> Option<&'t str> {
     let prefix = format!("{label}:");
     text.lines()
         .map(str::trim_start)
@@ -330,7 +324,7 @@ pub fn field<'t>(text: &'t str, label: &str) -> Option<&'t str> {
 }
 
 /// The `serial=<hex>` printed by `openssl x509 -serial`.
-pub fn serial_hex(dir: &Path, cert: &str) -> String {
+pub(crate) fn serial_hex(dir: &Path, cert: &str) -> String {
     let out = openssl(dir, &["x509", "-in", cert, "-noout", "-serial"]);
     out.trim()
         .strip_prefix("serial=")
@@ -340,7 +334,7 @@ pub fn serial_hex(dir: &Path, cert: &str) -> String {
 
 /// Whether `openssl x509 -checkend <seconds>` says the certificate is still
 /// valid `seconds` from now.
-pub fn valid_in(dir: &Path, cert: &str, seconds: i64) -> bool {
+pub(crate) fn valid_in(dir: &Path, cert: &str, seconds: i64) -> bool {
     let secs = seconds.to_string();
     let run = openssl_run(dir, &["x509", "-in", cert, "-noout", "-checkend", &secs]);
     match run.stdout.trim() {
@@ -352,6 +346,6 @@ pub fn valid_in(dir: &Path, cert: &str, seconds: i64) -> bool {
 
 /// The public key of a certificate (`openssl x509 -pubkey`) or request
 /// (`openssl req -pubkey`), PEM.
-pub fn public_key_of(dir: &Path, kind: &str, file: &str) -> String {
+pub(crate) fn public_key_of(dir: &Path, kind: &str, file: &str) -> String {
     openssl(dir, &[kind, "-in", file, "-noout", "-pubkey"])
 }

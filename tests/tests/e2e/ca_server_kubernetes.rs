@@ -5,20 +5,11 @@
 //! UNAUTHENTICATED; the `kubernetes-secret` authority is created in the fake
 //! and a second server against the same fake reuses it; the root bundle is
 //! published to a ConfigMap in every namespace, including one added later.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::ID;
-use common::ca::*;
+use crate::common::ID;
+use crate::common::ca::*;
 use sigil_ca::config::AuthoritySource;
 use sigil_ca::k8s::{BUNDLE_CONFIG_MAP_KEY, CA_CERT_KEY, CA_KEY_KEY};
 use sigil_test_util::fake_k8s::{FakeApiServer, ReviewResult};

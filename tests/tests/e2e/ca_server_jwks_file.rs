@@ -13,21 +13,12 @@
 //! serving; a valid file written after it is picked up. A key removed from
 //! the file stops being trusted once the keys are older than `max_age`,
 //! although no token names an unknown `kid`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
-
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::ca::*;
-use common::{ID, tempdir};
+use crate::common::ca::*;
+use crate::common::{ID, tempdir};
 use tokio::time::Instant;
 use tonic::Code;
 

@@ -9,18 +9,9 @@
 //! Pod API by name *and UID* — a pod that is gone, unscheduled, or was
 //! recreated under the same name gives no node, and the Pod API failing is
 //! UNAVAILABLE.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
 
-mod common;
-
-use common::ID;
-use common::ca::*;
+use crate::common::ID;
+use crate::common::ca::*;
 use sigil_identity::SpiffeId;
 use sigil_node_agent::ca_client::{CaClient, CaClientError, CsrRequest};
 use sigil_proto::IMPERSONATED_IDENTITY;

@@ -3,11 +3,9 @@
 //! signature hashes, keys outside the allowlist, requests for CA powers or
 //! other names, and a tampered self-signature.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use sigil_ca::IssueError;
 
 /// A temp dir with a fresh self-signed issuer.

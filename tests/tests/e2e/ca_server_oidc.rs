@@ -9,17 +9,8 @@
 //! path segment) is UNAUTHENTICATED; a valid token with a CSR (or an
 //! `ImpersonatedIdentity`) for any other identity is PERMISSION_DENIED.
 //! Nothing is signed for any refusal.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
 
-mod common;
-
-use common::ca::*;
+use crate::common::ca::*;
 use serde_json::{Value, json};
 use sigil_node_agent::ca_client::CsrRequest;
 use tonic::Code;

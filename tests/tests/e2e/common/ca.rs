@@ -50,35 +50,35 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use super::TD;
 
 /// The issuer of the test Kubernetes service-account JWTs.
-pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub(crate) const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// The ztunnel identity used as node agent.
-pub const ZTUNNEL: &str = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
+pub(crate) const ZTUNNEL: &str = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
 /// The development token of [`super::ID`].
-pub const WEB_TOKEN: &str = "dev:default:web";
+pub(crate) const WEB_TOKEN: &str = "dev:default:web";
 /// Upper bound for every "wait until" loop in these tests.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
-pub fn k8s_id(ns: &str, sa: &str) -> String {
+pub(crate) fn k8s_id(ns: &str, sa: &str) -> String {
     format!("spiffe://{TD}/ns/{ns}/sa/{sa}")
 }
 
 // === starting the server ===
 
 /// A running CA server. Dropping it cancels its shutdown token.
-pub struct CaUnderTest {
+pub(crate) struct CaUnderTest {
     /// The gRPC (TLS) address.
-    pub grpc: SocketAddr,
+    pub(crate) grpc: SocketAddr,
     /// The admin (HTTP) address.
-    pub admin: SocketAddr,
+    pub(crate) admin: SocketAddr,
     /// `Bound::roots_pem()` at start.
-    pub roots_pem: String,
+    pub(crate) roots_pem: String,
     /// Cancel to shut the server down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// The `Bound::run` task.
-    pub handle: Option<JoinHandle<Result<(), ServeError>>>,
+    pub(crate) handle: Option<JoinHandle<Result<(), ServeError>>>,
     /// The temp dir holding the authority (kept alive with the server).
-    pub dir: Option<tempfile::TempDir>,
+    pub(crate) dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for CaUnderTest {
@@ -89,50 +89,40 @@ impl Drop for CaUnderTest {
 
 impl CaUnderTest {
     /// A client connected over TLS with the server's roots.
-    pub async fn client(&self) -> CaClient {
+    pub(crate) async fn client(&self) -> CaClient {
         client(self.grpc, &self.roots_pem).await
     }
 
     /// A raw tonic client (for requests `CaClient` cannot express).
-    pub async fn raw(&self) -> IstioCertificateServiceClient<Channel> {
+    pub(crate) async fn raw(&self) -> IstioCertificateServiceClient<Channel> {
         raw_client(self.grpc, &self.roots_pem).await
     }
 
     /// `GET path` on the admin port: (status, body).
-    pub async fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path).await
     }
 
     /// The value of the metric sample `series` (name and labels exactly as
     /// exposed, e.g. `sigil_ca_certificates_issued_total{outcome="ok"}`),
     /// 0 when absent.
-    pub async fn metric(&self, series: &str) -> f64 {
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
         let (status, body) = self.get("/metrics").await;
         assert_eq!(status, 200, "/metrics: {body}");
         sample(&body, series)
     }
 
     /// `sigil_ca_certificates_issued_total{outcome="ok"}`.
-    pub async fn issued_ok(&self) -> f64 {
+    pub(crate) async fn issued_ok(&self) -> f64 {
         self.metric(r#"sigil_ca_certificates_issued_total{outcome="ok"}"#)
             .await
-    }
-
-    /// Cancels the shutdown token and waits for `run` to return.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
-        self.shutdown.cancel();
-        let handle = self.handle.take().expect("server task");
-        tokio::time::timeout(Duration::from_secs(30), handle)
-            .await
-            .expect("the server stops within 30 s")
-            .expect("server task panicked")
     }
 }
 
 /// A configuration for tests: both listeners on `127.0.0.1:0`, the
 /// authority (self-signed) under `dir/ca`, only the development
 /// authenticator, a short drain.
-pub fn test_config(dir: &Path) -> CaConfig {
+pub(crate) fn test_config(dir: &Path) -> CaConfig {
     let mut config = CaConfig::default();
     config.server.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -143,12 +133,12 @@ pub fn test_config(dir: &Path) -> CaConfig {
 }
 
 /// Starts a server with [`test_config`] adjusted by `configure`.
-pub async fn start(configure: impl FnOnce(&mut CaConfig)) -> CaUnderTest {
+pub(crate) async fn start(configure: impl FnOnce(&mut CaConfig)) -> CaUnderTest {
     start_with_deps(configure, ServerDeps::default()).await
 }
 
 /// [`start`] with explicit dependencies.
-pub async fn start_with_deps(
+pub(crate) async fn start_with_deps(
     configure: impl FnOnce(&mut CaConfig),
     deps: ServerDeps,
 ) -> CaUnderTest {
@@ -162,7 +152,7 @@ pub async fn start_with_deps(
 }
 
 /// Runs a bound server in a task.
-pub fn run(bound: Bound, dir: Option<tempfile::TempDir>) -> CaUnderTest {
+pub(crate) fn run(bound: Bound, dir: Option<tempfile::TempDir>) -> CaUnderTest {
     let grpc = bound.grpc_addr().expect("grpc addr");
     let admin = bound.admin_addr().expect("admin addr");
     let roots_pem = bound.roots_pem();
@@ -181,7 +171,7 @@ pub fn run(bound: Bound, dir: Option<tempfile::TempDir>) -> CaUnderTest {
 // === clients ===
 
 /// Client settings for the server at `addr` (serving name `localhost`).
-pub fn client_config(addr: SocketAddr, roots_pem: &str) -> CaClientConfig {
+pub(crate) fn client_config(addr: SocketAddr, roots_pem: &str) -> CaClientConfig {
     CaClientConfig::new(
         format!("https://{addr}"),
         roots_pem.as_bytes().to_vec(),
@@ -190,14 +180,14 @@ pub fn client_config(addr: SocketAddr, roots_pem: &str) -> CaClientConfig {
 }
 
 /// A connected [`CaClient`].
-pub async fn client(addr: SocketAddr, roots_pem: &str) -> CaClient {
+pub(crate) async fn client(addr: SocketAddr, roots_pem: &str) -> CaClient {
     CaClient::connect(&client_config(addr, roots_pem))
         .await
         .unwrap_or_else(|e| panic!("connect to the CA at {addr}: {e}"))
 }
 
 /// A raw tonic client over TLS, no client certificate.
-pub async fn raw_client(
+pub(crate) async fn raw_client(
     addr: SocketAddr,
     roots_pem: &str,
 ) -> IstioCertificateServiceClient<Channel> {
@@ -217,7 +207,7 @@ pub async fn raw_client(
 }
 
 /// Sends `csr` with `token` (no TTL, no impersonation).
-pub async fn ask(
+pub(crate) async fn ask(
     client: &mut CaClient,
     csr: &str,
     token: Option<&str>,
@@ -233,7 +223,7 @@ pub async fn ask(
 
 /// The gRPC code of a call's result (`Ok` for success); panics on a
 /// non-status error.
-pub fn code_of<T>(result: &Result<T, CaClientError>) -> Code {
+pub(crate) fn code_of<T>(result: &Result<T, CaClientError>) -> Code {
     match result {
         Ok(_) => Code::Ok,
         Err(CaClientError::Status { code, .. }) => *code,
@@ -242,7 +232,7 @@ pub fn code_of<T>(result: &Result<T, CaClientError>) -> Code {
 }
 
 /// Asserts the call failed with exactly `code`.
-pub fn assert_code<T: std::fmt::Debug>(result: &Result<T, CaClientError>, code: Code, what: &str) {
+pub(crate) fn assert_code<T: std::fmt::Debug>(result: &Result<T, CaClientError>, code: Code, what: &str) {
     match result {
         Err(CaClientError::Status { code: got, message }) => {
             assert_eq!(*got, code, "{what}: wrong code (message: {message})");
@@ -255,13 +245,13 @@ pub fn assert_code<T: std::fmt::Debug>(result: &Result<T, CaClientError>, code: 
 // === CSRs ===
 
 /// A ztunnel-shaped CSR: fresh rcgen P-256 key, empty subject, URI SAN `id`.
-pub fn new_csr(id: &str) -> (String, KeyPair) {
+pub(crate) fn new_csr(id: &str) -> (String, KeyPair) {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
     (csr_for_key(id, &key, DistinguishedName::new()), key)
 }
 
 /// A CSR for `key` with `subject` and the one URI SAN `id`.
-pub fn csr_for_key(id: &str, key: &KeyPair, subject: DistinguishedName) -> String {
+pub(crate) fn csr_for_key(id: &str, key: &KeyPair, subject: DistinguishedName) -> String {
     let mut params = CertificateParams::default();
     params.distinguished_name = subject;
     params.subject_alt_names = vec![SanType::URI(id.try_into().expect("URI SAN"))];
@@ -275,14 +265,14 @@ pub fn csr_for_key(id: &str, key: &KeyPair, subject: DistinguishedName) -> Strin
 // === chains ===
 
 /// The DER certificates of a PEM text (x509-parser's PEM reader).
-pub fn pem_ders(pem: &str) -> Vec<CertificateDer<'static>> {
+pub(crate) fn pem_ders(pem: &str) -> Vec<CertificateDer<'static>> {
     x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
         .map(|p| CertificateDer::from(p.expect("PEM block").contents))
         .collect()
 }
 
 /// The URI SANs of a certificate.
-pub fn uri_sans(der: &[u8]) -> Vec<String> {
+pub(crate) fn uri_sans(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse certificate");
     cert.subject_alternative_name()
@@ -301,7 +291,7 @@ pub fn uri_sans(der: &[u8]) -> Vec<String> {
 }
 
 /// notBefore and notAfter of a certificate, Unix seconds.
-pub fn validity(der: &[u8]) -> (i64, i64) {
+pub(crate) fn validity(der: &[u8]) -> (i64, i64) {
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse certificate");
     (
         cert.validity().not_before.timestamp(),
@@ -310,7 +300,7 @@ pub fn validity(der: &[u8]) -> (i64, i64) {
 }
 
 /// Now, Unix seconds.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     i64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -325,7 +315,7 @@ pub fn now_secs() -> i64 {
 /// (one URI SAN, `id`), the last element equal to `roots_pem` (all roots),
 /// and the chain verifying with `verify_x509_svid` against that bundle for
 /// both TLS roles.
-pub fn check_chain(chain: &[String], roots_pem: &str, id: &str) -> VerifiedSvid {
+pub(crate) fn check_chain(chain: &[String], roots_pem: &str, id: &str) -> VerifiedSvid {
     assert!(chain.len() >= 2, "leaf and bundle at least: {chain:?}");
     for (i, element) in chain.iter().enumerate() {
         assert!(
@@ -379,7 +369,7 @@ pub fn check_chain(chain: &[String], roots_pem: &str, id: &str) -> VerifiedSvid 
 
 /// `GET path` over a fresh HTTP/1.1 connection: (status, body). Handles
 /// `Content-Length`, chunked and read-to-close bodies.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect admin");
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -425,7 +415,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// The value of `series` in a Prometheus text exposition, 0 when absent.
-pub fn sample(exposition: &str, series: &str) -> f64 {
+pub(crate) fn sample(exposition: &str, series: &str) -> f64 {
     exposition
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -441,21 +431,21 @@ pub fn sample(exposition: &str, series: &str) -> f64 {
 // === JWTs ===
 
 /// Base64url (unpadded) of a JSON value.
-pub fn b64_json(value: &Value) -> String {
+pub(crate) fn b64_json(value: &Value) -> String {
     B64URL.encode(serde_json::to_vec(value).expect("JSON"))
 }
 
 /// An ECDSA P-256 signing key with a `kid`.
-pub struct JwtSigner {
+pub(crate) struct JwtSigner {
     key: EcdsaKeyPair,
     rng: SystemRandom,
     /// The key ID.
-    pub kid: String,
+    pub(crate) kid: String,
 }
 
 impl JwtSigner {
     /// A fresh key.
-    pub fn generate(kid: &str) -> Self {
+    pub(crate) fn generate(kid: &str) -> Self {
         let rng = SystemRandom::new();
         let pkcs8 =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("keygen");
@@ -469,12 +459,12 @@ impl JwtSigner {
     }
 
     /// The public point, uncompressed (`04 || x || y`).
-    pub fn public_point(&self) -> &[u8] {
+    pub(crate) fn public_point(&self) -> &[u8] {
         self.key.public_key().as_ref()
     }
 
     /// The public key as a JWK.
-    pub fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         let point = self.public_point();
         json!({
             "kty": "EC",
@@ -488,13 +478,13 @@ impl JwtSigner {
     }
 
     /// The standard header: `{"alg":"ES256","typ":"JWT","kid":<kid>}`.
-    pub fn header(&self) -> Value {
+    pub(crate) fn header(&self) -> Value {
         json!({ "alg": "ES256", "typ": "JWT", "kid": self.kid })
     }
 
     /// A compact JWS of `claims` under `header`, signed ES256 by this key
     /// whatever the header says.
-    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+    pub(crate) fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
         let input = format!("{}.{}", b64_json(header), b64_json(claims));
         let signature = self
             .key
@@ -504,23 +494,23 @@ impl JwtSigner {
     }
 
     /// A compact JWS of `claims` with [`Self::header`].
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_with_header(&self.header(), claims)
     }
 }
 
 /// A JWKS document holding `signers`' public keys.
-pub fn jwks_json(signers: &[&JwtSigner]) -> String {
+pub(crate) fn jwks_json(signers: &[&JwtSigner]) -> String {
     json!({ "keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>() }).to_string()
 }
 
 /// `header.claims.` with an empty signature.
-pub fn unsigned_jwt(header: &Value, claims: &Value) -> String {
+pub(crate) fn unsigned_jwt(header: &Value, claims: &Value) -> String {
     format!("{}.{}.", b64_json(header), b64_json(claims))
 }
 
 /// `header.claims.HMAC-SHA256(secret)`.
-pub fn hs256_jwt(header: &Value, claims: &Value, secret: &[u8]) -> String {
+pub(crate) fn hs256_jwt(header: &Value, claims: &Value, secret: &[u8]) -> String {
     let input = format!("{}.{}", b64_json(header), b64_json(claims));
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, input.as_bytes());
@@ -529,7 +519,7 @@ pub fn hs256_jwt(header: &Value, claims: &Value, secret: &[u8]) -> String {
 
 /// Valid claims of a projected service-account token for `ns`/`sa`
 /// (issuer [`ISSUER`], audience `istio-ca`, one hour left).
-pub fn k8s_claims(ns: &str, sa: &str) -> Value {
+pub(crate) fn k8s_claims(ns: &str, sa: &str) -> Value {
     let now = now_secs();
     json!({
         "iss": ISSUER,
@@ -546,7 +536,7 @@ pub fn k8s_claims(ns: &str, sa: &str) -> Value {
 }
 
 /// Keys held inline (`jwks = { inline = ... }`).
-pub fn inline_jwks(jwks: String) -> JwksConfig {
+pub(crate) fn inline_jwks(jwks: String) -> JwksConfig {
     JwksConfig {
         file: None,
         inline: Some(jwks),
@@ -559,7 +549,7 @@ pub fn inline_jwks(jwks: String) -> JwksConfig {
 
 /// Keys read from `path` (`jwks = { file = ... }`), re-read on an unknown
 /// `kid` at most once per `refresh_min_interval`.
-pub fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConfig {
+pub(crate) fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConfig {
     JwksConfig {
         file: Some(path.to_path_buf()),
         inline: None,
@@ -572,20 +562,20 @@ pub fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConfig {
 
 /// Replaces `path` with `contents` in one step (write a sibling, rename),
 /// so a reader never sees half a file.
-pub fn replace_file(path: &Path, contents: &str) {
+pub(crate) fn replace_file(path: &Path, contents: &str) {
     let staging = path.with_extension("staging");
     std::fs::write(&staging, contents).unwrap();
     std::fs::rename(&staging, path).unwrap();
 }
 
 /// A `kubernetes-jwt` authenticator for [`ISSUER`] with an inline JWKS.
-pub fn kubernetes_jwt(jwks: String) -> AuthenticatorConfig {
+pub(crate) fn kubernetes_jwt(jwks: String) -> AuthenticatorConfig {
     kubernetes_jwt_with(inline_jwks(jwks))
 }
 
 /// A `kubernetes-jwt` authenticator for [`ISSUER`] (audience `istio-ca`)
 /// with keys from `jwks`.
-pub fn kubernetes_jwt_with(jwks: JwksConfig) -> AuthenticatorConfig {
+pub(crate) fn kubernetes_jwt_with(jwks: JwksConfig) -> AuthenticatorConfig {
     AuthenticatorConfig::KubernetesJwt {
         issuer: ISSUER.to_owned(),
         audiences: vec!["istio-ca".to_owned()],
@@ -596,7 +586,7 @@ pub fn kubernetes_jwt_with(jwks: JwksConfig) -> AuthenticatorConfig {
 
 /// An `oidc` authenticator for `issuer` accepting `audiences`, with keys
 /// from `jwks` and the SPIFFE ID path template `id_template`.
-pub fn oidc(
+pub(crate) fn oidc(
     issuer: &str,
     audiences: &[&str],
     jwks: JwksConfig,
@@ -617,26 +607,26 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A TokenReviewer that vouches for every token as `default/web`, but only
 /// once the gate is open; each review first reports on `entered`.
-pub struct GatedReviewer {
+pub(crate) struct GatedReviewer {
     entered: mpsc::UnboundedSender<()>,
     open: watch::Receiver<bool>,
 }
 
 /// Controls a [`GatedReviewer`].
-pub struct Gate {
+pub(crate) struct Gate {
     /// One message per review that started.
-    pub entered: mpsc::UnboundedReceiver<()>,
+    pub(crate) entered: mpsc::UnboundedReceiver<()>,
     open: watch::Sender<bool>,
 }
 
 impl Gate {
     /// Lets every waiting and future review finish.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.open.send_replace(true);
     }
 
     /// Waits (bounded) until a review has started.
-    pub async fn wait_entered(&mut self) {
+    pub(crate) async fn wait_entered(&mut self) {
         tokio::time::timeout(WAIT, self.entered.recv())
             .await
             .expect("a review starts in time")
@@ -668,7 +658,7 @@ impl TokenReviewer for GatedReviewer {
 }
 
 /// No pods anywhere.
-pub struct NoPods;
+pub(crate) struct NoPods;
 
 impl PodDirectory for NoPods {
     fn pod_node<'a>(
@@ -690,7 +680,7 @@ impl PodDirectory for NoPods {
 }
 
 /// A Secret store that is never used (the authority is self-signed).
-pub struct NoSecrets;
+pub(crate) struct NoSecrets;
 
 impl CaSecretStore for NoSecrets {
     fn load(&self) -> BoxFut<'_, Result<Option<CaSecret>, K8sError>> {
@@ -703,7 +693,7 @@ impl CaSecretStore for NoSecrets {
 }
 
 /// A publisher that publishes nothing.
-pub struct NoPublisher;
+pub(crate) struct NoPublisher;
 
 impl BundlePublisher for NoPublisher {
     fn publish<'a>(&'a self, _roots_pem: &'a str) -> BoxFut<'a, Result<usize, K8sError>> {
@@ -714,7 +704,7 @@ impl BundlePublisher for NoPublisher {
 /// Starts a server whose only authenticator is TokenReview through a
 /// [`GatedReviewer`] (every token is `default/web`), adjusted by
 /// `configure`; returns it with the gate (closed).
-pub async fn start_gated(configure: impl FnOnce(&mut CaConfig)) -> (CaUnderTest, Gate) {
+pub(crate) async fn start_gated(configure: impl FnOnce(&mut CaConfig)) -> (CaUnderTest, Gate) {
     let (entered_tx, entered_rx) = mpsc::unbounded_channel();
     let (open_tx, open_rx) = watch::channel(false);
     let deps = ServerDeps {
@@ -753,7 +743,7 @@ pub async fn start_gated(configure: impl FnOnce(&mut CaConfig)) -> (CaUnderTest,
 
 /// Kubernetes dependencies talking to the API server at `url` (the fake),
 /// all four from one [`sigil_ca::k8s::KubeApi`].
-pub fn kube_deps(url: &str) -> ServerDeps {
+pub(crate) fn kube_deps(url: &str) -> ServerDeps {
     let api = Arc::new(sigil_ca::k8s::KubeApi::for_url(url, None).expect("KubeApi for the fake"));
     ServerDeps {
         kube: Some(KubeDeps {
@@ -767,7 +757,7 @@ pub fn kube_deps(url: &str) -> ServerDeps {
 
 /// Sets `[kubernetes] enabled = true, api_url = url` and TokenReview as the
 /// only authenticator.
-pub fn use_kubernetes(config: &mut CaConfig, url: &str) {
+pub(crate) fn use_kubernetes(config: &mut CaConfig, url: &str) {
     config.kubernetes.enabled = true;
     config.kubernetes.api_url = Some(url.to_owned());
     config.authenticators = vec![AuthenticatorConfig::KubernetesTokenReview {

@@ -2,20 +2,11 @@
 //! `ServeError::Bind` naming the setting; cancelling the shutdown token
 //! while a request is in flight lets it complete, `run` returns `Ok`, and
 //! both ports refuse connections afterwards.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::ca::*;
-use common::{ID, tempdir};
+use crate::common::ca::*;
+use crate::common::{ID, tempdir};
 use sigil_ca::server::{CaServer, ServeError, ServerDeps};
 use tokio::net::TcpStream;
 

@@ -5,18 +5,9 @@
 //! namespace or service account is PERMISSION_DENIED with nothing signed;
 //! `validity_duration` is honoured (0 and negative mean the default); and
 //! the CSR shapes of istio-agent and ztunnel are both signed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests: a failure is a test failure"
-)]
 
-mod common;
-
-use common::ca::*;
-use common::{ID, rsa2048_pkcs8};
+use crate::common::ca::*;
+use crate::common::{ID, rsa2048_pkcs8};
 use rcgen::{DistinguishedName, DnType, KeyPair, PublicKeyData as _};
 use tonic::Code;
 

@@ -4,11 +4,9 @@
 //! SAN), a plain openssl RSA-2048/SHA-256 request, a SPIRE-style request
 //! (subject, no SAN), and the other allowed key types (P-384, Ed25519).
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 
 /// Serializes a CSR for `key` with `subject` and the URI SAN [`ID`] into
