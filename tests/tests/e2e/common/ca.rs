@@ -232,7 +232,11 @@ pub(crate) fn code_of<T>(result: &Result<T, CaClientError>) -> Code {
 }
 
 /// Asserts the call failed with exactly `code`.
-pub(crate) fn assert_code<T: std::fmt::Debug>(result: &Result<T, CaClientError>, code: Code, what: &str) {
+pub(crate) fn assert_code<T: std::fmt::Debug>(
+    result: &Result<T, CaClientError>,
+    code: Code,
+    what: &str,
+) {
     match result {
         Err(CaClientError::Status { code: got, message }) => {
             assert_eq!(*got, code, "{what}: wrong code (message: {message})");

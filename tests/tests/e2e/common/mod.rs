@@ -241,7 +241,12 @@ pub(crate) fn write_chain(dir: &Path, chain: &IssuedChain) -> ChainFiles {
 /// `openssl verify -x509_strict -CAfile <root> [-untrusted <chain>] <leaf>`
 /// for the TLS server and client purposes; fails the test unless both
 /// print `<leaf>: OK`.
-pub(crate) fn assert_openssl_verifies(dir: &Path, root: &str, intermediates: Option<&str>, leaf: &str) {
+pub(crate) fn assert_openssl_verifies(
+    dir: &Path,
+    root: &str,
+    intermediates: Option<&str>,
+    leaf: &str,
+) {
     for purpose in ["sslserver", "sslclient"] {
         let mut args = vec![
             "verify",
