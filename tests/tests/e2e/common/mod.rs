@@ -1,13 +1,6 @@
 //! Helpers shared by the end-to-end test files: running the `openssl`
 //! binary, building a throwaway self-signed authority, writing an issued
 //! chain to disk and reading certificate fields as openssl prints them.
-//!
-#![allow(
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test helpers outside #[test] functions: a failure here is a test failure"
-)]
 
 pub(crate) mod ca;
 
