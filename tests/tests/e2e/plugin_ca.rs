@@ -48,18 +48,7 @@ fn issue_and_verify(pki: &Pki, ca_dir: &Path, root_file: &str, expected: &[&Ca])
     let issuer = CertIssuer::new(Arc::new(authority), IssuancePolicy::default());
     let out = pki.path().join("out");
     std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("mkdir out: {e}"));
-    openssl(
-        &out,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "key.pem",
-        ],
-    );
+    openssl_p256_key(&out, "key.pem");
     openssl_csr(&out, "key.pem", "csr.pem", &[]);
     let chain = issue_file(&issuer, &out, "csr.pem");
 

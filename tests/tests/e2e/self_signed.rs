@@ -76,18 +76,7 @@ fn second_start_loads_the_same_root() {
     );
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    openssl(
-        &out,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "key.pem",
-        ],
-    );
+    openssl_p256_key(&out, "key.pem");
     openssl_csr(&out, "key.pem", "csr.pem", &[]);
     let chain = issue_file(&issuer, &out, "csr.pem");
     let files = write_chain(&out, &chain);

@@ -8,33 +8,20 @@
 //! among them a [`GatedReviewer`] whose TokenReviews wait until the test
 //! opens a gate.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use serde_json::{Value, json};
-use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
-use sigil_ca::k8s::{
-    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, PodRef, ReviewedToken,
-    SecretCreated, TokenReviewer,
-};
-use sigil_ca::server::{Bound, CaServer, KubeDeps, ServeError, ServerDeps};
+use sigil_ca::config::{AuthenticatorConfig, CaConfig};
+use sigil_ca::server::{Bound, CaServer, ServeError, ServerDeps};
 use sigil_identity::verify::{Usage, VerifiedSvid, verify_x509_svid};
 use sigil_identity::{BundleSet, SpiffeId, TrustBundle, TrustDomain};
 use sigil_node_agent::ca_client::{CaClient, CaClientConfig, CaClientError, CsrRequest};
 use sigil_proto::istio::v1::auth::istio_certificate_service_client::IstioCertificateServiceClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;

@@ -187,6 +187,22 @@ pub(crate) fn refusal(issuer: &CertIssuer, dir: &Path, csr_name: &str) -> IssueE
     }
 }
 
+/// Makes `dir/<out>`, a P-256 private key, with `openssl genpkey`.
+pub(crate) fn openssl_p256_key(dir: &Path, out: &str) {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            out,
+        ],
+    );
+}
+
 /// Makes `dir/<out>` with `openssl req -new -key <key>`, an empty subject,
 /// the URI SAN [`ID`] and `extra` options (e.g. `-sha1`, more `-addext`).
 pub(crate) fn openssl_csr(dir: &Path, key: &str, out: &str, extra: &[&str]) {

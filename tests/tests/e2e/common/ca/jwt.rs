@@ -3,7 +3,17 @@
 //! service-account claims, and the authenticator configurations that trust
 //! them (inline or file JWKS, `kubernetes-jwt`, `oidc`).
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use serde_json::{Value, json};
+use sigil_ca::config::{AuthenticatorConfig, JwksConfig};
+
+use super::{ISSUER, now_secs};
 
 /// Base64url (unpadded) of a JSON value.
 pub(crate) fn b64_json(value: &Value) -> String {

@@ -3,7 +3,19 @@
 //! await, not a timing guess), empty pod, Secret and ConfigMap stand-ins, and
 //! the wiring to a fake API server.
 
-use super::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sigil_ca::config::{AuthenticatorConfig, CaConfig};
+use sigil_ca::k8s::{
+    BundlePublisher, CaSecret, CaSecretStore, K8sError, PodDirectory, PodRef, ReviewedToken,
+    SecretCreated, TokenReviewer,
+};
+use sigil_ca::server::{KubeDeps, ServerDeps};
+use tokio::sync::{mpsc, watch};
+
+use super::{CaUnderTest, WAIT, start_with_deps};
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
