@@ -33,6 +33,7 @@ pub mod config;
 pub mod fs;
 pub mod issue;
 pub mod k8s;
+pub mod serial;
 pub mod server;
 
 pub use authority::{Authority, AuthorityError};

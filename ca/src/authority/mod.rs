@@ -16,6 +16,7 @@
 
 mod error;
 mod key;
+mod probe;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,29 @@ pub struct Material {
     pub roots_path: PathBuf,
 }
 
+/// A plug-in key file that group or others may read (mode `& 0o077 != 0`).
+/// Reported (logged at load, and as a metric by the server), not refused:
+/// Kubernetes Secret volumes are mounted 0644 unless `defaultMode` says
+/// otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFileWarning {
+    /// The key file.
+    pub path: PathBuf,
+    /// Its permission bits (`0o644`).
+    pub mode: u32,
+}
+
+impl std::fmt::Display for KeyFileWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: CA private key file has mode {:04o}, readable by group or others; restrict it to 0600 (Kubernetes: the Secret volume's defaultMode: 0400)",
+            self.path.display(),
+            self.mode
+        )
+    }
+}
+
 /// A validated signing authority.
 pub struct Authority {
     trust_domain: TrustDomain,
@@ -83,6 +107,8 @@ pub struct Authority {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     key_algorithm: &'static str,
+    /// Set by the plug-in directory loader.
+    key_file_warnings: Vec<KeyFileWarning>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -200,6 +226,7 @@ impl Authority {
             roots: roots.into_iter().map(|r| r.der).collect(),
             not_before: signing.validity().not_before.to_datetime(),
             not_after: signing.validity().not_after.to_datetime(),
+            key_file_warnings: Vec::new(),
         })
     }
 
@@ -242,6 +269,12 @@ impl Authority {
     /// The signing key's algorithm, e.g. `ECDSA P-256`.
     pub fn key_algorithm(&self) -> &'static str {
         self.key_algorithm
+    }
+
+    /// Key files found readable by group or others when this authority was
+    /// loaded from a plug-in directory (empty otherwise).
+    pub fn key_file_warnings(&self) -> &[KeyFileWarning] {
+        &self.key_file_warnings
     }
 }
 

@@ -22,7 +22,10 @@ use sigil_identity::TrustDomain;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::{Authority, AuthorityError, CaKey, Material, SourcedCert, file};
+use super::{
+    Authority, AuthorityError, CaKey, KeyFileWarning, Material, SourcedCert, file, probe,
+};
+use crate::serial::random_serial;
 use crate::fs::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic};
 
 /// Istio's signing certificate file.
@@ -45,6 +48,10 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Validity of a generated self-signed root: ten years.
 pub const SELF_SIGNED_VALIDITY: Duration = Duration::days(3650);
+
+/// The common name of a generated self-signed root, before its key id:
+/// `Sigil root CA 1f2e3d4c5b6a7980`.
+pub const ROOT_CN_PREFIX: &str = "Sigil root CA ";
 
 /// A directory layout of plug-in CA files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,9 +86,29 @@ pub fn load_dir(
     now: OffsetDateTime,
 ) -> Result<Authority, AuthorityError> {
     let material = read_material(dir, Layout::detect(dir)?)?;
-    let authority = Authority::from_material(trust_domain.clone(), material, now)?;
-    crate::issue::self_test(&authority, now)?;
+    let key_path = material.key_path.clone();
+    let mut authority = Authority::from_material(trust_domain.clone(), material, now)?;
+    probe::self_test(&authority, now)?;
+    authority.key_file_warnings = key_file_warning(&key_path).into_iter().collect();
+    for warning in &authority.key_file_warnings {
+        tracing::warn!(
+            file = %warning.path.display(),
+            mode = %format_args!("{:04o}", warning.mode),
+            "{warning}"
+        );
+    }
     Ok(authority)
+}
+
+/// A [`KeyFileWarning`] if group or others may read `path` (after
+/// following symlinks, as a Secret volume's `..data` links are).
+pub fn key_file_warning(path: &Path) -> Option<KeyFileWarning> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| KeyFileWarning {
+        path: path.to_path_buf(),
+        mode,
+    })
 }
 
 /// Loads the CA in `dir` if there is one, otherwise creates a self-signed
@@ -165,7 +192,7 @@ pub fn generate_self_signed(
     now: OffsetDateTime,
 ) -> Result<(String, Zeroizing<String>), AuthorityError> {
     let key = CaKey::generate_p256().map_err(|e| AuthorityError::Generate(e.to_string()))?;
-    let params = root_params(trust_domain, now)?;
+    let params = root_params(trust_domain, &key, now)?;
     let cert = params
         .self_signed(&key)
         .map_err(|e| AuthorityError::Generate(e.to_string()))?;
@@ -199,20 +226,29 @@ pub fn from_pem(
         roots_path: cert_label.to_path_buf(),
     };
     let authority = Authority::from_material(trust_domain.clone(), material, now)?;
-    crate::issue::self_test(&authority, now)?;
+    probe::self_test(&authority, now)?;
     Ok(authority)
 }
 
-/// The template of a self-signed root: `O=<trust domain>, CN=Sigil root CA`,
-/// URI SAN `spiffe://<trust domain>`, CA:true, keyCertSign + cRLSign.
+/// The template of a self-signed root:
+/// `O=<trust domain>, CN=Sigil root CA <key id>`, URI SAN
+/// `spiffe://<trust domain>`, CA:true, keyCertSign + cRLSign.
+///
+/// The key id in the CN (the first 8 bytes of the subject key identifier,
+/// in hex) makes every root's subject unique: two roots of one trust domain
+/// (a replaced CA directory, a rotation) never share a subject, so
+/// issuer-name chain building and bundle tools cannot confuse them.
 fn root_params(
     trust_domain: &TrustDomain,
+    key: &CaKey,
     now: OffsetDateTime,
 ) -> Result<CertificateParams, AuthorityError> {
     let mut params = CertificateParams::default();
+    let key_id = params.key_identifier(key);
+    let short: String = key_id.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, trust_domain.as_str());
-    dn.push(DnType::CommonName, "Sigil root CA");
+    dn.push(DnType::CommonName, format!("{ROOT_CN_PREFIX}{short}"));
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -225,10 +261,15 @@ fn root_params(
         .try_into()
         .map_err(|e: rcgen::Error| AuthorityError::Generate(e.to_string()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
-    params.serial_number = Some(crate::issue::random_serial());
+    params.serial_number = Some(random_serial());
     // Backdate a little for clock skew between replicas and agents.
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + SELF_SIGNED_VALIDITY;
+    let out_of_range = || AuthorityError::Generate(format!("{now} is out of the date range"));
+    params.not_before = now
+        .checked_sub(Duration::minutes(5))
+        .ok_or_else(out_of_range)?;
+    params.not_after = now
+        .checked_add(SELF_SIGNED_VALIDITY)
+        .ok_or_else(out_of_range)?;
     Ok(params)
 }
 

@@ -17,7 +17,7 @@
 //! [server]
 //! grpc_addr = "127.0.0.1:15012"
 //! admin_addr = "127.0.0.1:15014"
-//! dns_names = ["localhost", "sigil-ca.sigil-system.svc"]
+//! dns_names = ["localhost", "127.0.0.1", "sigil-ca.sigil-system.svc"]  # IPs become IP SANs
 //!
 //! [[authenticators]]
 //! type = "kubernetes-jwt"
@@ -58,6 +58,10 @@ pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:15012";
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15014";
 /// Default polling interval of a plug-in CA directory.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Default names in the CA's own serving certificate: what a client on
+/// the same host dials (`https://localhost:15012`, `https://127.0.0.1:15012`,
+/// `https://[::1]:15012`).
+pub const DEFAULT_DNS_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
 /// Default lifetime of the CA's own serving certificate.
 pub const DEFAULT_SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default bound on concurrent connections.
@@ -189,8 +193,10 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// Admin HTTP (metrics, health, bundle). Default [`DEFAULT_ADMIN_ADDR`].
     pub admin_addr: SocketAddr,
-    /// DNS names in the CA's own serving certificate. Default
-    /// `["localhost"]`.
+    /// Names clients dial the CA by, put in its own serving certificate:
+    /// DNS names, and IP addresses (`10.96.0.12`, `::1`), which are issued
+    /// as IP SANs since a client connecting by IP matches only those.
+    /// Default [`DEFAULT_DNS_NAMES`].
     pub dns_names: Vec<String>,
     /// Lifetime of the serving certificate (renewed at half-life). Default 24 h.
     #[serde(with = "humantime_serde")]
@@ -227,7 +233,7 @@ impl Default for ServerConfig {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 15012)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 15014)),
-            dns_names: vec!["localhost".to_owned()],
+            dns_names: DEFAULT_DNS_NAMES.iter().map(|n| (*n).to_owned()).collect(),
             server_cert_ttl: DEFAULT_SERVER_CERT_TTL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,

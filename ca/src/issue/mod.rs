@@ -26,14 +26,14 @@ use std::time::Duration;
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SanType, SerialNumber,
+    SanType,
 };
-use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_identity::verify::{Usage, verify_x509_svid};
-use sigil_identity::{BundleSet, SpiffeId, TrustBundle};
+use rustls_pki_types::CertificateDer;
+use sigil_identity::SpiffeId;
 use time::OffsetDateTime;
 
-use crate::authority::{Authority, AuthorityError, rfc3339};
+use crate::authority::{Authority, rfc3339};
+use crate::serial::random_serial;
 
 pub use error::IssueError;
 pub use serving::ServingCert;
@@ -223,8 +223,7 @@ impl CertIssuer {
     }
 }
 
-/// The issuance pipeline itself, shared by [`CertIssuer`] and the load-time
-/// self-test.
+/// The issuance pipeline itself.
 fn sign(
     authority: &Authority,
     policy: &IssuancePolicy,
@@ -256,8 +255,7 @@ fn sign(
     let key = csr::check(&der, identity)?;
 
     let ttl = ttl.unwrap_or(policy.default_ttl).min(policy.max_ttl);
-    let not_after = (now + ttl.as_duration()).min(authority.not_after());
-    let not_before = (now - policy.clock_skew).max(authority.not_before());
+    let (not_before, not_after) = validity(authority, now, ttl, policy.clock_skew)?;
     if not_after <= now || now < authority.not_before() {
         return Err(IssueError::AuthorityNotValid {
             not_after: rfc3339(authority.not_after()),
@@ -305,75 +303,72 @@ fn sign(
     })
 }
 
-/// A random positive serial number of exactly 128 bits (16 bytes, top bit
-/// clear so DER needs no padding byte, second bit set so it never shrinks).
-pub fn random_serial() -> SerialNumber {
-    let mut bytes: [u8; 16] = rand::random();
-    if let Some(first) = bytes.first_mut() {
-        *first = (*first & 0x7f) | 0x40;
-    }
-    SerialNumber::from_slice(&bytes)
+/// `(notBefore, notAfter)` of a certificate issued at `now` for `ttl`:
+/// backdated by `skew`, and neither before the signing certificate's
+/// notBefore nor after its notAfter. Checked arithmetic: a lifetime or skew
+/// beyond what a date can hold is an error, never a panic.
+pub(crate) fn validity(
+    authority: &Authority,
+    now: OffsetDateTime,
+    ttl: Ttl,
+    skew: Duration,
+) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
+    let too_long = || IssueError::InvalidTtl(TtlError::TooLong { seconds: ttl.as_secs() });
+    let not_after = time::Duration::try_from(ttl.as_duration())
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .ok_or_else(too_long)?
+        .min(authority.not_after());
+    // A skew beyond the representable range backdates to the signing
+    // certificate's notBefore, which bounds it anyway.
+    let not_before = time::Duration::try_from(skew)
+        .ok()
+        .and_then(|d| now.checked_sub(d))
+        .map_or(authority.not_before(), |t| t.max(authority.not_before()));
+    Ok((not_before, not_after))
 }
 
-/// Accepts a PEM `CERTIFICATE REQUEST` (or the legacy `NEW CERTIFICATE
-/// REQUEST`) or raw DER.
+/// Accepts exactly one PEM `CERTIFICATE REQUEST` (or the legacy `NEW
+/// CERTIFICATE REQUEST`) block, with nothing but whitespace around it, or
+/// raw DER.
+///
+/// A PEM document holding a second block (another CSR, a certificate, a
+/// key) or trailing text is refused: what was signed must be all that was
+/// sent, so a front end or log that reads the input differently (the last
+/// block, say) cannot be shown one request while another is signed.
 fn decode_csr(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, IssueError> {
-    let trimmed = input.trim_ascii_start();
+    let trimmed = input.trim_ascii();
     if !trimmed.starts_with(b"-----BEGIN") {
         return Ok(std::borrow::Cow::Borrowed(input));
     }
-    let parsed = pem::parse(trimmed).map_err(|e| IssueError::CsrMalformed {
-        reason: e.to_string(),
-    })?;
-    match parsed.tag() {
-        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => {
-            Ok(std::borrow::Cow::Owned(parsed.into_contents()))
+    let malformed = |reason: String| IssueError::CsrMalformed { reason };
+    let blocks = pem::parse_many(trimmed).map_err(|e| malformed(e.to_string()))?;
+    let block = match <[pem::Pem; 1]>::try_from(blocks) {
+        Ok([block]) => block,
+        Err(blocks) => {
+            return Err(malformed(format!(
+                "{} PEM blocks; exactly one \"CERTIFICATE REQUEST\" is allowed",
+                blocks.len()
+            )));
         }
-        other => Err(IssueError::CsrMalformed {
-            reason: format!("PEM block is {other:?}, expected \"CERTIFICATE REQUEST\""),
-        }),
-    }
-}
-
-/// Issues a probe SVID with a throwaway key and verifies it with the shared
-/// X509-SVID verifier (rustls-webpki underneath) against the authority's own
-/// roots, so material that
-/// validates field by field but cannot produce verifiable chains is refused
-/// at load rather than at the first handshake.
-pub(crate) fn self_test(authority: &Authority, now: OffsetDateTime) -> Result<(), AuthorityError> {
-    let fail = |e: &dyn std::fmt::Display| AuthorityError::SelfTest(e.to_string());
-    let id =
-        SpiffeId::from_parts(authority.trust_domain(), "/sigil/self-test").map_err(|e| fail(&e))?;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| fail(&e))?;
-    let csr = CertificateParams::default()
-        .serialize_request(&key)
-        .map_err(|e| fail(&e))?;
-    let request = IssueRequest {
-        csr: csr.der(),
-        identity: &id,
-        ttl: Ttl::from_secs(60).ok(),
     };
-    let chain = sign(
-        authority,
-        &IssuancePolicy::default(),
-        &DistinguishedName::new(),
-        request,
-        now,
-    )
-    .map_err(|e| fail(&e))?;
-    let unix_now = UnixTime::since_unix_epoch(Duration::from_secs(
-        u64::try_from(now.unix_timestamp()).unwrap_or(0),
-    ));
-    // The same verifier the agent and the proxy use: X509-SVID rules plus a
-    // rustls-webpki path to this trust domain's roots, for both usages.
-    let bundles = BundleSet::from(TrustBundle::with_x509_authorities(
-        authority.trust_domain().clone(),
-        authority.roots().iter().cloned(),
-    ));
-    for usage in [Usage::ServerAuth, Usage::ClientAuth] {
-        verify_x509_svid(chain.certs(), &bundles, unix_now, usage).map_err(|e| fail(&e))?;
+    match block.tag() {
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => {}
+        other => {
+            return Err(malformed(format!(
+                "PEM block is {other:?}, expected \"CERTIFICATE REQUEST\""
+            )));
+        }
     }
-    Ok(())
+    // The one block must end the input: `parse_many` skips text between
+    // and after blocks.
+    let end_line = format!("-----END {}-----", block.tag());
+    if !trimmed.ends_with(end_line.as_bytes()) {
+        return Err(malformed(
+            "text after the PEM block; send exactly one \"CERTIFICATE REQUEST\" block".to_owned(),
+        ));
+    }
+    Ok(std::borrow::Cow::Owned(block.into_contents()))
 }
 
 #[cfg(test)]

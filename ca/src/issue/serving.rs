@@ -1,9 +1,13 @@
-//! The CA's own TLS serving certificate: DNS names from config, signed by
-//! the CA itself, with a key generated in memory.
+//! The CA's own TLS serving certificate: names from config, signed by the
+//! CA itself, with a key generated in memory.
 //!
 //! Unlike workload certificates this is not an X509-SVID: clients such as
-//! istio-agent connect by DNS name (`istiod.istio-system.svc`) and verify
-//! it with the CA's root like any TLS server certificate.
+//! istio-agent connect by DNS name (`istiod.istio-system.svc`), ztunnel
+//! often by IP address (`CA_ADDRESS=https://127.0.0.1:15012`), and verify
+//! it with the CA's root like any TLS server certificate. A configured
+//! name that parses as an IPv4 or IPv6 address becomes an IP SAN (clients
+//! connecting by IP match only those, RFC 6125 §6.2.1 / RFC 9525); every
+//! other name a DNS SAN.
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -12,7 +16,8 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
-use super::{CertIssuer, IssueError, Ttl, random_serial};
+use super::{CertIssuer, IssueError, Ttl, validity};
+use crate::serial::random_serial;
 
 /// A serving certificate chain and its private key.
 pub struct ServingCert {
@@ -34,12 +39,13 @@ impl std::fmt::Debug for ServingCert {
 }
 
 impl CertIssuer {
-    /// Issues a TLS server certificate for `dns_names` valid for `ttl`
-    /// (cut at the signing certificate's notAfter), with a fresh ECDSA
-    /// P-256 key.
+    /// Issues a TLS server certificate for `names` valid for `ttl` (cut at
+    /// the signing certificate's notAfter), with a fresh ECDSA P-256 key.
+    /// Names that parse as IP addresses (`127.0.0.1`, `::1`) are issued as
+    /// IP SANs, the others as DNS SANs.
     pub fn issue_serving_cert(
         &self,
-        dns_names: &[String],
+        names: &[String],
         ttl: Ttl,
         now: OffsetDateTime,
     ) -> Result<ServingCert, IssueError> {
@@ -50,24 +56,16 @@ impl CertIssuer {
         let mut dn = DistinguishedName::new();
         dn.push(
             DnType::CommonName,
-            dns_names.first().map_or("sigil-ca", String::as_str),
+            names.first().map_or("sigil-ca", String::as_str),
         );
         params.distinguished_name = dn;
-        params.subject_alt_names = dns_names
-            .iter()
-            .map(|n| {
-                n.clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|e: rcgen::Error| IssueError::Signing(format!("DNS name {n:?}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
+        params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.serial_number = Some(random_serial());
-        params.not_before = (now - self.policy().clock_skew).max(authority.not_before());
-        params.not_after = (now + ttl.as_duration()).min(authority.not_after());
+        (params.not_before, params.not_after) =
+            validity(authority, now, ttl, self.policy().clock_skew)?;
         params.use_authority_key_identifier_extension = true;
         if params.not_after <= now {
             return Err(IssueError::AuthorityNotValid {
@@ -86,4 +84,16 @@ impl CertIssuer {
             not_after,
         })
     }
+}
+
+/// The SAN for one configured name: an IP SAN for an IP address, a DNS SAN
+/// otherwise.
+fn san(name: &str) -> Result<SanType, IssueError> {
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    name.to_owned()
+        .try_into()
+        .map(SanType::DnsName)
+        .map_err(|e: rcgen::Error| IssueError::Signing(format!("DNS name {name:?}: {e}")))
 }

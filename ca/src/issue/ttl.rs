@@ -14,6 +14,12 @@ pub enum TtlError {
         /// The value given, in seconds.
         seconds: i64,
     },
+    /// Longer than a certificate date can represent from now.
+    #[error("certificate lifetime of {seconds} s is beyond any representable date")]
+    TooLong {
+        /// The lifetime, in seconds.
+        seconds: u64,
+    },
     /// Not a duration such as `90s`, `30m`, `24h` or `7d`.
     #[error("{input:?} is not a duration (examples: 90s, 30m, 24h, 7d): {reason}")]
     Unparsable {
@@ -29,6 +35,11 @@ pub enum TtlError {
 pub struct Ttl(Duration);
 
 impl Ttl {
+    /// The longest lifetime a [`Ttl`] can hold (`i64::MAX` seconds).
+    /// Issuing for it fails with [`TtlError::TooLong`]; config validation
+    /// bounds the configured lifetimes far below.
+    pub const MAX: Self = Self(Duration::from_secs(i64::MAX as u64));
+
     /// A lifetime from a compile-time constant number of seconds.
     ///
     /// `seconds` must be positive; zero yields one second so a typo in a

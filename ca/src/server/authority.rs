@@ -9,20 +9,33 @@ use tokio_util::sync::CancellationToken;
 
 use super::KubeDeps;
 use super::error::ServeError;
+use super::metrics::Metrics;
+use super::reload::Fingerprint;
 use super::state::Shared;
 use crate::authority::Authority;
 use crate::authority::source::{self, ISTIO_CA_CERT, ISTIO_CA_KEY};
 use crate::config::{AuthoritySource, CaConfig};
 use crate::k8s::{BundlePublisher, CaSecret, SecretCreated};
 
+/// An authority as loaded at start.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The authority.
+    pub(crate) authority: Authority,
+    /// For a plug-in directory: the fingerprint of its files taken *before*
+    /// they were read, so the watcher started later reloads a change that
+    /// landed in between instead of taking it for the loaded state.
+    pub(crate) fingerprint: Option<Fingerprint>,
+}
+
 /// Loads (or creates) the configured authority.
 pub(crate) async fn load(
     config: &CaConfig,
     kube: Option<&KubeDeps>,
-) -> Result<Authority, ServeError> {
+) -> Result<Loaded, ServeError> {
     let td = config.trust_domain.clone();
     let dir = config.authority.dir.clone();
-    match config.authority.source {
+    let authority = match config.authority.source {
         AuthoritySource::SelfSigned => {
             let (authority, created) = tokio::task::spawn_blocking(move || {
                 source::load_or_create_self_signed(&dir, &td, OffsetDateTime::now_utc())
@@ -30,52 +43,68 @@ pub(crate) async fn load(
             .await
             .map_err(|e| ServeError::Setup(e.to_string()))??;
             tracing::info!(dir = %config.authority.dir.display(), created, "self-signed CA ready");
-            Ok(authority)
+            authority
         }
         AuthoritySource::Files => {
-            let authority = tokio::task::spawn_blocking(move || {
-                source::load_dir(&dir, &td, OffsetDateTime::now_utc())
+            let (fingerprint, authority) = tokio::task::spawn_blocking(move || {
+                let fingerprint = Fingerprint::of(&dir);
+                source::load_dir(&dir, &td, OffsetDateTime::now_utc()).map(|a| (fingerprint, a))
             })
             .await
             .map_err(|e| ServeError::Setup(e.to_string()))??;
             tracing::info!(dir = %config.authority.dir.display(), key = authority.key_algorithm(), "plug-in CA loaded");
-            Ok(authority)
+            return Ok(Loaded {
+                authority,
+                fingerprint: Some(fingerprint),
+            });
         }
-        AuthoritySource::KubernetesSecret => {
-            let kube =
-                kube.ok_or_else(|| ServeError::Setup("kubernetes-secret needs Kubernetes".into()))?;
-            let secret = match kube.secrets.load().await? {
-                Some(secret) => secret,
-                None => {
-                    let (cert_pem, key_pem) =
-                        source::generate_self_signed(&td, OffsetDateTime::now_utc())?;
-                    let mine = CaSecret { cert_pem, key_pem };
-                    match kube.secrets.create(&mine).await? {
-                        SecretCreated::Created => {
-                            tracing::info!("created the self-signed CA Secret");
-                            mine
-                        }
-                        SecretCreated::AlreadyExists(theirs) => {
-                            tracing::info!("another replica created the CA Secret first; using it");
-                            theirs
-                        }
-                    }
+        AuthoritySource::KubernetesSecret => load_secret(config, kube).await?,
+    };
+    Ok(Loaded {
+        authority,
+        fingerprint: None,
+    })
+}
+
+/// Loads the CA Secret, creating it with a self-signed root if absent.
+async fn load_secret(config: &CaConfig, kube: Option<&KubeDeps>) -> Result<Authority, ServeError> {
+    let td = &config.trust_domain;
+    let kube = kube.ok_or_else(|| ServeError::Setup("kubernetes-secret needs Kubernetes".into()))?;
+    let secret = match kube.secrets.load().await? {
+        Some(secret) => secret,
+        None => {
+            let (cert_pem, key_pem) = source::generate_self_signed(td, OffsetDateTime::now_utc())?;
+            let mine = CaSecret { cert_pem, key_pem };
+            match kube.secrets.create(&mine).await? {
+                SecretCreated::Created => {
+                    tracing::info!("created the self-signed CA Secret");
+                    mine
                 }
-            };
-            let label = format!(
-                "secret {}/{}",
-                config.kubernetes.ca_secret_namespace, config.kubernetes.ca_secret_name
-            );
-            Ok(source::from_pem(
-                &td,
-                &secret.cert_pem,
-                secret.key_pem.as_bytes(),
-                &Path::new(&label).join(ISTIO_CA_CERT),
-                &Path::new(&label).join(ISTIO_CA_KEY),
-                OffsetDateTime::now_utc(),
-            )?)
+                SecretCreated::AlreadyExists(theirs) => {
+                    tracing::info!("another replica created the CA Secret first; using it");
+                    theirs
+                }
+            }
         }
-    }
+    };
+    let label = format!(
+        "secret {}/{}",
+        config.kubernetes.ca_secret_namespace, config.kubernetes.ca_secret_name
+    );
+    Ok(source::from_pem(
+        td,
+        &secret.cert_pem,
+        secret.key_pem.as_bytes(),
+        &Path::new(&label).join(ISTIO_CA_CERT),
+        &Path::new(&label).join(ISTIO_CA_KEY),
+        OffsetDateTime::now_utc(),
+    )?)
+}
+
+/// Sets the metrics that describe the loaded authority's material.
+pub(crate) fn report(authority: &Authority, metrics: &Metrics) {
+    let insecure = !authority.key_file_warnings().is_empty();
+    metrics.plugin_key_insecure_mode.set(i64::from(insecure));
 }
 
 /// Publishes the roots now, every `interval`, and whenever the authority

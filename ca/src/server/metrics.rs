@@ -7,6 +7,7 @@
 //! | `sigil_ca_authentication_failures_total` | counter | `reason` |
 //! | `sigil_ca_cert_expiry_seconds` | gauge | — (seconds until the signing certificate expires) |
 //! | `sigil_ca_authority_reloads_total` | counter | `result` (`ok`, `rejected`) |
+//! | `sigil_ca_plugin_key_insecure_mode` | gauge | — (1 while the loaded plug-in key file is group- or world-readable) |
 //!
 //! Labels are low-cardinality by construction: fixed sets of names.
 
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub ca_expiry: Gauge<i64, AtomicI64>,
     /// Plug-in CA reloads by result.
     pub reloads: Family<ResultLabel, Counter>,
+    /// 1 while the loaded plug-in key file is readable by group or others.
+    pub plugin_key_insecure_mode: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -72,6 +75,7 @@ impl Metrics {
         let authn_failures = Family::<ReasonLabel, Counter>::default();
         let ca_expiry = Gauge::<i64, AtomicI64>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
+        let plugin_key_insecure_mode = Gauge::<i64, AtomicI64>::default();
         {
             let sub = registry.sub_registry_with_prefix("sigil_ca");
             sub.register(
@@ -98,6 +102,11 @@ impl Metrics {
                 "authority_reloads",
                 "Plug-in CA reloads by result",
                 reloads.clone(),
+            );
+            sub.register(
+                "plugin_key_insecure_mode",
+                "1 while the loaded plug-in CA key file is readable by group or others",
+                plugin_key_insecure_mode.clone(),
             );
         }
         // Every known label value exists from the start at 0, so the first
@@ -132,6 +141,7 @@ impl Metrics {
             authn_failures,
             ca_expiry,
             reloads,
+            plugin_key_insecure_mode,
         }
     }
 

@@ -49,7 +49,7 @@ use crate::authn::{
     TokenReviewAuthenticator,
 };
 use crate::authz::Authorizer;
-use crate::config::{AuthenticatorConfig, AuthoritySource, CaConfig};
+use crate::config::{AuthenticatorConfig, CaConfig};
 use crate::issue::CertIssuer;
 use crate::k8s::{BundlePublisher, CaSecretStore, PodDirectory, TokenReviewer};
 use state::Shared;
@@ -94,6 +94,8 @@ pub struct Bound {
     resolver: Arc<CertResolver>,
     acceptor: TlsAcceptor,
     kube: Option<KubeDeps>,
+    /// The plug-in directory's fingerprint from before the load.
+    plugin_fingerprint: Option<reload::Fingerprint>,
 }
 
 impl CaServer {
@@ -107,8 +109,8 @@ impl CaServer {
                 "[kubernetes] enabled = true but no Kubernetes client was provided".into(),
             ));
         }
-        let authority = authority::load(&config, deps.kube.as_ref()).await?;
-        let issuer = CertIssuer::new(Arc::new(authority), policy);
+        let loaded = authority::load(&config, deps.kube.as_ref()).await?;
+        let issuer = CertIssuer::new(Arc::new(loaded.authority), policy);
 
         let authn = build_authn(&config, &deps)?;
         let authz = Authorizer::new(
@@ -146,6 +148,7 @@ impl CaServer {
             client_bundles,
             authority_changed,
         });
+        authority::report(shared.issuer.load().authority(), &shared.metrics);
 
         let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let admin = bind(config.server.admin_addr, "server.admin_addr").await?;
@@ -156,6 +159,7 @@ impl CaServer {
             resolver,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             kube: deps.kube,
+            plugin_fingerprint: loaded.fingerprint,
             config,
         })
     }
@@ -200,6 +204,7 @@ impl Bound {
             resolver,
             acceptor,
             kube,
+            plugin_fingerprint,
         } = self;
         let tasks = TaskTracker::new();
         // Background tasks stop on `stop`, which fires after the drain.
@@ -243,13 +248,14 @@ impl Bound {
             config.clone(),
             stop.clone(),
         ));
-        // Plug-in directory watcher.
-        if config.authority.source == AuthoritySource::Files {
+        // Plug-in directory watcher (`authority.source = "files"`).
+        if let Some(loaded) = plugin_fingerprint {
             tasks.spawn(reload::watch_dir(
                 config.authority.dir.clone(),
                 config.trust_domain.clone(),
                 config.issuance_policy()?,
                 config.authority.reload_interval,
+                loaded,
                 shared.clone(),
                 stop.clone(),
             ));

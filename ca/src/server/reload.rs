@@ -6,6 +6,10 @@
 //! and swaps it in atomically. Requests in flight finish with the issuer
 //! they loaded. An invalid new set is refused and logged, and the old
 //! authority keeps serving.
+//!
+//! The first fingerprint is taken before the first load (at bind), so a
+//! change landing between the load and the watcher's first poll is seen.
+
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,36 +27,51 @@ use crate::authority::source::{
 };
 use crate::issue::{CertIssuer, IssuancePolicy};
 
-/// A digest of the CA files' contents (absent files count as empty).
-pub(crate) fn fingerprint(dir: &Path) -> Vec<u8> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for name in [
-        ISTIO_CA_CERT,
-        ISTIO_CA_KEY,
-        ISTIO_CERT_CHAIN,
-        ISTIO_ROOT_CERT,
-        CM_TLS_CRT,
-        CM_TLS_KEY,
-        CM_CA_CRT,
-    ] {
-        let contents = std::fs::read(dir.join(name)).unwrap_or_default();
-        ctx.update(name.as_bytes());
-        ctx.update(&(contents.len() as u64).to_be_bytes());
-        ctx.update(&contents);
+/// A digest of a plug-in directory's CA files (absent files count as
+/// empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint(Vec<u8>);
+
+impl Fingerprint {
+    /// Digests the CA files in `dir` as they are now.
+    pub(crate) fn of(dir: &Path) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for name in [
+            ISTIO_CA_CERT,
+            ISTIO_CA_KEY,
+            ISTIO_CERT_CHAIN,
+            ISTIO_ROOT_CERT,
+            CM_TLS_CRT,
+            CM_TLS_KEY,
+            CM_CA_CRT,
+        ] {
+            let contents = std::fs::read(dir.join(name)).unwrap_or_default();
+            ctx.update(name.as_bytes());
+            ctx.update(&(contents.len() as u64).to_be_bytes());
+            ctx.update(&contents);
+        }
+        Self(ctx.finish().as_ref().to_vec())
     }
-    ctx.finish().as_ref().to_vec()
 }
 
-/// Watches `dir` until `shutdown`.
+/// Watches `dir` until `shutdown`. `loaded` is the fingerprint taken just
+/// *before* the authority in force was read (see `authority::load`), not
+/// one taken now: a change that landed between that load and this task's
+/// start differs from it and is reloaded at the first poll.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the watcher's inputs, each used once; spawned from one place"
+)]
 pub(crate) async fn watch_dir(
     dir: PathBuf,
     trust_domain: TrustDomain,
     policy: IssuancePolicy,
     interval: Duration,
+    loaded: Fingerprint,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let mut last = fingerprint(&dir);
+    let mut last = loaded;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -60,7 +79,16 @@ pub(crate) async fn watch_dir(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let current = fingerprint(&dir);
+        let current = {
+            let dir = dir.clone();
+            match tokio::task::spawn_blocking(move || Fingerprint::of(&dir)).await {
+                Ok(current) => current,
+                Err(error) => {
+                    tracing::error!(%error, "CA directory fingerprint task failed");
+                    continue;
+                }
+            }
+        };
         if current == last {
             continue;
         }
@@ -80,6 +108,7 @@ pub(crate) async fn watch_dir(
                     not_after = %authority.not_after(),
                     "plug-in CA reloaded"
                 );
+                super::authority::report(&authority, &shared.metrics);
                 shared.install(CertIssuer::new(Arc::new(authority), policy.clone()));
                 shared
                     .metrics
