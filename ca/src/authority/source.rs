@@ -469,4 +469,77 @@ mod tests {
         assert!(created);
         assert!(dir.path().join(ISTIO_CA_KEY).exists());
     }
+
+    fn subject_and_ski(cert_pem: &str) -> (String, String, Vec<u8>) {
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ski = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (cert.subject().to_string(), cn, ski)
+    }
+
+    #[test]
+    fn two_roots_of_one_trust_domain_never_share_a_subject() {
+        let now = OffsetDateTime::now_utc();
+        let (a, _) = generate_self_signed(&td(), now).unwrap();
+        let (b, _) = generate_self_signed(&td(), now).unwrap();
+        let (subject_a, cn_a, ski_a) = subject_and_ski(&a);
+        let (subject_b, cn_b, _) = subject_and_ski(&b);
+        assert_ne!(subject_a, subject_b);
+        assert!(subject_a.starts_with("O=cluster.local, CN=Sigil root CA "), "{subject_a}");
+        // The CN ends in the first 8 bytes of the root's own SKI.
+        let hex: String = ski_a.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(cn_a, format!("{ROOT_CN_PREFIX}{hex}"));
+        assert_ne!(cn_a, cn_b);
+    }
+
+    #[test]
+    fn a_group_or_world_readable_key_file_is_reported_not_refused() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("ca");
+        create_self_signed(&dir, &td(), OffsetDateTime::now_utc()).unwrap();
+        let key = dir.join(ISTIO_CA_KEY);
+        let load_with = |mode: u32| {
+            fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+            load_dir(&dir, &td(), OffsetDateTime::now_utc())
+                .unwrap()
+                .key_file_warnings()
+                .to_vec()
+        };
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            assert_eq!(
+                load_with(mode),
+                [KeyFileWarning {
+                    path: key.clone(),
+                    mode
+                }],
+                "{mode:o}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            assert_eq!(load_with(mode), [], "{mode:o}");
+        }
+        // The message names the file and the mode.
+        let warning = key_file_warning(&key).map(|w| w.to_string());
+        assert_eq!(warning, None);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = key_file_warning(&key).unwrap().to_string();
+        assert!(warning.contains("ca-key.pem") && warning.contains("0644"), "{warning}");
+    }
 }

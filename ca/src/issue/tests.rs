@@ -554,3 +554,5 @@ fn chain_pem_has_one_block_per_certificate_with_trailing_newlines() {
     }
     assert_eq!(chain.to_pem(), pems.concat());
 }
+
+mod hardening;

@@ -130,3 +130,6 @@ pub(crate) async fn watch_dir(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

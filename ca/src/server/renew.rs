@@ -31,7 +31,8 @@ use crate::issue::{CertIssuer, ServingCert, Ttl};
 /// half-life: the current certificate may be close to expiry).
 pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
-/// Issues a serving certificate for `server.dns_names`, valid for
+/// Issues a serving certificate for `server.dns_names` (IP addresses among
+/// them as IP SANs), valid for
 /// `server.server_cert_ttl` (cut at the authority's notAfter).
 pub(crate) fn issue_serving(
     issuer: &CertIssuer,
@@ -41,7 +42,11 @@ pub(crate) fn issue_serving(
         .map_err(|e| ServeError::Setup(format!("server.server_cert_ttl: {e}")))?;
     issuer
         .issue_serving_cert(&config.server.dns_names, ttl, OffsetDateTime::now_utc())
-        .map_err(|e| ServeError::Setup(format!("cannot issue the serving certificate: {e}")))
+        .map_err(|e| {
+            ServeError::Setup(format!(
+                "cannot issue the serving certificate (server.dns_names, server.server_cert_ttl): {e}"
+            ))
+        })
 }
 
 /// Renews the serving certificate at half its lifetime, and at once when
@@ -98,4 +103,4 @@ async fn renew_loop(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -74,6 +74,32 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// The server's shared state around `issuer`, with no authenticators (for
+/// the background-task tests: this renewer, the directory watcher).
+pub(crate) fn shared_with(issuer: CertIssuer, client_bundles: BundleHandle) -> Arc<Shared> {
+    let td = issuer.authority().trust_domain().clone();
+    Arc::new(Shared {
+        issuer: ArcSwap::from_pointee(issuer),
+        authn: AuthnChain::default(),
+        authz: Authorizer::new(td, Vec::new(), None),
+        metrics: Metrics::new(),
+        limit: Semaphore::new(1),
+        ready: AtomicBool::new(true),
+        bundle_sequence: AtomicU64::new(1),
+        client_bundles,
+        authority_changed: watch::channel(0).0,
+    })
+}
+
+/// [`shared_with`], its client bundle following `issuer`'s roots.
+pub(crate) fn shared_for(issuer: CertIssuer) -> Arc<Shared> {
+    let bundles = BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
+        issuer.authority().trust_domain().clone(),
+        issuer.authority().roots().iter().cloned(),
+    )));
+    shared_with(issuer, bundles)
+}
+
 fn start() -> Running {
     let config = config();
     let issuer = issuer(authority(OffsetDateTime::now_utc()));
@@ -83,18 +109,8 @@ fn start() -> Running {
         td.clone(),
         issuer.authority().roots().iter().cloned(),
     )));
-    let tls = Arc::new(tls::server_config(resolver.clone(), bundles.clone(), td.clone()).unwrap());
-    let shared = Arc::new(Shared {
-        issuer: ArcSwap::from_pointee(issuer),
-        authn: AuthnChain::default(),
-        authz: Authorizer::new(td, Vec::new(), None),
-        metrics: Metrics::new(),
-        limit: Semaphore::new(1),
-        ready: AtomicBool::new(true),
-        bundle_sequence: AtomicU64::new(1),
-        client_bundles: bundles,
-        authority_changed: watch::channel(0).0,
-    });
+    let tls = Arc::new(tls::server_config(resolver.clone(), bundles.clone(), td).unwrap());
+    let shared = shared_with(issuer, bundles);
     let stop = CancellationToken::new();
     let task = tokio::spawn(renew_serving_cert(
         shared.clone(),
@@ -341,4 +357,28 @@ async fn a_failed_renewal_is_retried_after_30s_not_a_half_life() {
     assert_ne!(running.served().serial, second.serial);
 
     running.stop().await;
+}
+
+#[test]
+fn the_default_names_serve_clients_dialing_loopback_ips() {
+    // The zero-config names; ztunnel with CA_ADDRESS=https://127.0.0.1:15012
+    // verifies the IP, so the certificate must carry it as an IP SAN.
+    let config = CaConfig::default();
+    let issuer = issuer(authority(OffsetDateTime::now_utc()));
+    let resolver = Arc::new(CertResolver::new(&issue_serving(&issuer, &config).unwrap()).unwrap());
+    let roots = issuer.authority().roots().to_vec();
+    let td = config.trust_domain.clone();
+    let bundles = BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
+        td.clone(),
+        roots.iter().cloned(),
+    )));
+    let tls = Arc::new(tls::server_config(resolver, bundles, td).unwrap());
+    for name in ["localhost", "127.0.0.1", "::1"] {
+        let mut conn =
+            Conn::open(&tls, &roots, name).unwrap_or_else(|e| panic!("handshake as {name}: {e}"));
+        conn.exchange(name.as_bytes());
+    }
+    // Only those: another address does not match.
+    assert!(Conn::open(&tls, &roots, "10.0.0.1").is_err());
+    assert!(Conn::open(&tls, &roots, "sigil-ca.example").is_err());
 }
