@@ -11,9 +11,7 @@
 
 use std::time::Duration;
 
-use rcgen::{
-    CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use rustls_pki_types::UnixTime;
 use sigil_identity::verify::{Usage, verify_x509_svid};
 use sigil_identity::{BundleSet, SpiffeId, TrustBundle};

@@ -22,11 +22,9 @@ use sigil_identity::TrustDomain;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::{
-    Authority, AuthorityError, CaKey, KeyFileWarning, Material, SourcedCert, file, probe,
-};
-use crate::serial::random_serial;
+use super::{Authority, AuthorityError, CaKey, KeyFileWarning, Material, SourcedCert, file, probe};
 use crate::fs::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic};
+use crate::serial::random_serial;
 
 /// Istio's signing certificate file.
 pub const ISTIO_CA_CERT: &str = "ca-cert.pem";
@@ -502,7 +500,10 @@ mod tests {
         let (subject_a, cn_a, ski_a) = subject_and_ski(&a);
         let (subject_b, cn_b, _) = subject_and_ski(&b);
         assert_ne!(subject_a, subject_b);
-        assert!(subject_a.starts_with("O=cluster.local, CN=Sigil root CA "), "{subject_a}");
+        assert!(
+            subject_a.starts_with("O=cluster.local, CN=Sigil root CA "),
+            "{subject_a}"
+        );
         // The CN ends in the first 8 bytes of the root's own SKI.
         let hex: String = ski_a.iter().take(8).map(|b| format!("{b:02x}")).collect();
         assert_eq!(cn_a, format!("{ROOT_CN_PREFIX}{hex}"));
@@ -540,6 +541,9 @@ mod tests {
         assert_eq!(warning, None);
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
         let warning = key_file_warning(&key).unwrap().to_string();
-        assert!(warning.contains("ca-key.pem") && warning.contains("0644"), "{warning}");
+        assert!(
+            warning.contains("ca-key.pem") && warning.contains("0644"),
+            "{warning}"
+        );
     }
 }

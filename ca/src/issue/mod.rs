@@ -313,7 +313,11 @@ pub(crate) fn validity(
     ttl: Ttl,
     skew: Duration,
 ) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
-    let too_long = || IssueError::InvalidTtl(TtlError::TooLong { seconds: ttl.as_secs() });
+    let too_long = || {
+        IssueError::InvalidTtl(TtlError::TooLong {
+            seconds: ttl.as_secs(),
+        })
+    };
     let not_after = time::Duration::try_from(ttl.as_duration())
         .ok()
         .and_then(|d| now.checked_add(d))

@@ -29,10 +29,7 @@ pub(crate) struct Loaded {
 }
 
 /// Loads (or creates) the configured authority.
-pub(crate) async fn load(
-    config: &CaConfig,
-    kube: Option<&KubeDeps>,
-) -> Result<Loaded, ServeError> {
+pub(crate) async fn load(config: &CaConfig, kube: Option<&KubeDeps>) -> Result<Loaded, ServeError> {
     let td = config.trust_domain.clone();
     let dir = config.authority.dir.clone();
     let authority = match config.authority.source {
@@ -69,7 +66,8 @@ pub(crate) async fn load(
 /// Loads the CA Secret, creating it with a self-signed root if absent.
 async fn load_secret(config: &CaConfig, kube: Option<&KubeDeps>) -> Result<Authority, ServeError> {
     let td = &config.trust_domain;
-    let kube = kube.ok_or_else(|| ServeError::Setup("kubernetes-secret needs Kubernetes".into()))?;
+    let kube =
+        kube.ok_or_else(|| ServeError::Setup("kubernetes-secret needs Kubernetes".into()))?;
     let secret = match kube.secrets.load().await? {
         Some(secret) => secret,
         None => {

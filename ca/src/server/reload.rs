@@ -10,7 +10,6 @@
 //! The first fingerprint is taken before the first load (at bind), so a
 //! change landing between the load and the watcher's first poll is seen.
 
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

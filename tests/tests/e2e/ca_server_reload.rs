@@ -5,7 +5,9 @@
 //! invalid set (a key that does not match the certificate) is refused:
 //! `sigil_ca_authority_reloads_total{result="rejected"}` goes up and the
 //! previous CA keeps serving. With a root-cert.pem holding two roots (a
-//! rotation in progress), the last element of every chain carries both.
+//! rotation in progress), the last element of every chain carries both. A
+//! plug-in key file readable by group or others is served but reported
+//! (`sigil_ca_plugin_key_insecure_mode` 1).
 
 use std::path::Path;
 use std::time::Duration;
@@ -213,4 +215,31 @@ async fn during_a_root_rotation_the_last_element_carries_both_roots() {
         2,
         "both roots in the last element"
     );
+}
+
+#[tokio::test]
+async fn a_group_or_world_readable_plug_in_key_is_served_but_shows_in_metrics() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const INSECURE: &str = "sigil_ca_plugin_key_insecure_mode";
+    for (mode, expected) in [(0o644, 1.0), (0o640, 1.0), (0o600, 0.0), (0o400, 0.0)] {
+        let ca = TestCa::root("cluster.local");
+        let tmp = tempdir();
+        let dir = tmp.path().join("cacerts");
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "ca-cert.pem", &ca.cert.pem);
+        write(&dir, "root-cert.pem", &ca.cert.pem);
+        let key = write(&dir, "ca-key.pem", ca.cert.key.serialize_pem());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let server = start(move |c| {
+            c.authority.source = AuthoritySource::Files;
+            c.authority.dir = dir;
+        })
+        .await;
+        assert_eq!(server.metric(INSECURE).await, expected, "key mode {mode:o}");
+        // Reported, not refused.
+        let (csr, _key) = new_csr(ID);
+        ask(&mut server.client().await, &csr, Some(WEB_TOKEN))
+            .await
+            .unwrap();
+    }
 }

@@ -1,7 +1,8 @@
 //! Hostile or unacceptable CSRs made with the `openssl` command line are
 //! refused with the exact [`IssueError`], and nothing is signed: weak
 //! signature hashes, keys outside the allowlist, requests for CA powers or
-//! other names, and a tampered self-signature.
+//! other names, a tampered self-signature, and PEM input holding more than
+//! the one CSR block (also over gRPC: INVALID_ARGUMENT).
 
 use std::path::Path;
 
@@ -357,4 +358,76 @@ fn explicit_curve_parameters_are_refused() {
     // Observed: UnsupportedCurve { curve: "02 01 01 30 2c 06 07 2a 86 ..." },
     // the explicit-parameters SEQUENCE read as if it were a curve OID.
     assert_eq!(err, IssueError::ExplicitCurve);
+}
+
+// === more than one PEM block ===
+//
+// `decode_csr` used to read the first PEM block and ignore the rest, so a
+// request could carry a second CSR, a certificate or any text after the
+// one that was signed. Now exactly one `CERTIFICATE REQUEST` block is
+// accepted, with nothing but whitespace around it.
+
+#[test]
+fn a_csr_file_with_a_second_block_is_refused() {
+    let case = Case::new();
+    case.genpkey(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    openssl_csr(case.dir(), "key.pem", "csr.pem", &[]);
+    openssl(
+        case.dir(),
+        &[
+            "req", "-x509", "-new", "-key", "key.pem", "-subj", "/CN=x", "-days", "1", "-out",
+            "cert.pem",
+        ],
+    );
+    let csr = read_string(case.dir(), "csr.pem");
+    let cert = read_string(case.dir(), "cert.pem");
+    for (name, contents) in [
+        ("twice.pem", format!("{csr}{csr}")),
+        ("csr-then-cert.pem", format!("{csr}{cert}")),
+        ("cert-then-csr.pem", format!("{cert}{csr}")),
+        (
+            "trailing-text.pem",
+            format!("{csr}not part of the request\n"),
+        ),
+    ] {
+        write(case.dir(), name, contents);
+        let err = refusal(&case.issuer, case.dir(), name);
+        assert!(
+            matches!(err, IssueError::CsrMalformed { .. }),
+            "{name}: {err:?}"
+        );
+    }
+    // The same CSR alone is issued.
+    issue_file(&case.issuer, case.dir(), "csr.pem");
+}
+
+#[tokio::test]
+async fn two_pem_blocks_are_invalid_argument_over_grpc_and_nothing_is_signed() {
+    use crate::common::ID;
+    use crate::common::ca::*;
+
+    let server = start(|_| {}).await;
+    let mut client = server.client().await;
+    let (csr, _key) = new_csr(ID);
+    let (other, _key) = new_csr(ID);
+    for (what, doubled) in [
+        ("the same CSR twice", format!("{csr}{csr}")),
+        ("two CSRs", format!("{csr}{other}")),
+        (
+            "a CSR, then a certificate",
+            format!("{csr}{}", server.roots_pem),
+        ),
+    ] {
+        let result = ask(&mut client, &doubled, Some(WEB_TOKEN)).await;
+        assert_code(&result, tonic::Code::InvalidArgument, what);
+    }
+    assert_eq!(server.issued_ok().await, 0.0, "nothing was signed");
+    assert_eq!(
+        server
+            .metric(r#"sigil_ca_certificates_issued_total{outcome="invalid_argument"}"#)
+            .await,
+        3.0
+    );
+    ask(&mut client, &csr, Some(WEB_TOKEN)).await.unwrap();
+    assert_eq!(server.issued_ok().await, 1.0);
 }

@@ -92,7 +92,13 @@ fn leaf_as_printed_by_openssl_is_an_x509_svid() {
     assert_eq!(field(&text, "Subject"), Some(""), "{text}");
     assert_eq!(
         field(&text, "Issuer"),
-        Some("O = cluster.local, CN = Sigil root CA")
+        Some(
+            format!(
+                "O = cluster.local, CN = Sigil root CA {}",
+                crate::self_signed::ski_prefix(&root_text)
+            )
+            .as_str()
+        )
     );
     assert_eq!(field(&text, "Issuer"), field(&root_text, "Subject"));
 

@@ -1,7 +1,9 @@
 //! The zero-config self-signed root's lifecycle, checked on disk and with
 //! openssl: created once in Istio's layout with a 0600 key, reloaded
 //! unchanged on the next start, never created over foreign files, and an
-//! ECDSA P-256 ten-year CA for the trust domain.
+//! ECDSA P-256 ten-year CA for the trust domain whose subject names its key
+//! (`CN = Sigil root CA <first 8 bytes of the SKI>`), so two roots of one
+//! trust domain never share a subject.
 
 use crate::common::*;
 use sigil_ca::AuthorityError;
@@ -128,7 +130,13 @@ fn root_as_printed_by_openssl_is_a_ten_year_p256_ca_for_the_trust_domain() {
     );
     assert_eq!(
         field(&text, "Subject"),
-        Some("O = cluster.local, CN = Sigil root CA")
+        Some(
+            format!(
+                "O = cluster.local, CN = Sigil root CA {}",
+                ski_prefix(&text)
+            )
+            .as_str()
+        )
     );
     assert_eq!(field(&text, "Issuer"), field(&text, "Subject"));
     assert_eq!(
@@ -169,4 +177,60 @@ fn root_as_printed_by_openssl_is_a_ten_year_p256_ca_for_the_trust_domain() {
         ],
     );
     assert_eq!(out.trim(), "root-cert.pem: OK");
+}
+
+/// The first 8 bytes of the Subject Key Identifier `openssl x509 -text`
+/// printed, as lowercase hex without colons.
+pub(crate) fn ski_prefix(text: &str) -> String {
+    let ski = extension(text, "X509v3 Subject Key Identifier").expect("SKI");
+    let hex: String = ski
+        .value
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    hex[..16].to_owned()
+}
+
+#[test]
+fn two_roots_of_one_trust_domain_have_different_subjects_and_each_chain_verifies() {
+    let tmp = tempdir();
+    let now = OffsetDateTime::now_utc();
+    let mut subjects = Vec::new();
+    for name in ["first", "second"] {
+        let dir = tmp.path().join(name);
+        let authority = source::create_self_signed(&dir.join("ca"), &td(), now).unwrap();
+        let text = x509_text(&dir.join("ca"), "root-cert.pem");
+        subjects.push(field(&text, "Subject").unwrap().to_owned());
+
+        // What it issues still verifies strictly to its own root.
+        let issuer = sigil_ca::CertIssuer::new(
+            std::sync::Arc::new(authority),
+            sigil_ca::IssuancePolicy::default(),
+        );
+        openssl_p256_key(&dir, "key.pem");
+        openssl_csr(&dir, "key.pem", "csr.pem", &[]);
+        let chain = issue_file(&issuer, &dir, "csr.pem");
+        let files = assert_chain_verifies(&dir, &chain);
+        let leaf_text = x509_text(&dir, &files.leaf);
+        assert_eq!(field(&leaf_text, "Issuer"), field(&text, "Subject"));
+    }
+    assert_ne!(
+        subjects[0], subjects[1],
+        "one trust domain, two roots, two subjects"
+    );
+    // And a leaf of the first does not verify under the second root.
+    let first = tmp.path().join("first");
+    let second_root = tmp.path().join("second/ca/root-cert.pem");
+    let run = openssl_run(
+        &first,
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &second_root.display().to_string(),
+            "leaf.pem",
+        ],
+    );
+    assert!(!run.ok, "{} {}", run.stdout, run.stderr);
 }

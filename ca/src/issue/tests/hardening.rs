@@ -82,7 +82,8 @@ fn the_longest_ttl_is_an_error_not_a_panic() {
             "{ttl:?}"
         );
     }
-    let serving = issuer.issue_serving_cert(&["localhost".into()], Ttl::MAX, OffsetDateTime::now_utc());
+    let serving =
+        issuer.issue_serving_cert(&["localhost".into()], Ttl::MAX, OffsetDateTime::now_utc());
     assert_eq!(serving.unwrap_err(), too_long);
 
     // Long but representable: cut at the signing certificate, and the
@@ -108,7 +109,11 @@ fn serving_names_that_are_ip_addresses_become_ip_sans() {
         .map(|n| (*n).to_owned())
         .collect();
     let cert = issuer()
-        .issue_serving_cert(&names, Ttl::from_secs(3600).unwrap(), OffsetDateTime::now_utc())
+        .issue_serving_cert(
+            &names,
+            Ttl::from_secs(3600).unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .unwrap();
     let (_, leaf) = X509Certificate::from_der(cert.chain[0].as_ref()).unwrap();
     let san = leaf.subject_alternative_name().unwrap().unwrap();
@@ -127,6 +132,9 @@ fn serving_names_that_are_ip_addresses_become_ip_sans() {
     assert_eq!(dns, ["localhost", "sigil-ca.sigil-system.svc"]);
     assert_eq!(
         ips,
-        ["127.0.0.1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]
+        [
+            "127.0.0.1".parse::<IpAddr>().unwrap(),
+            "::1".parse().unwrap()
+        ]
     );
 }
