@@ -22,7 +22,8 @@
 //! - plug-in material is validated at load (key matches, chain reaches a
 //!   root, every CA certificate is valid, can sign, has no URI name
 //!   constraints and no RSA key under 2048 bits) and self-tested with
-//!   rustls-webpki before it is used;
+//!   rustls-webpki before it is used; a group- or world-readable plug-in
+//!   key file is reported (warning and metric);
 //! - private keys are written 0600 by atomic rename and never printed.
 #![forbid(unsafe_code)]
 

@@ -12,7 +12,14 @@
 //! ```
 //!
 //! Sources live in [`source`]: a self-signed root created on first start,
-//! or plug-in material in Istio's or cert-manager's layout.
+//! or plug-in material in Istio's or cert-manager's layout. Every loader
+//! ends with a self-test (`probe`): a probe SVID signed by the new
+//! authority must verify to its roots. Plug-in key files readable by group
+//! or others are reported as [`KeyFileWarning`]s, not refused.
+//!
+//! This module does not depend on `issue` (which signs with an
+//! [`Authority`]); what both need, serial numbers, is in
+//! [`crate::serial`].
 
 mod error;
 mod key;

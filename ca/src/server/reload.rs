@@ -57,10 +57,6 @@ impl Fingerprint {
 /// *before* the authority in force was read (see `authority::load`), not
 /// one taken now: a change that landed between that load and this task's
 /// start differs from it and is reloaded at the first poll.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the watcher's inputs, each used once; spawned from one place"
-)]
 pub(crate) async fn watch_dir(
     dir: PathBuf,
     trust_domain: TrustDomain,
