@@ -48,6 +48,7 @@ fn text_after_the_csr_block_is_refused() {
     assert_malformed(&format!("{csr}trailing garbage\n"), "trailing text");
     assert_malformed(&format!("{csr}-----BEGIN"), "a truncated second block");
     assert_malformed(&format!("{csr}\0"), "a trailing NUL");
+    assert_malformed(&format!("leading text\n{csr}"), "text before the block");
 }
 
 #[test]
