@@ -382,3 +382,13 @@ fn the_default_names_serve_clients_dialing_loopback_ips() {
     assert!(Conn::open(&tls, &roots, "10.0.0.1").is_err());
     assert!(Conn::open(&tls, &roots, "sigil-ca.example").is_err());
 }
+
+#[test]
+fn a_huge_server_cert_ttl_is_an_error_naming_the_setting_not_a_panic() {
+    let mut config = CaConfig::default();
+    config.server.server_cert_ttl = Duration::MAX;
+    let issuer = issuer(authority(OffsetDateTime::now_utc()));
+    let err = issue_serving(&issuer, &config).unwrap_err().to_string();
+    assert!(err.contains("server.server_cert_ttl"), "{err}");
+    assert!(err.contains("beyond any representable date"), "{err}");
+}
