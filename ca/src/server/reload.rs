@@ -44,7 +44,9 @@ impl Fingerprint {
             CM_TLS_KEY,
             CM_CA_CRT,
         ] {
-            let contents = std::fs::read(dir.join(name)).unwrap_or_default();
+            // The key file is among them: its bytes are wiped after hashing.
+            let contents =
+                zeroize::Zeroizing::new(std::fs::read(dir.join(name)).unwrap_or_default());
             ctx.update(name.as_bytes());
             ctx.update(&(contents.len() as u64).to_be_bytes());
             ctx.update(&contents);
