@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::KubeDeps;
 use super::error::ServeError;
-use super::metrics::Metrics;
 use super::reload::Fingerprint;
 use super::state::Shared;
 use crate::authority::Authority;
@@ -97,12 +96,6 @@ async fn load_secret(config: &CaConfig, kube: Option<&KubeDeps>) -> Result<Autho
         &Path::new(&label).join(ISTIO_CA_KEY),
         OffsetDateTime::now_utc(),
     )?)
-}
-
-/// Sets the metrics that describe the loaded authority's material.
-pub(crate) fn report(authority: &Authority, metrics: &Metrics) {
-    let insecure = !authority.key_file_warnings().is_empty();
-    metrics.plugin_key_insecure_mode.set(i64::from(insecure));
 }
 
 /// Publishes the roots now, every `interval`, and whenever the authority

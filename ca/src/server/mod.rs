@@ -148,7 +148,7 @@ impl CaServer {
             client_bundles,
             authority_changed,
         });
-        authority::report(shared.issuer.load().authority(), &shared.metrics);
+        reload::report(shared.issuer.load().authority(), &shared.metrics);
 
         let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let admin = bind(config.server.admin_addr, "server.admin_addr").await?;

@@ -105,7 +105,7 @@ pub(crate) async fn watch_dir(
                     not_after = %authority.not_after(),
                     "plug-in CA reloaded"
                 );
-                super::authority::report(&authority, &shared.metrics);
+                report(&authority, &shared.metrics);
                 shared.install(CertIssuer::new(Arc::new(authority), policy.clone()));
                 shared
                     .metrics
@@ -126,6 +126,12 @@ pub(crate) async fn watch_dir(
             }
         }
     }
+}
+
+/// Sets the metrics that describe the loaded authority's material.
+pub(crate) fn report(authority: &crate::authority::Authority, metrics: &super::metrics::Metrics) {
+    let insecure = !authority.key_file_warnings().is_empty();
+    metrics.plugin_key_insecure_mode.set(i64::from(insecure));
 }
 
 #[cfg(test)]

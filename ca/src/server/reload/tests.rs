@@ -13,9 +13,8 @@ use sigil_test_util::TestCa;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::super::authority::report;
 use super::super::renew::tests::shared_for;
-use super::{Fingerprint, watch_dir};
+use super::{Fingerprint, report, watch_dir};
 use crate::authority::source::{self, ISTIO_CA_CERT, ISTIO_CA_KEY, ISTIO_ROOT_CERT};
 use crate::issue::{CertIssuer, IssuancePolicy};
 
