@@ -420,15 +420,6 @@ impl CaConfig {
                 ),
             ));
         }
-        if self.authenticators.is_empty() {
-            return Err(invalid(
-                "authenticators",
-                "[]".into(),
-                "needs at least one [[authenticators]] entry (e.g. type = \"kubernetes-jwt\" \
-                 and type = \"svid\"); the development authenticator is only built in to the \
-                 trial without --config",
-            ));
-        }
         for (index, a) in self.authenticators.iter().enumerate() {
             a.validate(index, self)?;
         }
@@ -475,6 +466,16 @@ impl CaConfig {
                  check_impersonation_node = true) a node agent could obtain any identity of the \
                  trust domain from any node; enable the check, or accept that risk explicitly with \
                  authorization.unbounded_impersonation = true",
+            ));
+        }
+        // Last, so a partial file's other mistakes are reported first.
+        if self.authenticators.is_empty() {
+            return Err(invalid(
+                "authenticators",
+                "[]".into(),
+                "needs at least one [[authenticators]] entry (e.g. type = \"kubernetes-jwt\" \
+                 and type = \"svid\"); the development authenticator is only built in to the \
+                 trial without --config",
             ));
         }
         Ok(())
