@@ -17,6 +17,10 @@ use tonic::Code;
 
 const CM: &str = "sigil-ca-root-cert";
 
+// The tokens are opaque to the CA but JWT-shaped (`jwt.<name>.sig`), like
+// every service-account token: TokenReview is never asked about anything
+// else.
+
 fn web_review() -> ReviewResult {
     ReviewResult::service_account("default", "web").with_audiences(&["istio-ca"])
 }
@@ -24,13 +28,13 @@ fn web_review() -> ReviewResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_review_authenticates_and_is_cached() {
     let fake = FakeApiServer::start().await;
-    fake.add_token("web-token", web_review());
+    fake.add_token("jwt.web-token.sig", web_review());
     fake.add_token(
-        "cart-token",
+        "jwt.cart-token.sig",
         ReviewResult::service_account("shop", "cart").with_audiences(&["istio-ca"]),
     );
     fake.add_token(
-        "wrong-audience",
+        "jwt.wrong-audience.sig",
         ReviewResult::service_account("default", "web").with_audiences(&["other"]),
     );
     let url = fake.url();
@@ -46,7 +50,7 @@ async fn token_review_authenticates_and_is_cached() {
 
     for i in 0..5 {
         let (csr, _key) = new_csr(ID);
-        let chain = ask(&mut client, &csr, Some("web-token"))
+        let chain = ask(&mut client, &csr, Some("jwt.web-token.sig"))
             .await
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
         check_chain(&chain, &server.roots_pem, ID);
@@ -55,20 +59,20 @@ async fn token_review_authenticates_and_is_cached() {
 
     // The identity comes from the review: the same token cannot get another.
     let (csr, _key) = new_csr(&k8s_id("shop", "cart"));
-    let result = ask(&mut client, &csr, Some("web-token")).await;
+    let result = ask(&mut client, &csr, Some("jwt.web-token.sig")).await;
     assert_code(&result, Code::PermissionDenied, "web token, cart CSR");
     assert_eq!(fake.token_reviews(), 1, "still cached");
 
     // Another token: its own review.
     let cart = k8s_id("shop", "cart");
     let (csr, _key) = new_csr(&cart);
-    let chain = ask(&mut client, &csr, Some("cart-token")).await.unwrap();
+    let chain = ask(&mut client, &csr, Some("jwt.cart-token.sig")).await.unwrap();
     check_chain(&chain, &server.roots_pem, &cart);
     assert_eq!(fake.token_reviews(), 2);
 
     // Unknown to the API server, and valid for another audience only.
     let (csr, _key) = new_csr(ID);
-    for token in ["unknown-token", "wrong-audience"] {
+    for token in ["jwt.unknown-token.sig", "jwt.wrong-audience.sig"] {
         let result = ask(&mut client, &csr, Some(token)).await;
         assert_code(&result, Code::Unauthenticated, token);
     }
@@ -79,7 +83,7 @@ async fn token_review_authenticates_and_is_cached() {
 async fn the_kubernetes_secret_authority_is_created_once_and_reused() {
     let fake = FakeApiServer::start().await;
     fake.add_namespace("sigil-system");
-    fake.add_token("web-token", web_review());
+    fake.add_token("jwt.web-token.sig", web_review());
     let url = fake.url();
     let configure = |c: &mut sigil_ca::config::CaConfig| {
         use_kubernetes(c, &url);
@@ -119,7 +123,7 @@ async fn the_kubernetes_secret_authority_is_created_once_and_reused() {
     for server in [&first, &second] {
         let mut client = server.client().await;
         let (csr, _key) = new_csr(ID);
-        let chain = ask(&mut client, &csr, Some("web-token")).await.unwrap();
+        let chain = ask(&mut client, &csr, Some("jwt.web-token.sig")).await.unwrap();
         check_chain(&chain, &first.roots_pem, ID);
     }
 }
