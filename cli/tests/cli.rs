@@ -314,7 +314,11 @@ fn serve_refuses_the_development_authenticator_on_a_reachable_address() {
     assert_refused(
         &out,
         dir.path(),
-        &["server.grpc_addr", "development", "SIGIL_CA__SERVER__GRPC_ADDR"],
+        &[
+            "server.grpc_addr",
+            "development",
+            "SIGIL_CA__SERVER__GRPC_ADDR",
+        ],
     );
     // A file configuring development explicitly on a reachable address.
     std::fs::write(

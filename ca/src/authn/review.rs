@@ -109,9 +109,8 @@ impl FailureBudget {
 
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled_at);
-        self.tokens = (self.tokens
-            + elapsed.as_secs_f64() * f64::from(FAILED_REVIEWS_PER_SECOND))
-        .min(f64::from(FAILED_REVIEW_BURST));
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(FAILED_REVIEWS_PER_SECOND))
+            .min(f64::from(FAILED_REVIEW_BURST));
         self.refilled_at = now;
     }
 

@@ -410,7 +410,9 @@ async fn cached_callers_are_served_while_the_failure_budget_is_spent() {
         Outcome::Authenticated(_)
     ));
     for i in 0..FAILED_REVIEW_BURST {
-        let _ = auth.authenticate(creds(Some(&format!("{BAD_JWT}{i}")))).await;
+        let _ = auth
+            .authenticate(creds(Some(&format!("{BAD_JWT}{i}"))))
+            .await;
     }
     assert!(matches!(
         auth.authenticate(creds(Some(&format!("{BAD_JWT}x")))).await,

@@ -81,8 +81,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default interval between bundle ConfigMap publications.
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The whole CA server configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The whole CA server configuration. [`Default`] has no authenticator
+/// (a configuration must name them); [`CaConfig::trial`] is the no-config
+/// trial.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaConfig {
     /// The trust domain issued for. Default [`DEFAULT_TRUST_DOMAIN`].
@@ -102,20 +104,6 @@ pub struct CaConfig {
     pub authorization: AuthorizationConfig,
     /// Kubernetes integration (off by default).
     pub kubernetes: KubernetesConfig,
-}
-
-impl Default for CaConfig {
-    fn default() -> Self {
-        Self {
-            trust_domain: TrustDomain::default(),
-            authority: AuthorityConfig::default(),
-            issuance: IssuanceConfig::default(),
-            server: ServerConfig::default(),
-            authenticators: Vec::new(),
-            authorization: AuthorizationConfig::default(),
-            kubernetes: KubernetesConfig::default(),
-        }
-    }
 }
 
 impl CaConfig {
@@ -586,7 +574,10 @@ impl CaConfig {
             ("server.request_timeout", s.request_timeout),
             ("server.shutdown_grace", s.shutdown_grace),
             ("authority.reload_interval", self.authority.reload_interval),
-            ("kubernetes.publish_interval", self.kubernetes.publish_interval),
+            (
+                "kubernetes.publish_interval",
+                self.kubernetes.publish_interval,
+            ),
         ] {
             check_wait(field, d)?;
         }

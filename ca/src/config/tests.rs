@@ -28,7 +28,10 @@ fn zero_config_defaults() {
 
 #[test]
 fn a_file_without_authenticators_is_refused() {
-    for text in ["", "trust_domain = \"example.org\"\n[server]\nmax_connections = 10\n"] {
+    for text in [
+        "",
+        "trust_domain = \"example.org\"\n[server]\nmax_connections = 10\n",
+    ] {
         let err = CaConfig::from_toml(text).unwrap_err();
         match &err {
             ConfigError::Invalid { field, .. } => assert_eq!(field, "authenticators"),
@@ -60,13 +63,20 @@ fn the_development_authenticator_needs_a_loopback_grpc_addr() {
         trial.validate(),
         Err(ConfigError::Invalid { field, .. }) if field == "server.grpc_addr"
     ));
-    for addr in ["127.0.0.1:15012", "[::1]:0", "127.0.0.2:1", "[::ffff:127.0.0.1]:1"] {
+    for addr in [
+        "127.0.0.1:15012",
+        "[::1]:0",
+        "127.0.0.2:1",
+        "[::ffff:127.0.0.1]:1",
+    ] {
         CaConfig::from_toml(&format!("{dev}[server]\ngrpc_addr = \"{addr}\"\n"))
             .unwrap_or_else(|e| panic!("{addr}: {e}"));
     }
     // Without development, any address.
-    CaConfig::from_toml("[[authenticators]]\ntype = \"svid\"\n[server]\ngrpc_addr = \"0.0.0.0:15012\"\n")
-        .unwrap();
+    CaConfig::from_toml(
+        "[[authenticators]]\ntype = \"svid\"\n[server]\ngrpc_addr = \"0.0.0.0:15012\"\n",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -114,11 +124,9 @@ fn node_agents_without_the_node_check_need_the_explicit_opt_in() {
             }
             other => panic!("{other:?}"),
         }
-        let accepted = CaConfig::from_toml(&format!(
-            "{}unbounded_impersonation = true\n{extra}",
-            base
-        ))
-        .unwrap();
+        let accepted =
+            CaConfig::from_toml(&format!("{}unbounded_impersonation = true\n{extra}", base))
+                .unwrap();
         assert!(accepted.impersonation_unbounded(), "{extra}");
     }
     // With the node check: no opt-in needed, and the opt-in changes nothing.
@@ -142,24 +150,60 @@ fn durations_are_bounded_and_timeouts_positive() {
             "[issuance]\ndefault_ttl = \"1000000000y\"\nmax_ttl = \"1000000000y\"",
             "issuance.max_ttl",
         ),
-        ("[issuance]\ndefault_ttl = \"1000000000y\"", "issuance.max_ttl"),
-        ("[issuance]\nsvid_max_ttl = \"91d\"", "issuance.svid_max_ttl"),
+        (
+            "[issuance]\ndefault_ttl = \"1000000000y\"",
+            "issuance.max_ttl",
+        ),
+        (
+            "[issuance]\nsvid_max_ttl = \"91d\"",
+            "issuance.svid_max_ttl",
+        ),
         ("[issuance]\nsvid_max_ttl = \"0s\"", "issuance.svid_max_ttl"),
-        ("[server]\nserver_cert_ttl = \"1000000000y\"", "server.server_cert_ttl"),
-        ("[server]\nserver_cert_ttl = \"366d\"", "server.server_cert_ttl"),
-        ("[server]\nhandshake_timeout = \"0s\"", "server.handshake_timeout"),
-        ("[server]\nrequest_timeout = \"0s\"", "server.request_timeout"),
+        (
+            "[server]\nserver_cert_ttl = \"1000000000y\"",
+            "server.server_cert_ttl",
+        ),
+        (
+            "[server]\nserver_cert_ttl = \"366d\"",
+            "server.server_cert_ttl",
+        ),
+        (
+            "[server]\nhandshake_timeout = \"0s\"",
+            "server.handshake_timeout",
+        ),
+        (
+            "[server]\nrequest_timeout = \"0s\"",
+            "server.request_timeout",
+        ),
         ("[server]\nshutdown_grace = \"0s\"", "server.shutdown_grace"),
-        ("[server]\nrequest_timeout = \"1000000000y\"", "server.request_timeout"),
-        ("[authority]\nreload_interval = \"1000000000y\"", "authority.reload_interval"),
-        ("[kubernetes]\npublish_interval = \"0s\"", "kubernetes.publish_interval"),
-        ("[kubernetes]\npublish_interval = \"2d\"", "kubernetes.publish_interval"),
+        (
+            "[server]\nrequest_timeout = \"1000000000y\"",
+            "server.request_timeout",
+        ),
+        (
+            "[authority]\nreload_interval = \"1000000000y\"",
+            "authority.reload_interval",
+        ),
+        (
+            "[kubernetes]\npublish_interval = \"0s\"",
+            "kubernetes.publish_interval",
+        ),
+        (
+            "[kubernetes]\npublish_interval = \"2d\"",
+            "kubernetes.publish_interval",
+        ),
     ] {
         assert_eq!(invalid_field(&format!("{svid}{text}")), field, "{text}");
     }
     for (jwks, field) in [
-        ("refresh_min_interval = \"0s\"", "authenticators[1].jwks.refresh_min_interval"),
-        ("max_age = \"1000000000y\"", "authenticators[1].jwks.max_age"),
+        (
+            "refresh_min_interval = \"0s\"",
+            "authenticators[1].jwks.refresh_min_interval",
+        ),
+        (
+            "max_age = \"1000000000y\"",
+            "authenticators[1].jwks.max_age",
+        ),
     ] {
         let text = format!(
             "{svid}[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\n\
@@ -189,7 +233,10 @@ fn the_largest_accepted_durations_do_not_overflow() {
     // timers do.
     let late = time::OffsetDateTime::now_utc() + time::Duration::days(365 * 50);
     for d in [policy.max_ttl.as_duration(), config.server.server_cert_ttl] {
-        assert!(late.checked_add(time::Duration::try_from(d).unwrap()).is_some());
+        assert!(
+            late.checked_add(time::Duration::try_from(d).unwrap())
+                .is_some()
+        );
     }
     assert!(
         std::time::Instant::now()
@@ -390,4 +437,63 @@ fn an_oidc_template_that_could_name_a_node_agent_is_refused() {
     );
     assert!(err.to_string().contains("ztunnel"), "{err}");
     CaConfig::from_toml(&config("/oidc/{sub}")).unwrap();
+}
+
+#[test]
+fn the_largest_accepted_lifetimes_issue_without_panicking() {
+    use crate::authority::source;
+    use crate::issue::{CertIssuer, IssueRequest, Ttl};
+
+    let config = CaConfig::from_toml(&format!(
+        "[[authenticators]]\ntype = \"svid\"\n\
+         [issuance]\ndefault_ttl = \"{max}s\"\nmax_ttl = \"{max}s\"\n\
+         [server]\nserver_cert_ttl = \"{cert}s\"\n",
+        max = MAX_CERT_TTL.as_secs(),
+        cert = MAX_SERVER_CERT_TTL.as_secs(),
+    ))
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let td = TrustDomain::default();
+    let (cert, key) = source::generate_self_signed(&td, now).unwrap();
+    let authority = source::from_pem(
+        &td,
+        &cert,
+        key.as_bytes(),
+        Path::new("mem:cert"),
+        Path::new("mem:key"),
+        now,
+    )
+    .unwrap();
+    let issuer = CertIssuer::new(
+        std::sync::Arc::new(authority),
+        config.issuance_policy().unwrap(),
+    );
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::URI(id.to_string().try_into().unwrap())];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    // The largest request a client can send, against the largest policy.
+    for ttl in [None, Some(Ttl::from_secs(i64::MAX).unwrap())] {
+        let chain = issuer
+            .issue_at(
+                IssueRequest {
+                    csr: csr.as_bytes(),
+                    identity: &id,
+                    ttl,
+                },
+                now,
+            )
+            .unwrap();
+        assert!(chain.not_after() <= issuer.authority().not_after());
+    }
+    let serving = issuer
+        .issue_serving_cert(
+            &config.server.dns_names,
+            Ttl::from_duration(config.server.server_cert_ttl).unwrap(),
+            now,
+        )
+        .unwrap();
+    assert!(serving.not_after <= now + MAX_SERVER_CERT_TTL);
 }

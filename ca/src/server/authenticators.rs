@@ -14,9 +14,7 @@ pub(crate) fn jwt_authenticator(
     ca: &CaConfig,
 ) -> Result<Box<dyn Authenticator>, ServeError> {
     use AuthenticatorConfig as A;
-    let setup = |reason: String| {
-        ServeError::Setup(format!("authenticators[{index}]: {reason}"))
-    };
+    let setup = |reason: String| ServeError::Setup(format!("authenticators[{index}]: {reason}"));
     let (kind, issuer, audiences, jwks, leeway, mapping) = match config {
         A::KubernetesJwt {
             issuer,
@@ -91,4 +89,3 @@ pub(crate) fn jwt_authenticator(
     .map(|a| Box::new(a) as Box<dyn Authenticator>)
     .map_err(|e| setup(e.to_string()))
 }
-

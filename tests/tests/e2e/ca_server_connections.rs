@@ -92,7 +92,8 @@ async fn a_request_slower_than_the_deadline_is_cancelled() {
     let mut client = server.client().await;
     let mut held = client.clone();
     let held_csr = csr.clone();
-    let slow = tokio::spawn(async move { ask(&mut held, &held_csr, Some("jwt.slow-token.sig")).await });
+    let slow =
+        tokio::spawn(async move { ask(&mut held, &held_csr, Some("jwt.slow-token.sig")).await });
     gate.wait_entered().await;
     let result = slow.await.unwrap();
     assert_eq!(

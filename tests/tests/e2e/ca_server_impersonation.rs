@@ -81,9 +81,11 @@ async fn node_agents_without_the_node_check_need_the_opt_in_which_metrics_show()
             config.kubernetes.check_impersonation_node = false;
         }
         match sigil_ca::server::CaServer::bind(config, Default::default()).await {
-            Err(sigil_ca::server::ServeError::Config(
-                sigil_ca::config::ConfigError::Invalid { field, reason, .. },
-            )) => {
+            Err(sigil_ca::server::ServeError::Config(sigil_ca::config::ConfigError::Invalid {
+                field,
+                reason,
+                ..
+            })) => {
                 assert_eq!(field, "authorization.node_agents");
                 assert!(reason.contains("unbounded_impersonation"), "{reason}");
             }
@@ -381,14 +383,26 @@ async fn with_kubernetes_a_pod_bound_node_agent_gets_workloads_on_its_pods_node_
     let ztunnel = |pod: &str, uid: &str| review("istio-system", "ztunnel", pod, uid);
     // Opaque to the CA, but JWT-shaped like every service-account token:
     // TokenReview is never asked about anything else.
-    fake.add_token("jwt.ztunnel-1.sig", ztunnel("ztunnel-abcde", "uid-ztunnel-1"));
-    fake.add_token("jwt.ztunnel-gone.sig", ztunnel("ztunnel-gone", "uid-ztunnel-gone"));
-    fake.add_token("jwt.ztunnel-old-0.sig", ztunnel("ztunnel-0", "uid-ztunnel-0-old"));
+    fake.add_token(
+        "jwt.ztunnel-1.sig",
+        ztunnel("ztunnel-abcde", "uid-ztunnel-1"),
+    );
+    fake.add_token(
+        "jwt.ztunnel-gone.sig",
+        ztunnel("ztunnel-gone", "uid-ztunnel-gone"),
+    );
+    fake.add_token(
+        "jwt.ztunnel-old-0.sig",
+        ztunnel("ztunnel-0", "uid-ztunnel-0-old"),
+    );
     fake.add_token(
         "jwt.ztunnel-pending.sig",
         ztunnel("ztunnel-pending", "uid-ztunnel-p"),
     );
-    fake.add_token("jwt.web-1.sig", review("default", "web", "web-1", "uid-web-1"));
+    fake.add_token(
+        "jwt.web-1.sig",
+        review("default", "web", "web-1", "uid-web-1"),
+    );
     let url = fake.url();
     let server = start_with_node_agents_on(&url, |_| {}).await;
 
@@ -402,7 +416,10 @@ async fn with_kubernetes_a_pod_bound_node_agent_gets_workloads_on_its_pods_node_
                 "the caller's pod name now belongs to another pod (other UID) on node-1",
                 "jwt.ztunnel-old-0.sig",
             ),
-            ("the caller's pod is not scheduled", "jwt.ztunnel-pending.sig"),
+            (
+                "the caller's pod is not scheduled",
+                "jwt.ztunnel-pending.sig",
+            ),
         ],
         "jwt.web-1.sig",
     )

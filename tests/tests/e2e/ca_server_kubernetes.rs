@@ -2,7 +2,8 @@
 //! `api_url` = the fake, clients from `KubeApi::for_url`): TokenReview
 //! authentication works and a successful review is cached (one review for
 //! many requests with the same token); an unknown token is
-//! UNAUTHENTICATED; the `kubernetes-secret` authority is created in the fake
+//! UNAUTHENTICATED, a bearer that is not JWT-shaped is never reviewed and
+//! a bad one is reviewed once however often it is sent; the `kubernetes-secret` authority is created in the fake
 //! and a second server against the same fake reuses it; the root bundle is
 //! published to a ConfigMap in every namespace, including one added later.
 
@@ -66,7 +67,9 @@ async fn token_review_authenticates_and_is_cached() {
     // Another token: its own review.
     let cart = k8s_id("shop", "cart");
     let (csr, _key) = new_csr(&cart);
-    let chain = ask(&mut client, &csr, Some("jwt.cart-token.sig")).await.unwrap();
+    let chain = ask(&mut client, &csr, Some("jwt.cart-token.sig"))
+        .await
+        .unwrap();
     check_chain(&chain, &server.roots_pem, &cart);
     assert_eq!(fake.token_reviews(), 2);
 
@@ -77,6 +80,35 @@ async fn token_review_authenticates_and_is_cached() {
         assert_code(&result, Code::Unauthenticated, token);
     }
     assert_eq!(server.issued_ok().await, 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_callers_cannot_drive_token_reviews() {
+    let fake = FakeApiServer::start().await;
+    let url = fake.url();
+    let server = start_with_deps(
+        |c| {
+            use_kubernetes(c, &url);
+            c.kubernetes.publish_bundle = false;
+        },
+        kube_deps(&url),
+    )
+    .await;
+    let mut client = server.client().await;
+    let (csr, _key) = new_csr(ID);
+    // Not JWT-shaped: refused without asking the API server.
+    for garbage in ["garbage", "a.b", "a.b.c.d", "a.b+c.d", &"x".repeat(20_000)] {
+        let result = ask(&mut client, &csr, Some(garbage)).await;
+        assert_code(&result, Code::Unauthenticated, "not a JWT");
+    }
+    assert_eq!(fake.token_reviews(), 0);
+    // The same bad JWT-shaped token 50 times: one review.
+    for _ in 0..50 {
+        let result = ask(&mut client, &csr, Some("jwt.forged-token.sig")).await;
+        assert_code(&result, Code::Unauthenticated, "unknown to the API server");
+    }
+    assert_eq!(fake.token_reviews(), 1);
+    assert_eq!(server.issued_ok().await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +155,9 @@ async fn the_kubernetes_secret_authority_is_created_once_and_reused() {
     for server in [&first, &second] {
         let mut client = server.client().await;
         let (csr, _key) = new_csr(ID);
-        let chain = ask(&mut client, &csr, Some("jwt.web-token.sig")).await.unwrap();
+        let chain = ask(&mut client, &csr, Some("jwt.web-token.sig"))
+            .await
+            .unwrap();
         check_chain(&chain, &first.roots_pem, ID);
     }
 }

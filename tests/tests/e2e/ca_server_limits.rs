@@ -120,8 +120,9 @@ async fn over_the_concurrency_limit_is_resource_exhausted_and_the_server_recover
     // One request holds the only permit, parked inside authentication.
     let mut first_client = server.client().await;
     let first_csr = csr.clone();
-    let first =
-        tokio::spawn(async move { ask(&mut first_client, &first_csr, Some("jwt.held-token.sig")).await });
+    let first = tokio::spawn(async move {
+        ask(&mut first_client, &first_csr, Some("jwt.held-token.sig")).await
+    });
     gate.wait_entered().await;
 
     // Many parallel requests, on their own connections and on a shared one.

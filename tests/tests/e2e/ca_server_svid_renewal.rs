@@ -75,7 +75,11 @@ async fn granted(client: &mut CaClient, token: Option<&str>, ttl_secs: i64, expe
     assert!(
         not_after >= before + expected - 5 && not_after <= after + expected + 5,
         "{} asking {ttl_secs} s: notAfter {not_after} should be about now + {expected} (now {before}..{after})",
-        if token.is_some() { "token caller" } else { "SVID caller" },
+        if token.is_some() {
+            "token caller"
+        } else {
+            "SVID caller"
+        },
     );
 }
 

@@ -44,6 +44,7 @@ fn every_kind_of_setting_maps_from_its_variable() {
             ),
             ("SIGIL_CA__ISSUANCE__SUBJECT_ORGANIZATION", "Example Org"),
             ("SIGIL_CA__ISSUANCE__DEFAULT_TTL", "1h"),
+            ("SIGIL_CA__ISSUANCE__SVID_MAX_TTL", "30m"),
             ("SIGIL_CA__AUTHORITY__SOURCE", "files"),
             ("SIGIL_CA__AUTHORITY__DIR", "/etc/cacerts"),
             ("SIGIL_CA__KUBERNETES__PUBLISH_BUNDLE", "false"),
@@ -71,6 +72,7 @@ fn every_kind_of_setting_maps_from_its_variable() {
         Some("Example Org")
     );
     assert_eq!(config.issuance.default_ttl, Duration::from_secs(3600));
+    assert_eq!(config.svid_max_ttl(), Duration::from_secs(1800));
     assert_eq!(
         config.authority.source,
         crate::config::AuthoritySource::Files
