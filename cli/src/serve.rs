@@ -6,6 +6,11 @@
 //! `sigil_ca::config::env`), then the flags below (some of which also read a
 //! variable of their own, e.g. `SIGIL_GRPC_ADDR`, at the flag's rank); then
 //! validated once.
+//!
+//! Without `--config` it is the trial ([`CaConfig::trial`]): the defaults
+//! plus the `development` and `svid` authenticators, loopback only (a
+//! non-loopback `server.grpc_addr` is refused, whichever layer sets it). A
+//! file must name its `[[authenticators]]`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,9 +29,9 @@ pub(crate) struct InvalidConfig(String);
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// TOML configuration file; without it, the zero-config default
-    /// (self-signed CA in ./sigil-data/ca, loopback, development
-    /// authenticator).
+    /// TOML configuration file (it must list `[[authenticators]]`); without
+    /// it, the trial: self-signed CA in ./sigil-data/ca, loopback only, the
+    /// development authenticator.
     #[arg(long, env = "SIGIL_CA_CONFIG")]
     config: Option<PathBuf>,
     /// Overrides `trust_domain`.
@@ -51,7 +56,7 @@ fn load(args: &ServeArgs, env: &dyn Environment) -> Result<CaConfig, InvalidConf
     let overrides = EnvOverrides::from_env(env).map_err(invalid)?;
     let text = match &args.config {
         Some(path) => CaConfig::read_file(path).map_err(invalid)?,
-        None => String::new(),
+        None => CaConfig::trial_toml().map_err(invalid)?,
     };
     let mut config = overrides.apply(&text).map_err(invalid)?;
     if let Some(td) = &args.trust_domain {
@@ -144,7 +149,8 @@ mod tests {
         std::fs::write(
             &file,
             "trust_domain = \"file.example\"\n[server]\nmax_connections = 10\n\
-             grpc_addr = \"127.0.0.1:1000\"\nrequest_timeout = \"3s\"\n",
+             grpc_addr = \"127.0.0.1:1000\"\nrequest_timeout = \"3s\"\n\
+             [[authenticators]]\ntype = \"svid\"\n",
         )
         .unwrap();
         let mut args = args(Some(file));

@@ -1,5 +1,6 @@
 //! The `sigil` binary end to end: `ca init`, `ca sign`, `cert inspect`, and
-//! `ca serve` refusing a configuration set through `SIGIL_CA__*` variables.
+//! `ca serve` refusing a configuration set through `SIGIL_CA__*` variables,
+//! a file, or flags.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -232,15 +233,26 @@ fn bad_arguments_are_usage_errors() {
 
 /// `sigil ca serve` with only `vars` in its environment (both listeners on
 /// port 0, in `cwd`), expected to refuse its configuration before binding
-/// anything. A server that starts anyway is killed after 30 s and the test
-/// fails rather than hangs.
+/// anything.
 fn serve_refusing(vars: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut all = vec![
+        ("SIGIL_CA__SERVER__GRPC_ADDR", "127.0.0.1:0"),
+        ("SIGIL_CA__SERVER__ADMIN_ADDR", "127.0.0.1:0"),
+    ];
+    all.retain(|(k, _)| !vars.iter().any(|(v, _)| v == k));
+    all.extend_from_slice(vars);
+    serve_refusing_with(&[], &all, cwd)
+}
+
+/// `sigil ca serve <args>` with only `vars` in its environment, expected to
+/// refuse its configuration before binding anything. A server that starts
+/// anyway is killed after 30 s and the test fails rather than hangs.
+fn serve_refusing_with(args: &[&str], vars: &[(&str, &str)], cwd: &Path) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
         .args(["ca", "serve"])
+        .args(args)
         .current_dir(cwd)
         .env_clear()
-        .env("SIGIL_CA__SERVER__GRPC_ADDR", "127.0.0.1:0")
-        .env("SIGIL_CA__SERVER__ADMIN_ADDR", "127.0.0.1:0")
         .envs(vars.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -252,13 +264,88 @@ fn serve_refusing(vars: &[(&str, &str)], cwd: &Path) -> Output {
             child.kill().expect("kill sigil");
             let out = child.wait_with_output().expect("sigil output");
             panic!(
-                "`sigil ca serve` with {vars:?} did not refuse its configuration: {}",
+                "`sigil ca serve {args:?}` with {vars:?} did not refuse its configuration: {}",
                 text(&out.stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("sigil output")
+}
+
+/// Asserts exit code 64 and a message naming every one of `mentions`, and
+/// that no CA was created.
+fn assert_refused(out: &Output, cwd: &Path, mentions: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    for m in mentions {
+        assert!(stderr.contains(m), "should mention {m:?}: {stderr}");
+    }
+    assert!(!cwd.join("sigil-data").exists(), "nothing created");
+}
+
+#[test]
+fn serve_refuses_a_config_file_without_authenticators() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ca.toml"),
+        "[server]\ngrpc_addr = \"127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = serve_refusing_with(&["--config", "ca.toml"], &[], dir.path());
+    assert_refused(&out, dir.path(), &["authenticators"]);
+}
+
+#[test]
+fn serve_refuses_the_development_authenticator_on_a_reachable_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // The trial, moved off loopback by the flag...
+    let out = serve_refusing_with(
+        &["--grpc-addr", "0.0.0.0:0", "--admin-addr", "127.0.0.1:0"],
+        &[],
+        dir.path(),
+    );
+    assert_refused(&out, dir.path(), &["server.grpc_addr", "development"]);
+    // ... by the flag's own variable ...
+    let out = serve_refusing(&[("SIGIL_GRPC_ADDR", "0.0.0.0:0")], dir.path());
+    assert_refused(&out, dir.path(), &["server.grpc_addr", "development"]);
+    // ... or by the setting's variable.
+    let out = serve_refusing(&[("SIGIL_CA__SERVER__GRPC_ADDR", "0.0.0.0:0")], dir.path());
+    assert_refused(
+        &out,
+        dir.path(),
+        &[
+            "server.grpc_addr",
+            "development",
+            "SIGIL_CA__SERVER__GRPC_ADDR",
+        ],
+    );
+    // A file configuring development explicitly on a reachable address.
+    std::fs::write(
+        dir.path().join("ca.toml"),
+        "[server]\ngrpc_addr = \"0.0.0.0:0\"\nadmin_addr = \"127.0.0.1:0\"\n\
+         [[authenticators]]\ntype = \"development\"\n",
+    )
+    .unwrap();
+    let out = serve_refusing_with(&["--config", "ca.toml"], &[], dir.path());
+    assert_refused(&out, dir.path(), &["server.grpc_addr", "authenticators[0]"]);
+}
+
+#[test]
+fn serve_refuses_unbounded_node_agents_without_the_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = serve_refusing(
+        &[(
+            "SIGIL_CA__AUTHORIZATION__NODE_AGENTS",
+            r#"["spiffe://cluster.local/ns/istio-system/sa/ztunnel"]"#,
+        )],
+        dir.path(),
+    );
+    assert_refused(
+        &out,
+        dir.path(),
+        &["authorization.node_agents", "unbounded_impersonation"],
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The development authenticator: `Bearer dev:<namespace>:<service-account>`.
 //!
-//! **No proof of anything.** It exists so the zero-config CA (loopback only)
-//! can be tried without a cluster; the server logs a warning when it is
+//! **No proof of anything.** It exists so the no-config trial CA can be
+//! tried without a cluster; configuration validation refuses it on a
+//! non-loopback gRPC address, and the server logs a warning when it is
 //! configured.
 
 use futures::future::BoxFuture;

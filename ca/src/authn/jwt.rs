@@ -173,6 +173,7 @@ impl JwtAuthenticator {
             pod,
             node: str_at(&["node", "name"]),
             expires_at: None,
+            max_ttl: None,
         })
     }
 }

@@ -30,6 +30,7 @@ use std::time::SystemTime;
 use futures::future::BoxFuture;
 use sigil_identity::SpiffeId;
 
+use crate::issue::Ttl;
 use crate::k8s::PodRef;
 
 pub use dev::{DEV_TOKEN_PREFIX, DevelopmentAuthenticator};
@@ -37,7 +38,11 @@ pub use jwks_source::{
     DEFAULT_JWKS_MAX_AGE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError, MAX_JWKS_RESPONSE_BYTES,
 };
 pub use jwt::{IdentityMapping, JwtAuthenticator};
-pub use review::{MAX_CACHE_TTL, NO_EXPIRY_CACHE_TTL, ReviewCache, TokenReviewAuthenticator};
+pub use review::{
+    FAILED_REVIEW_BURST, FAILED_REVIEW_CACHE_SIZE, FAILED_REVIEW_CACHE_TTL,
+    FAILED_REVIEWS_PER_SECOND, MAX_CACHE_TTL, NO_EXPIRY_CACHE_TTL, ReviewCache,
+    TokenReviewAuthenticator,
+};
 pub use svid::SvidAuthenticator;
 
 /// What the caller presented.
@@ -72,6 +77,11 @@ pub struct Caller {
     pub node: Option<String>,
     /// When the credential stops being valid, when known.
     pub expires_at: Option<SystemTime>,
+    /// The longest certificate this caller may obtain, when its
+    /// authenticator bounds it (`svid`: renewal must not extend a
+    /// credential, so `issuance.svid_max_ttl`). `None`: the issuance policy
+    /// alone decides.
+    pub max_ttl: Option<Ttl>,
 }
 
 impl Caller {
@@ -83,6 +93,18 @@ impl Caller {
             pod: None,
             node: None,
             expires_at: None,
+            max_ttl: None,
+        }
+    }
+
+    /// The lifetime to ask the issuer for: `requested` (or, when `None`,
+    /// the policy's `default_ttl`), cut to [`Caller::max_ttl`]. Without a
+    /// cap, `requested` unchanged (the issuer applies its default and
+    /// maximum).
+    pub fn bounded_ttl(&self, requested: Option<Ttl>, default_ttl: Ttl) -> Option<Ttl> {
+        match self.max_ttl {
+            None => requested,
+            Some(cap) => Some(requested.unwrap_or(default_ttl).min(cap)),
         }
     }
 }
@@ -212,6 +234,29 @@ pub fn bearer_token(header: &str) -> Result<&str, AuthnError> {
     Ok(token)
 }
 
+/// The longest bearer token taken for a JWT.
+pub const MAX_JWT_BYTES: usize = 16 * 1024;
+
+/// Whether `token` has a JWT's shape (JWS compact serialization): three
+/// non-empty base64url segments separated by dots, at most
+/// [`MAX_JWT_BYTES`]. Verifies nothing; keeps garbage away from costly
+/// checks (a TokenReview).
+pub fn looks_like_jwt(token: &str) -> bool {
+    let base64url = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    token.len() <= MAX_JWT_BYTES && {
+        let mut segments = token.split('.');
+        matches!(
+            (segments.next(), segments.next(), segments.next(), segments.next()),
+            (Some(h), Some(p), Some(s), None) if base64url(h) && base64url(p) && base64url(s)
+        )
+    }
+}
+
 /// Decodes a JWT's claims *without verifying anything*.
 fn peek_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine as _;
@@ -234,91 +279,6 @@ pub fn peek_issuer(token: &str) -> Option<String> {
 pub fn peek_expiry(token: &str) -> Option<SystemTime> {
     let exp = peek_claims(token)?.get("exp")?.as_u64()?;
     SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(exp))
-}
-
-/// Builds the JWT authenticator configured at `authenticators[index]`.
-pub fn jwt_authenticator(
-    index: usize,
-    config: &crate::config::AuthenticatorConfig,
-    ca: &crate::config::CaConfig,
-) -> Result<Box<dyn Authenticator>, crate::server::ServeError> {
-    use crate::config::AuthenticatorConfig as A;
-    let setup = |reason: String| {
-        crate::server::ServeError::Setup(format!("authenticators[{index}]: {reason}"))
-    };
-    let (kind, issuer, audiences, jwks, leeway, mapping) = match config {
-        A::KubernetesJwt {
-            issuer,
-            audiences,
-            jwks,
-            leeway,
-        } => (
-            "kubernetes-jwt",
-            issuer,
-            audiences,
-            jwks,
-            leeway,
-            IdentityMapping::Kubernetes,
-        ),
-        A::Oidc {
-            issuer,
-            audiences,
-            jwks,
-            id_template,
-            leeway,
-        } => (
-            "oidc",
-            issuer,
-            audiences,
-            jwks,
-            leeway,
-            IdentityMapping::Template(id_template.clone()),
-        ),
-        other => {
-            return Err(setup(format!(
-                "{} is not a JWT authenticator",
-                other.kind()
-            )));
-        }
-    };
-    let source = if let Some(inline) = &jwks.inline {
-        JwksSource::fixed(
-            sigil_identity::jwt::Jwks::from_json(inline.as_bytes())
-                .map_err(|e| setup(format!("jwks.inline: {e}")))?,
-        )
-    } else if let Some(file) = &jwks.file {
-        JwksSource::file(file.clone(), jwks.refresh_min_interval)
-            .map_err(|e| setup(e.to_string()))?
-            .with_max_age(jwks.max_age)
-    } else if let Some(uri) = &jwks.uri {
-        let roots = match &jwks.uri_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| setup(format!("jwks.uri_ca_file {}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
-        JwksSource::remote(uri, roots.as_deref(), jwks.refresh_min_interval)
-            .map_err(|e| setup(e.to_string()))?
-            .with_max_age(jwks.max_age)
-    } else {
-        return Err(setup("jwks: set one of file, inline or uri".into()));
-    };
-    let policy = sigil_identity::jwt::JwtPolicy {
-        issuer: Some(issuer.clone()),
-        audiences: audiences.clone(),
-        leeway: *leeway,
-        ..sigil_identity::jwt::JwtPolicy::default()
-    };
-    JwtAuthenticator::new(
-        kind,
-        ca.trust_domain.clone(),
-        policy,
-        std::sync::Arc::new(source),
-        mapping,
-    )
-    .map(|a| Box::new(a) as Box<dyn Authenticator>)
-    .map_err(|e| setup(e.to_string()))
 }
 
 #[cfg(test)]

@@ -4,8 +4,28 @@
 //! Istio's known bottleneck is one TokenReview per CSR through a client
 //! limited to 80 QPS. Sigil caches each *successful* review under the
 //! SHA-256 of the token until the token's own `exp` (at most
-//! [`MAX_CACHE_TTL`] for tokens without one), in a bounded map. Failed
-//! reviews are never cached, so a token that becomes valid is not stuck.
+//! [`MAX_CACHE_TTL`] for tokens without one), in a bounded map.
+//!
+//! Unauthenticated callers must not be able to drive API-server load:
+//!
+//! ```text
+//! bearer ─▶ JWT-shaped? ── no ─▶ NotMine (never reviewed)
+//!            │ yes
+//!            ├─ cached success ─────────▶ Authenticated
+//!            ├─ failed < FAILED_REVIEW_CACHE_TTL ago ─▶ Rejected (same reason, no review)
+//!            ├─ failure budget empty ───▶ Rejected (UNAVAILABLE, no review)
+//!            └─ TokenReview
+//! ```
+//!
+//! A failed review is remembered for [`FAILED_REVIEW_CACHE_TTL`] (bounded,
+//! [`FAILED_REVIEW_CACHE_SIZE`] tokens), so the same bad token costs one
+//! review per window; a token that becomes valid is stuck at most that
+//! long. Each failure also takes a token from a bucket of
+//! [`FAILED_REVIEW_BURST`] refilled at [`FAILED_REVIEWS_PER_SECOND`]: while
+//! it is empty, tokens not already cached are refused as UNAVAILABLE
+//! without a review, so a stream of distinct forged tokens costs the API
+//! server at most that rate. Callers whose review is cached are not
+//! affected; new callers retry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,14 +33,105 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use sigil_identity::{SpiffeId, TrustDomain};
+use tokio::time::Instant;
 
-use super::{Authenticator, AuthnError, Caller, Credentials, Outcome, peek_expiry};
+use super::{Authenticator, AuthnError, Caller, Credentials, Outcome, looks_like_jwt, peek_expiry};
 use crate::k8s::{K8sError, TokenReviewer};
 
 /// The longest a review is cached, whatever the token says.
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 /// How long a review of a token without `exp` is cached.
 pub const NO_EXPIRY_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// How long a failed review is remembered (the same token is refused
+/// without another review meanwhile).
+pub const FAILED_REVIEW_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How many failed reviews are remembered.
+pub const FAILED_REVIEW_CACHE_SIZE: usize = 4096;
+/// Failed reviews allowed in a burst before unknown tokens are refused.
+pub const FAILED_REVIEW_BURST: u32 = 50;
+/// Failed reviews allowed per second, sustained.
+pub const FAILED_REVIEWS_PER_SECOND: u32 = 10;
+
+fn token_key(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+/// Recently failed reviews (token hash → reason), bounded and short-lived.
+#[derive(Debug, Default)]
+struct FailedReviews {
+    entries: HashMap<[u8; 32], (String, Instant)>,
+}
+
+impl FailedReviews {
+    fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<String> {
+        match self.entries.get(key) {
+            Some((reason, until)) if *until > now => Some(reason.clone()),
+            Some(_) => {
+                self.entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, key: [u8; 32], reason: String, now: Instant) {
+        if self.entries.len() >= FAILED_REVIEW_CACHE_SIZE {
+            self.entries.retain(|_, (_, until)| *until > now);
+        }
+        if self.entries.len() >= FAILED_REVIEW_CACHE_SIZE
+            && let Some(victim) = self.entries.keys().next().copied()
+        {
+            self.entries.remove(&victim);
+        }
+        self.entries
+            .insert(key, (reason, now + FAILED_REVIEW_CACHE_TTL));
+    }
+}
+
+/// A token bucket of failed reviews.
+#[derive(Debug)]
+struct FailureBudget {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl FailureBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: f64::from(FAILED_REVIEW_BURST),
+            refilled_at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(FAILED_REVIEWS_PER_SECOND))
+            .min(f64::from(FAILED_REVIEW_BURST));
+        self.refilled_at = now;
+    }
+
+    /// Whether a review of an unknown token may be made now.
+    fn allows(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+
+    fn spend(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
+/// What is known of failed reviews.
+#[derive(Debug)]
+struct Failures {
+    recent: FailedReviews,
+    budget: FailureBudget,
+}
 
 /// A bounded cache of successful reviews, keyed by token hash.
 #[derive(Debug)]
@@ -39,10 +150,7 @@ impl ReviewCache {
     }
 
     fn key(token: &str) -> [u8; 32] {
-        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
-        key
+        token_key(token)
     }
 
     /// The cached caller for `token`, if fresh at `now`.
@@ -92,6 +200,7 @@ pub struct TokenReviewAuthenticator {
     reviewer: Arc<dyn TokenReviewer>,
     audiences: Vec<String>,
     cache: ReviewCache,
+    failures: Mutex<Failures>,
 }
 
 impl std::fmt::Debug for TokenReviewAuthenticator {
@@ -117,7 +226,27 @@ impl TokenReviewAuthenticator {
             reviewer,
             audiences,
             cache: ReviewCache::new(cache_size),
+            failures: Mutex::new(Failures {
+                recent: FailedReviews::default(),
+                budget: FailureBudget::new(Instant::now()),
+            }),
         }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers a failed review of `key` and spends failure budget.
+    fn failed(&self, key: [u8; 32], reason: String) -> Outcome {
+        let now = Instant::now();
+        let mut failures = self.failures();
+        failures.recent.insert(key, reason.clone(), now);
+        failures.budget.spend(now);
+        Outcome::Rejected(AuthnError::Invalid {
+            method: self.kind(),
+            reason,
+        })
     }
 
     /// The review cache (for metrics and tests).
@@ -130,17 +259,34 @@ impl TokenReviewAuthenticator {
         if let Some(caller) = self.cache.get(token, now) {
             return Outcome::Authenticated(caller);
         }
+        let key = token_key(token);
+        {
+            let mut failures = self.failures();
+            let at = Instant::now();
+            if let Some(reason) = failures.recent.get(&key, at) {
+                return Outcome::Rejected(AuthnError::Invalid {
+                    method: self.kind(),
+                    reason,
+                });
+            }
+            if !failures.budget.allows(at) {
+                return Outcome::Rejected(AuthnError::Unavailable {
+                    method: self.kind(),
+                    reason: "too many failed token reviews; retry later".to_owned(),
+                });
+            }
+        }
         let reviewed = match self.reviewer.review(token, &self.audiences).await {
             Ok(r) => r,
             Err(K8sError::NotAuthenticated { reason }) => {
-                return Outcome::Rejected(AuthnError::Invalid {
-                    method: self.kind(),
-                    reason: if reason.is_empty() {
+                return self.failed(
+                    key,
+                    if reason.is_empty() {
                         "the API server did not authenticate the token".to_owned()
                     } else {
                         reason
                     },
-                });
+                );
             }
             Err(e) => {
                 return Outcome::Rejected(AuthnError::Unavailable {
@@ -155,10 +301,7 @@ impl TokenReviewAuthenticator {
                 .iter()
                 .any(|a| self.audiences.contains(a))
         {
-            return Outcome::Rejected(AuthnError::Invalid {
-                method: self.kind(),
-                reason: "token audiences do not include the CA's".to_owned(),
-            });
+            return self.failed(key, "token audiences do not include the CA's".to_owned());
         }
         let identity = match SpiffeId::kubernetes(
             &self.trust_domain,
@@ -166,12 +309,7 @@ impl TokenReviewAuthenticator {
             &reviewed.service_account,
         ) {
             Ok(id) => id,
-            Err(e) => {
-                return Outcome::Rejected(AuthnError::Invalid {
-                    method: self.kind(),
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => return self.failed(key, e.to_string()),
         };
         let expires_at = peek_expiry(token);
         let caller = Caller {
@@ -180,6 +318,7 @@ impl TokenReviewAuthenticator {
             pod: reviewed.pod,
             node: reviewed.node,
             expires_at,
+            max_ttl: None,
         };
         let until = expires_at
             .unwrap_or(now + NO_EXPIRY_CACHE_TTL)
@@ -198,8 +337,10 @@ impl Authenticator for TokenReviewAuthenticator {
 
     fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> BoxFuture<'a, Outcome> {
         match credentials.bearer {
-            None => Box::pin(std::future::ready(Outcome::NotMine)),
-            Some(token) => Box::pin(self.review(token)),
+            // Not a service-account token (those are JWTs): never sent to
+            // the API server.
+            Some(token) if looks_like_jwt(token) => Box::pin(self.review(token)),
+            _ => Box::pin(std::future::ready(Outcome::NotMine)),
         }
     }
 }

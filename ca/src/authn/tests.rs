@@ -79,7 +79,11 @@ async fn svid_authenticator_renews_exactly_the_peer_identity() {
         peer: Some(&id),
     };
     match svid.authenticate(c).await {
-        Outcome::Authenticated(caller) => assert_eq!(caller.identity, id),
+        Outcome::Authenticated(caller) => {
+            assert_eq!(caller.identity, id);
+            // Renewal is capped (default: the default TTL).
+            assert_eq!(caller.max_ttl, Some(crate::issue::DEFAULT_TTL));
+        }
         other => panic!("{other:?}"),
     }
     let foreign = SpiffeId::parse("spiffe://other.org/ns/a/sa/b").unwrap();
@@ -240,35 +244,207 @@ async fn cache_is_bounded() {
     assert!(auth.cache().len() <= 2);
 }
 
+/// A JWT-shaped token that is not a valid one (the reviewer decides).
+const BAD_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+
 #[tokio::test]
-async fn failures_are_not_cached_and_map_to_the_right_error() {
+async fn failures_map_to_the_right_error_and_are_briefly_remembered() {
     let (auth, reviewer) = review_auth(Err(K8sError::NotAuthenticated {
         reason: "token expired".into(),
     }));
     for _ in 0..2 {
-        match auth.authenticate(creds(Some("secret-token"))).await {
+        match auth.authenticate(creds(Some(BAD_JWT))).await {
             Outcome::Rejected(AuthnError::Invalid { reason, .. }) => {
                 assert_eq!(reason, "token expired");
-                assert!(!reason.contains("secret-token"));
+                assert!(!reason.contains(BAD_JWT));
             }
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(reviewer.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        reviewer.calls.load(Ordering::SeqCst),
+        1,
+        "the second attempt is answered from the failed-review cache"
+    );
 
-    let (auth, _) = review_auth(Err(K8sError::Transport("connection refused".into())));
-    assert!(matches!(
-        auth.authenticate(creds(Some("t"))).await,
-        Outcome::Rejected(AuthnError::Unavailable { .. })
-    ));
+    let (auth, reviewer) = review_auth(Err(K8sError::Transport("connection refused".into())));
+    for _ in 0..2 {
+        assert!(matches!(
+            auth.authenticate(creds(Some(BAD_JWT))).await,
+            Outcome::Rejected(AuthnError::Unavailable { .. })
+        ));
+    }
+    assert_eq!(
+        reviewer.calls.load(Ordering::SeqCst),
+        2,
+        "an unreachable API server is not a verdict: not remembered"
+    );
 
     let mut wrong_aud = reviewed("prod", "api");
     wrong_aud.audiences = vec!["other".into()];
     let (auth, _) = review_auth(Ok(wrong_aud));
     assert!(matches!(
-        auth.authenticate(creds(Some("t"))).await,
+        auth.authenticate(creds(Some(BAD_JWT))).await,
         Outcome::Rejected(AuthnError::Invalid { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_bearer_that_is_not_a_jwt_is_never_reviewed() {
+    let (auth, reviewer) = review_auth(Ok(reviewed("prod", "api")));
+    let long = format!("{}.{}.sig", "a".repeat(MAX_JWT_BYTES), "b");
+    for garbage in [
+        "secret-token",
+        "t",
+        "dev:default:web",
+        "a.b",
+        "a.b.c.d",
+        "a..c",
+        ".b.c",
+        "a.b.",
+        "a.b+/.c",
+        "a.b.c=",
+        long.as_str(),
+    ] {
+        assert!(
+            matches!(
+                auth.authenticate(creds(Some(garbage))).await,
+                Outcome::NotMine
+            ),
+            "{garbage:.40}"
+        );
+    }
+    assert_eq!(reviewer.calls.load(Ordering::SeqCst), 0);
+    // Through a chain: UNAUTHENTICATED (no authenticator takes it).
+    let chain = AuthnChain::new(vec![Box::new(auth)]);
+    assert_eq!(
+        chain.authenticate(creds(Some("secret-token"))).await,
+        Err(AuthnError::UnrecognisedToken)
+    );
+    assert_eq!(reviewer.calls.load(Ordering::SeqCst), 0);
+    assert!(looks_like_jwt(BAD_JWT));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_bad_token_fifty_times_costs_one_review_per_window() {
+    let (auth, reviewer) = review_auth(Err(K8sError::NotAuthenticated {
+        reason: String::new(),
+    }));
+    for _ in 0..50 {
+        assert!(matches!(
+            auth.authenticate(creds(Some(BAD_JWT))).await,
+            Outcome::Rejected(AuthnError::Invalid { .. })
+        ));
+    }
+    assert_eq!(reviewer.calls.load(Ordering::SeqCst), 1);
+    // After the window the token is reviewed again (it may have become
+    // valid).
+    tokio::time::advance(FAILED_REVIEW_CACHE_TTL).await;
+    let _ = auth.authenticate(creds(Some(BAD_JWT))).await;
+    assert_eq!(reviewer.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn distinct_bad_tokens_are_rate_limited() {
+    let (auth, reviewer) = review_auth(Err(K8sError::NotAuthenticated {
+        reason: String::new(),
+    }));
+    let token = |i: usize| format!("{BAD_JWT}{i}");
+    let mut unavailable = 0;
+    for i in 0..200 {
+        match auth.authenticate(creds(Some(&token(i)))).await {
+            Outcome::Rejected(AuthnError::Invalid { .. }) => {}
+            Outcome::Rejected(AuthnError::Unavailable { .. }) => unavailable += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let burst = FAILED_REVIEW_BURST as usize;
+    assert_eq!(reviewer.calls.load(Ordering::SeqCst), burst);
+    assert_eq!(unavailable, 200 - burst);
+    // The bucket refills at the sustained rate.
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    for i in 200..400 {
+        let _ = auth.authenticate(creds(Some(&token(i)))).await;
+    }
+    assert_eq!(
+        reviewer.calls.load(Ordering::SeqCst),
+        burst + FAILED_REVIEWS_PER_SECOND as usize
+    );
+    // A caller whose review succeeded before is not affected.
+}
+
+#[tokio::test(start_paused = true)]
+async fn cached_callers_are_served_while_the_failure_budget_is_spent() {
+    struct ByToken(AtomicUsize);
+    impl TokenReviewer for ByToken {
+        fn review<'a>(
+            &'a self,
+            token: &'a str,
+            _audiences: &'a [String],
+        ) -> BoxFuture<'a, Result<ReviewedToken, K8sError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let answer = if token.starts_with(BAD_JWT) {
+                Err(K8sError::NotAuthenticated {
+                    reason: String::new(),
+                })
+            } else {
+                Ok(reviewed("prod", "api"))
+            };
+            Box::pin(std::future::ready(answer))
+        }
+    }
+    let auth = TokenReviewAuthenticator::new(
+        td(),
+        Arc::new(ByToken(AtomicUsize::new(0))),
+        vec!["istio-ca".into()],
+        10,
+    );
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let good = jwt_with_exp(exp);
+    assert!(matches!(
+        auth.authenticate(creds(Some(&good))).await,
+        Outcome::Authenticated(_)
+    ));
+    for i in 0..FAILED_REVIEW_BURST {
+        let _ = auth
+            .authenticate(creds(Some(&format!("{BAD_JWT}{i}"))))
+            .await;
+    }
+    assert!(matches!(
+        auth.authenticate(creds(Some(&format!("{BAD_JWT}x")))).await,
+        Outcome::Rejected(AuthnError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        auth.authenticate(creds(Some(&good))).await,
+        Outcome::Authenticated(_)
+    ));
+}
+
+#[test]
+fn svid_callers_are_capped_token_callers_are_not() {
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap();
+    let ttl = |s: i64| crate::issue::Ttl::from_secs(s).unwrap();
+    let default = ttl(86_400);
+    let token = Caller::new(id.clone(), "kubernetes-jwt");
+    assert_eq!(token.bounded_ttl(None, default), None);
+    assert_eq!(
+        token.bounded_ttl(Some(ttl(90 * 86_400)), default),
+        Some(ttl(90 * 86_400))
+    );
+    let svid = Caller {
+        max_ttl: Some(ttl(3600)),
+        ..Caller::new(id, "svid")
+    };
+    assert_eq!(svid.bounded_ttl(None, default), Some(ttl(3600)));
+    assert_eq!(
+        svid.bounded_ttl(Some(ttl(90 * 86_400)), default),
+        Some(ttl(3600))
+    );
+    assert_eq!(svid.bounded_ttl(Some(ttl(60)), default), Some(ttl(60)));
 }
 
 #[test]

@@ -43,9 +43,10 @@ fn default_cache_size() -> usize {
 )]
 pub enum AuthenticatorConfig {
     /// **Development only.** Accepts `authorization: Bearer dev:<namespace>:<service-account>`
-    /// without any proof, so a laptop can try Sigil with no cluster. It is
-    /// in the zero-config default, which listens on loopback only; never
-    /// enable it on a reachable address. The server logs a warning at start.
+    /// without any proof, so a laptop can try Sigil with no cluster. Built
+    /// in only to the no-config trial ([`CaConfig::trial`]); wherever it is
+    /// configured, `server.grpc_addr` must be a loopback address (validation
+    /// refuses anything else). The server logs a warning at start.
     Development,
     /// Kubernetes service-account JWTs in the `Authorization: Bearer`
     /// header, verified locally against the cluster's service-account
@@ -119,13 +120,13 @@ pub struct JwksConfig {
     #[serde(default)]
     pub uri_ca_file: Option<PathBuf>,
     /// Minimum interval between refreshes (an unknown `kid` or `max_age`).
-    /// Default 30 s.
+    /// Default 30 s; positive, at most 1 day.
     #[serde(default = "default_refresh_interval", with = "humantime_serde")]
     pub refresh_min_interval: Duration,
     /// Keys from `file` or `uri` loaded longer ago than this are reloaded
     /// before the next token is checked; a key the issuer removed stops
     /// being trusted within this time. Default 5 min; at least
-    /// `refresh_min_interval`.
+    /// `refresh_min_interval`, at most 1 day.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
 }
@@ -316,6 +317,11 @@ impl JwksConfig {
                 reason: "set exactly one of file, inline or uri".to_owned(),
             });
         }
+        super::check_wait(
+            &format!("{field}.refresh_min_interval"),
+            self.refresh_min_interval,
+        )?;
+        super::check_wait(&format!("{field}.max_age"), self.max_age)?;
         if self.max_age < self.refresh_min_interval {
             return Err(ConfigError::Invalid {
                 field: format!("{field}.max_age"),

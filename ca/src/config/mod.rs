@@ -81,8 +81,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default interval between bundle ConfigMap publications.
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The whole CA server configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The whole CA server configuration. [`Default`] has no authenticator
+/// (a configuration must name them); [`CaConfig::trial`] is the no-config
+/// trial.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaConfig {
     /// The trust domain issued for. Default [`DEFAULT_TRUST_DOMAIN`].
@@ -94,8 +96,9 @@ pub struct CaConfig {
     /// Listeners and their limits.
     pub server: ServerConfig,
     /// Caller authenticators, tried in order; the first that recognises
-    /// the credential decides. Default: `[development, svid]` (zero-config
-    /// local use only; see [`AuthenticatorConfig::Development`]).
+    /// the credential decides. Required: a configuration without any is
+    /// refused. Only the no-config trial ([`CaConfig::trial`]) has
+    /// `[development, svid]`.
     pub authenticators: Vec<AuthenticatorConfig>,
     /// Who may act for whom.
     pub authorization: AuthorizationConfig,
@@ -103,17 +106,25 @@ pub struct CaConfig {
     pub kubernetes: KubernetesConfig,
 }
 
-impl Default for CaConfig {
-    fn default() -> Self {
+impl CaConfig {
+    /// The no-config trial of `sigil ca serve` (no `--config`): the
+    /// defaults plus the `development` and `svid` authenticators. The only
+    /// configuration with the development authenticator built in;
+    /// [`CaConfig::validate`] still refuses it on a non-loopback
+    /// `server.grpc_addr`.
+    pub fn trial() -> Self {
         Self {
-            trust_domain: TrustDomain::default(),
-            authority: AuthorityConfig::default(),
-            issuance: IssuanceConfig::default(),
-            server: ServerConfig::default(),
             authenticators: vec![AuthenticatorConfig::Development, AuthenticatorConfig::Svid],
-            authorization: AuthorizationConfig::default(),
-            kubernetes: KubernetesConfig::default(),
+            ..Self::default()
         }
+    }
+
+    /// [`CaConfig::trial`] as TOML text, the base the trial's
+    /// `SIGIL_CA__*` overrides are applied to.
+    pub fn trial_toml() -> Result<String, ConfigError> {
+        toml::to_string(&Self::trial()).map_err(|e| ConfigError::Parse {
+            reason: format!("serializing the trial configuration: {e}"),
+        })
     }
 }
 
@@ -157,12 +168,23 @@ impl Default for AuthorityConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IssuanceConfig {
-    /// Lifetime when the request names none (or 0). Default 24 h.
+    /// Lifetime when the request names none (or 0). Default 24 h; at most
+    /// `max_ttl`.
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
-    /// Longest lifetime granted. Default 90 days.
+    /// Longest lifetime granted. Default 90 days; at most
+    /// [`MAX_CERT_TTL`] (10 years).
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
+    /// Longest lifetime granted to a caller authenticated by its SVID
+    /// (`svid` authenticator, renewal): whatever it asks, it gets at most
+    /// this, so a stolen SVID cannot be renewed into longer certificates.
+    /// Unset (the default): `default_ttl`. At most `max_ttl`.
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub svid_max_ttl: Option<Duration>,
     /// notBefore backdating. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub clock_skew: Duration,
@@ -176,11 +198,20 @@ impl Default for IssuanceConfig {
         Self {
             default_ttl: policy.default_ttl.as_duration(),
             max_ttl: policy.max_ttl.as_duration(),
+            svid_max_ttl: None,
             clock_skew: policy.clock_skew,
             subject_organization: None,
         }
     }
 }
+
+/// Upper bound of `issuance.max_ttl` (10 years): far below what date
+/// arithmetic and X.509 times can hold.
+pub const MAX_CERT_TTL: Duration = Duration::from_secs(3650 * 86_400);
+/// Upper bound of `server.server_cert_ttl` (one year).
+pub const MAX_SERVER_CERT_TTL: Duration = Duration::from_secs(365 * 86_400);
+/// Upper bound of every timeout and interval setting (one day).
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
 /// Upper bound of `server.workers`.
 pub const MAX_WORKERS: usize = 1024;
@@ -254,7 +285,16 @@ pub struct AuthorizationConfig {
     /// Callers allowed to ask for another workload's identity through the
     /// `ImpersonatedIdentity` metadata (node agents such as ztunnel), by the
     /// identity they authenticate as. Empty (the default): nobody.
+    ///
+    /// Needs the pod-on-node check (`[kubernetes] enabled = true` with
+    /// `check_impersonation_node = true`), or `unbounded_impersonation`.
     pub node_agents: Vec<SpiffeId>,
+    /// Lets `node_agents` impersonate **any** workload of the trust domain,
+    /// from any node, when the pod-on-node check is off: one node agent's
+    /// credential then mints every identity. Default false: such a
+    /// configuration is refused. When in effect, the server logs a warning
+    /// at start and `/metrics` shows `sigil_ca_unbounded_impersonation 1`.
+    pub unbounded_impersonation: bool,
 }
 
 /// `[kubernetes]`: the API server integration.
@@ -324,33 +364,12 @@ impl CaConfig {
 
     /// Checks every cross-field rule; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_durations()?;
         let invalid = |field: &str, value: String, reason: &str| ConfigError::Invalid {
             field: field.to_owned(),
             value,
             reason: reason.to_owned(),
         };
-        let i = &self.issuance;
-        if i.default_ttl.as_secs() == 0 {
-            return Err(invalid(
-                "issuance.default_ttl",
-                fmt_d(i.default_ttl),
-                "must be at least 1s",
-            ));
-        }
-        if i.max_ttl < i.default_ttl {
-            return Err(invalid(
-                "issuance.max_ttl",
-                fmt_d(i.max_ttl),
-                "must not be shorter than issuance.default_ttl",
-            ));
-        }
-        if i.clock_skew > Duration::from_secs(3600) {
-            return Err(invalid(
-                "issuance.clock_skew",
-                fmt_d(i.clock_skew),
-                "must be at most 1h",
-            ));
-        }
         let s = &self.server;
         if s.dns_names.is_empty() {
             return Err(invalid(
@@ -379,42 +398,40 @@ impl CaConfig {
                 "must be at most 1024 (0 = one per CPU)",
             ));
         }
-        if s.server_cert_ttl < Duration::from_secs(60) {
-            return Err(invalid(
-                "server.server_cert_ttl",
-                fmt_d(s.server_cert_ttl),
-                "must be at least 1m",
-            ));
-        }
-        if s.grpc_addr == s.admin_addr && s.grpc_addr.port() != 0 {
+        if addrs_overlap(s.grpc_addr, s.admin_addr) {
             return Err(invalid(
                 "server.admin_addr",
                 s.admin_addr.to_string(),
-                "must differ from server.grpc_addr",
-            ));
-        }
-        if self.authenticators.is_empty() {
-            return Err(invalid(
-                "authenticators",
-                "[]".into(),
-                "needs at least one authenticator",
+                &format!(
+                    "must differ from server.grpc_addr ({}): same port on the same or a wildcard address",
+                    s.grpc_addr
+                ),
             ));
         }
         for (index, a) in self.authenticators.iter().enumerate() {
             a.validate(index, self)?;
+        }
+        if let Some(index) = self
+            .authenticators
+            .iter()
+            .position(|a| *a == AuthenticatorConfig::Development)
+            && !s.grpc_addr.ip().to_canonical().is_loopback()
+        {
+            return Err(invalid(
+                "server.grpc_addr",
+                s.grpc_addr.to_string(),
+                &format!(
+                    "must be a loopback address (127.0.0.1, ::1) while authenticators[{index}] is \
+                     `development`, which trusts `dev:<namespace>:<service-account>` tokens \
+                     without proof; configure real authenticators to listen on a reachable address"
+                ),
+            ));
         }
         if self.authority.source == AuthoritySource::KubernetesSecret && !self.kubernetes.enabled {
             return Err(invalid(
                 "authority.source",
                 "kubernetes-secret".into(),
                 "needs [kubernetes] enabled = true",
-            ));
-        }
-        if self.authority.reload_interval < Duration::from_millis(100) {
-            return Err(invalid(
-                "authority.reload_interval",
-                fmt_d(self.authority.reload_interval),
-                "must be at least 100ms",
             ));
         }
         for id in &self.authorization.node_agents {
@@ -425,6 +442,144 @@ impl CaConfig {
                     "must be in the CA's trust domain",
                 ));
             }
+        }
+        if !self.authorization.node_agents.is_empty()
+            && !self.node_check_enabled()
+            && !self.authorization.unbounded_impersonation
+        {
+            return Err(invalid(
+                "authorization.node_agents",
+                format!("{} node agent(s)", self.authorization.node_agents.len()),
+                "without the pod-on-node check ([kubernetes] enabled = true and \
+                 check_impersonation_node = true) a node agent could obtain any identity of the \
+                 trust domain from any node; enable the check, or accept that risk explicitly with \
+                 authorization.unbounded_impersonation = true",
+            ));
+        }
+        // Last, so a partial file's other mistakes are reported first.
+        if self.authenticators.is_empty() {
+            return Err(invalid(
+                "authenticators",
+                "[]".into(),
+                "needs at least one [[authenticators]] entry (e.g. type = \"kubernetes-jwt\" \
+                 and type = \"svid\"); the development authenticator is only built in to the \
+                 trial without --config",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether impersonation is checked against the caller's node
+    /// (`[kubernetes] enabled` and `check_impersonation_node`).
+    pub fn node_check_enabled(&self) -> bool {
+        self.kubernetes.enabled && self.kubernetes.check_impersonation_node
+    }
+
+    /// Whether node agents may impersonate any workload from any node: some
+    /// are configured, the node check is off, and
+    /// `authorization.unbounded_impersonation` accepts it.
+    pub fn impersonation_unbounded(&self) -> bool {
+        !self.authorization.node_agents.is_empty()
+            && !self.node_check_enabled()
+            && self.authorization.unbounded_impersonation
+    }
+
+    /// The lifetime cap of callers authenticated by their SVID:
+    /// `issuance.svid_max_ttl`, or `issuance.default_ttl` when unset.
+    pub fn svid_max_ttl(&self) -> Duration {
+        self.issuance
+            .svid_max_ttl
+            .unwrap_or(self.issuance.default_ttl)
+    }
+
+    /// Every duration within its bounds: lifetimes positive and at most
+    /// [`MAX_CERT_TTL`] ([`MAX_SERVER_CERT_TTL`] for the serving
+    /// certificate), so `now + ttl` cannot overflow; timeouts and intervals
+    /// positive and at most [`MAX_WAIT`].
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, d: Duration, reason: &str| ConfigError::Invalid {
+            field: field.to_owned(),
+            value: fmt_d(d),
+            reason: reason.to_owned(),
+        };
+        let i = &self.issuance;
+        if i.default_ttl.as_secs() == 0 {
+            return Err(invalid(
+                "issuance.default_ttl",
+                i.default_ttl,
+                "must be at least 1s",
+            ));
+        }
+        if i.max_ttl > MAX_CERT_TTL {
+            return Err(invalid(
+                "issuance.max_ttl",
+                i.max_ttl,
+                "must be at most 3650d (10 years)",
+            ));
+        }
+        if i.max_ttl < i.default_ttl {
+            return Err(invalid(
+                "issuance.max_ttl",
+                i.max_ttl,
+                "must not be shorter than issuance.default_ttl",
+            ));
+        }
+        if let Some(svid) = i.svid_max_ttl {
+            if svid.as_secs() == 0 {
+                return Err(invalid(
+                    "issuance.svid_max_ttl",
+                    svid,
+                    "must be at least 1s",
+                ));
+            }
+            if svid > i.max_ttl {
+                return Err(invalid(
+                    "issuance.svid_max_ttl",
+                    svid,
+                    "must not be longer than issuance.max_ttl",
+                ));
+            }
+        }
+        if i.clock_skew > Duration::from_secs(3600) {
+            return Err(invalid(
+                "issuance.clock_skew",
+                i.clock_skew,
+                "must be at most 1h",
+            ));
+        }
+        let s = &self.server;
+        if s.server_cert_ttl < Duration::from_secs(60) {
+            return Err(invalid(
+                "server.server_cert_ttl",
+                s.server_cert_ttl,
+                "must be at least 1m",
+            ));
+        }
+        if s.server_cert_ttl > MAX_SERVER_CERT_TTL {
+            return Err(invalid(
+                "server.server_cert_ttl",
+                s.server_cert_ttl,
+                "must be at most 365d",
+            ));
+        }
+        if self.authority.reload_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "authority.reload_interval",
+                self.authority.reload_interval,
+                "must be at least 100ms",
+            ));
+        }
+        for (field, d) in [
+            ("server.handshake_timeout", s.handshake_timeout),
+            ("server.request_timeout", s.request_timeout),
+            ("server.shutdown_grace", s.shutdown_grace),
+            ("authority.reload_interval", self.authority.reload_interval),
+            (
+                "kubernetes.publish_interval",
+                self.kubernetes.publish_interval,
+            ),
+        ] {
+            check_wait(field, d)?;
         }
         Ok(())
     }
@@ -446,6 +601,32 @@ impl CaConfig {
             max_csr_bytes: self.server.max_message_bytes,
         })
     }
+}
+
+/// A timeout or interval: positive (zero would time out at once or spin)
+/// and at most [`MAX_WAIT`].
+pub(crate) fn check_wait(field: &str, d: Duration) -> Result<(), ConfigError> {
+    let reason = if d.is_zero() {
+        "must be positive"
+    } else if d > MAX_WAIT {
+        "must be at most 1d"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Invalid {
+        field: field.to_owned(),
+        value: fmt_d(d),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Whether two listeners would claim the same port: equal addresses, or the
+/// same non-zero port with a wildcard (`0.0.0.0`, `[::]`) on either side.
+fn addrs_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
 }
 
 pub(crate) fn fmt_d(d: Duration) -> String {

@@ -4,7 +4,9 @@ use super::*;
 
 #[test]
 fn zero_config_defaults() {
-    let config = CaConfig::default();
+    // The trial (`sigil ca serve` without --config): defaults plus the
+    // development and svid authenticators, loopback.
+    let config = CaConfig::trial();
     config.validate().unwrap();
     assert_eq!(config.trust_domain.as_str(), "cluster.local");
     assert_eq!(config.server.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
@@ -14,10 +16,234 @@ fn zero_config_defaults() {
         config.authenticators,
         vec![AuthenticatorConfig::Development, AuthenticatorConfig::Svid]
     );
-    // An empty file is the zero-config default.
-    assert_eq!(CaConfig::from_toml("").unwrap(), config);
+    // Its TOML form (the base of the trial's environment overrides) is the
+    // trial.
+    assert_eq!(
+        CaConfig::from_toml(&CaConfig::trial_toml().unwrap()).unwrap(),
+        config
+    );
+    // The defaults have no authenticator: nothing is trusted implicitly.
+    assert_eq!(CaConfig::default().authenticators, []);
 }
 
+#[test]
+fn a_file_without_authenticators_is_refused() {
+    for text in [
+        "",
+        "trust_domain = \"example.org\"\n[server]\nmax_connections = 10\n",
+    ] {
+        let err = CaConfig::from_toml(text).unwrap_err();
+        match &err {
+            ConfigError::Invalid { field, .. } => assert_eq!(field, "authenticators"),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("[[authenticators]]"), "{err}");
+    }
+}
+
+#[test]
+fn the_development_authenticator_needs_a_loopback_grpc_addr() {
+    let dev = "[[authenticators]]\ntype = \"development\"\n";
+    for addr in ["0.0.0.0:15012", "[::]:15012", "10.1.2.3:15012", "0.0.0.0:0"] {
+        let err =
+            CaConfig::from_toml(&format!("{dev}[server]\ngrpc_addr = \"{addr}\"\n")).unwrap_err();
+        match &err {
+            ConfigError::Invalid { field, reason, .. } => {
+                assert_eq!(field, "server.grpc_addr", "{addr}");
+                assert!(reason.contains("authenticators[0]"), "{reason}");
+                assert!(reason.contains("development"), "{reason}");
+            }
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+    // The trial on a reachable address: the same refusal.
+    let mut trial = CaConfig::trial();
+    trial.server.grpc_addr = "0.0.0.0:0".parse().unwrap();
+    assert!(matches!(
+        trial.validate(),
+        Err(ConfigError::Invalid { field, .. }) if field == "server.grpc_addr"
+    ));
+    for addr in [
+        "127.0.0.1:15012",
+        "[::1]:0",
+        "127.0.0.2:1",
+        "[::ffff:127.0.0.1]:1",
+    ] {
+        CaConfig::from_toml(&format!("{dev}[server]\ngrpc_addr = \"{addr}\"\n"))
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+    }
+    // Without development, any address.
+    CaConfig::from_toml(
+        "[[authenticators]]\ntype = \"svid\"\n[server]\ngrpc_addr = \"0.0.0.0:15012\"\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn admin_and_grpc_listeners_must_not_share_a_port() {
+    let svid = "[[authenticators]]\ntype = \"svid\"\n";
+    for (grpc, admin) in [
+        ("127.0.0.1:15012", "127.0.0.1:15012"),
+        ("0.0.0.0:15012", "127.0.0.1:15012"),
+        ("127.0.0.1:15012", "[::]:15012"),
+    ] {
+        let text = format!("{svid}[server]\ngrpc_addr = \"{grpc}\"\nadmin_addr = \"{admin}\"\n");
+        assert!(
+            matches!(
+                CaConfig::from_toml(&text),
+                Err(ConfigError::Invalid { field, .. }) if field == "server.admin_addr"
+            ),
+            "{grpc} {admin}"
+        );
+    }
+    for (grpc, admin) in [
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("127.0.0.1:15012", "127.0.0.2:15012"),
+        ("0.0.0.0:15012", "0.0.0.0:15014"),
+    ] {
+        let text = format!("{svid}[server]\ngrpc_addr = \"{grpc}\"\nadmin_addr = \"{admin}\"\n");
+        CaConfig::from_toml(&text).unwrap_or_else(|e| panic!("{grpc} {admin}: {e}"));
+    }
+}
+
+#[test]
+fn node_agents_without_the_node_check_need_the_explicit_opt_in() {
+    let base = "[[authenticators]]\ntype = \"svid\"\n\
+                [authorization]\nnode_agents = [\"spiffe://cluster.local/ns/istio-system/sa/ztunnel\"]\n";
+    for extra in [
+        // Kubernetes off (the default).
+        "",
+        // Kubernetes on, node check off.
+        "[kubernetes]\nenabled = true\ncheck_impersonation_node = false\n",
+    ] {
+        let err = CaConfig::from_toml(&format!("{base}{extra}")).unwrap_err();
+        match &err {
+            ConfigError::Invalid { field, reason, .. } => {
+                assert_eq!(field, "authorization.node_agents", "{extra}");
+                assert!(reason.contains("unbounded_impersonation"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let accepted =
+            CaConfig::from_toml(&format!("{}unbounded_impersonation = true\n{extra}", base))
+                .unwrap();
+        assert!(accepted.impersonation_unbounded(), "{extra}");
+    }
+    // With the node check: no opt-in needed, and the opt-in changes nothing.
+    let checked = CaConfig::from_toml(&format!("{base}[kubernetes]\nenabled = true\n")).unwrap();
+    assert!(!checked.impersonation_unbounded());
+    // No node agents: nothing to bound.
+    let none = CaConfig::from_toml(
+        "[[authenticators]]\ntype = \"svid\"\n[authorization]\nunbounded_impersonation = true\n",
+    )
+    .unwrap();
+    assert!(!none.impersonation_unbounded());
+}
+
+#[test]
+fn durations_are_bounded_and_timeouts_positive() {
+    let svid = "[[authenticators]]\ntype = \"svid\"\n";
+    for (text, field) in [
+        ("[issuance]\nmax_ttl = \"1000000000y\"", "issuance.max_ttl"),
+        ("[issuance]\nmax_ttl = \"3651d\"", "issuance.max_ttl"),
+        (
+            "[issuance]\ndefault_ttl = \"1000000000y\"\nmax_ttl = \"1000000000y\"",
+            "issuance.max_ttl",
+        ),
+        (
+            "[issuance]\ndefault_ttl = \"1000000000y\"",
+            "issuance.max_ttl",
+        ),
+        (
+            "[issuance]\nsvid_max_ttl = \"91d\"",
+            "issuance.svid_max_ttl",
+        ),
+        ("[issuance]\nsvid_max_ttl = \"0s\"", "issuance.svid_max_ttl"),
+        (
+            "[server]\nserver_cert_ttl = \"1000000000y\"",
+            "server.server_cert_ttl",
+        ),
+        (
+            "[server]\nserver_cert_ttl = \"366d\"",
+            "server.server_cert_ttl",
+        ),
+        (
+            "[server]\nhandshake_timeout = \"0s\"",
+            "server.handshake_timeout",
+        ),
+        (
+            "[server]\nrequest_timeout = \"0s\"",
+            "server.request_timeout",
+        ),
+        ("[server]\nshutdown_grace = \"0s\"", "server.shutdown_grace"),
+        (
+            "[server]\nrequest_timeout = \"1000000000y\"",
+            "server.request_timeout",
+        ),
+        (
+            "[authority]\nreload_interval = \"1000000000y\"",
+            "authority.reload_interval",
+        ),
+        (
+            "[kubernetes]\npublish_interval = \"0s\"",
+            "kubernetes.publish_interval",
+        ),
+        (
+            "[kubernetes]\npublish_interval = \"2d\"",
+            "kubernetes.publish_interval",
+        ),
+    ] {
+        assert_eq!(invalid_field(&format!("{svid}{text}")), field, "{text}");
+    }
+    for (jwks, field) in [
+        (
+            "refresh_min_interval = \"0s\"",
+            "authenticators[1].jwks.refresh_min_interval",
+        ),
+        (
+            "max_age = \"1000000000y\"",
+            "authenticators[1].jwks.max_age",
+        ),
+    ] {
+        let text = format!(
+            "{svid}[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\n\
+             jwks = {{ file = \"/j\", {jwks} }}\n"
+        );
+        assert_eq!(invalid_field(&text), field, "{jwks}");
+    }
+}
+
+#[test]
+fn the_largest_accepted_durations_do_not_overflow() {
+    let config = CaConfig::from_toml(&format!(
+        "[[authenticators]]\ntype = \"svid\"\n\
+         [issuance]\ndefault_ttl = \"{max}s\"\nmax_ttl = \"{max}s\"\nsvid_max_ttl = \"{max}s\"\n\
+         [server]\nserver_cert_ttl = \"{cert}s\"\nrequest_timeout = \"1d\"\nhandshake_timeout = \"1d\"\n\
+         shutdown_grace = \"1d\"\n[authority]\nreload_interval = \"1d\"\n\
+         [kubernetes]\npublish_interval = \"1d\"\n",
+        max = MAX_CERT_TTL.as_secs(),
+        cert = MAX_SERVER_CERT_TTL.as_secs(),
+    ))
+    .unwrap();
+    let policy = config.issuance_policy().unwrap();
+    assert_eq!(policy.max_ttl.as_duration(), MAX_CERT_TTL);
+    assert_eq!(config.svid_max_ttl(), MAX_CERT_TTL);
+    // `now + ttl` as the issuer and the serving-certificate renewal compute
+    // it, even for a clock far in the future, and `Instant + interval` as
+    // timers do.
+    let late = time::OffsetDateTime::now_utc() + time::Duration::days(365 * 50);
+    for d in [policy.max_ttl.as_duration(), config.server.server_cert_ttl] {
+        assert!(
+            late.checked_add(time::Duration::try_from(d).unwrap())
+                .is_some()
+        );
+    }
+    assert!(
+        std::time::Instant::now()
+            .checked_add(config.authority.reload_interval * 2)
+            .is_some()
+    );
+}
 #[test]
 fn parses_a_full_file() {
     let config = CaConfig::from_toml(
@@ -42,6 +268,7 @@ jwks = { file = "/var/run/jwks.json" }
 type = "svid"
 [authorization]
 node_agents = ["spiffe://example.org/ns/istio-system/sa/ztunnel"]
+unbounded_impersonation = true
 "#,
     )
     .unwrap();
@@ -199,7 +426,8 @@ fn an_oidc_template_that_could_name_a_node_agent_is_refused() {
         format!(
             "[[authenticators]]\ntype = \"oidc\"\nissuer = \"https://idp\"\naudiences = [\"sigil\"]\n\
              jwks = {{ inline = \"{{}}\" }}\nid_template = \"{template}\"\n\
-             [authorization]\nnode_agents = [\"spiffe://cluster.local/ns/istio-system/sa/ztunnel\"]"
+             [authorization]\nnode_agents = [\"spiffe://cluster.local/ns/istio-system/sa/ztunnel\"]\n\
+             unbounded_impersonation = true"
         )
     };
     let err = CaConfig::from_toml(&config("/ns/{ns}/sa/{sub}")).unwrap_err();
@@ -209,4 +437,63 @@ fn an_oidc_template_that_could_name_a_node_agent_is_refused() {
     );
     assert!(err.to_string().contains("ztunnel"), "{err}");
     CaConfig::from_toml(&config("/oidc/{sub}")).unwrap();
+}
+
+#[test]
+fn the_largest_accepted_lifetimes_issue_without_panicking() {
+    use crate::authority::source;
+    use crate::issue::{CertIssuer, IssueRequest, Ttl};
+
+    let config = CaConfig::from_toml(&format!(
+        "[[authenticators]]\ntype = \"svid\"\n\
+         [issuance]\ndefault_ttl = \"{max}s\"\nmax_ttl = \"{max}s\"\n\
+         [server]\nserver_cert_ttl = \"{cert}s\"\n",
+        max = MAX_CERT_TTL.as_secs(),
+        cert = MAX_SERVER_CERT_TTL.as_secs(),
+    ))
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let td = TrustDomain::default();
+    let (cert, key) = source::generate_self_signed(&td, now).unwrap();
+    let authority = source::from_pem(
+        &td,
+        &cert,
+        key.as_bytes(),
+        Path::new("mem:cert"),
+        Path::new("mem:key"),
+        now,
+    )
+    .unwrap();
+    let issuer = CertIssuer::new(
+        std::sync::Arc::new(authority),
+        config.issuance_policy().unwrap(),
+    );
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::URI(id.to_string().try_into().unwrap())];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    // The largest request a client can send, against the largest policy.
+    for ttl in [None, Some(Ttl::from_secs(i64::MAX).unwrap())] {
+        let chain = issuer
+            .issue_at(
+                IssueRequest {
+                    csr: csr.as_bytes(),
+                    identity: &id,
+                    ttl,
+                },
+                now,
+            )
+            .unwrap();
+        assert!(chain.not_after() <= issuer.authority().not_after());
+    }
+    let serving = issuer
+        .issue_serving_cert(
+            &config.server.dns_names,
+            Ttl::from_duration(config.server.server_cert_ttl).unwrap(),
+            now,
+        )
+        .unwrap();
+    assert!(serving.not_after <= now + MAX_SERVER_CERT_TTL);
 }

@@ -90,7 +90,7 @@ impl CaService {
                 authz_status(&e)
             })?;
 
-        let ttl = if message.validity_duration <= 0 {
+        let requested = if message.validity_duration <= 0 {
             None
         } else {
             Some(
@@ -99,6 +99,8 @@ impl CaService {
             )
         };
         let issuer = shared.issuer.load_full();
+        // A capped caller (SVID renewal) never gets more than its cap.
+        let ttl = caller.bounded_ttl(requested, issuer.policy().default_ttl);
         let chain = issuer
             .issue(IssueRequest {
                 csr: message.csr.as_bytes(),

@@ -8,6 +8,7 @@
 //! | `sigil_ca_cert_expiry_seconds` | gauge | — (seconds until the signing certificate expires) |
 //! | `sigil_ca_authority_reloads_total` | counter | `result` (`ok`, `rejected`) |
 //! | `sigil_ca_plugin_key_insecure_mode` | gauge | — (1 while the loaded plug-in key file is group- or world-readable) |
+//! | `sigil_ca_unbounded_impersonation` | gauge | — (1: node agents may impersonate any workload from any node, `authorization.unbounded_impersonation`) |
 //!
 //! Labels are low-cardinality by construction: fixed sets of names.
 
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     /// 1 while the loaded plug-in key file is readable by group or others.
     pub plugin_key_insecure_mode: Gauge<i64, AtomicI64>,
+    /// 1 while node agents may impersonate without the node check.
+    pub unbounded_impersonation: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -76,6 +79,7 @@ impl Metrics {
         let ca_expiry = Gauge::<i64, AtomicI64>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let plugin_key_insecure_mode = Gauge::<i64, AtomicI64>::default();
+        let unbounded_impersonation = Gauge::<i64, AtomicI64>::default();
         {
             let sub = registry.sub_registry_with_prefix("sigil_ca");
             sub.register(
@@ -107,6 +111,11 @@ impl Metrics {
                 "plugin_key_insecure_mode",
                 "1 while the loaded plug-in CA key file is readable by group or others",
                 plugin_key_insecure_mode.clone(),
+            );
+            sub.register(
+                "unbounded_impersonation",
+                "1 when node agents may impersonate any workload from any node",
+                unbounded_impersonation.clone(),
             );
         }
         // Every known label value exists from the start at 0, so the first
@@ -142,6 +151,7 @@ impl Metrics {
             ca_expiry,
             reloads,
             plugin_key_insecure_mode,
+            unbounded_impersonation,
         }
     }
 

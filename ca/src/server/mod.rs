@@ -15,6 +15,7 @@
 //! ConfigMap publisher.
 
 mod admin;
+mod authenticators;
 mod authority;
 mod coalesce;
 mod conn;
@@ -50,7 +51,7 @@ use crate::authn::{
 };
 use crate::authz::Authorizer;
 use crate::config::{AuthenticatorConfig, CaConfig};
-use crate::issue::CertIssuer;
+use crate::issue::{CertIssuer, Ttl};
 use crate::k8s::{BundlePublisher, CaSecretStore, PodDirectory, TokenReviewer};
 use state::Shared;
 use tls::CertResolver;
@@ -220,6 +221,13 @@ impl Bound {
                 "the development authenticator is enabled: `dev:<ns>:<sa>` tokens are trusted without proof; use only on loopback for trials"
             );
         }
+        if config.impersonation_unbounded() {
+            shared.metrics.unbounded_impersonation.set(1);
+            tracing::warn!(
+                node_agents = ?config.authorization.node_agents,
+                "authorization.unbounded_impersonation = true: node agents may obtain any identity of the trust domain, from any node (no pod-on-node check)"
+            );
+        }
 
         // TLS accept loop → connection workers (handshake, tonic, issuance).
         let setup = workers::WorkerSetup {
@@ -315,9 +323,12 @@ fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, Serve
             AuthenticatorConfig::Development => {
                 Box::new(DevelopmentAuthenticator::new(config.trust_domain.clone()))
             }
-            AuthenticatorConfig::Svid => {
-                Box::new(SvidAuthenticator::new(config.trust_domain.clone()))
-            }
+            AuthenticatorConfig::Svid => Box::new(
+                SvidAuthenticator::new(config.trust_domain.clone()).with_max_ttl(
+                    Ttl::from_duration(config.svid_max_ttl())
+                        .map_err(|e| ServeError::Setup(format!("issuance.svid_max_ttl: {e}")))?,
+                ),
+            ),
             AuthenticatorConfig::KubernetesTokenReview {
                 audiences,
                 cache_size,
@@ -335,7 +346,7 @@ fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, Serve
                 ))
             }
             AuthenticatorConfig::KubernetesJwt { .. } | AuthenticatorConfig::Oidc { .. } => {
-                crate::authn::jwt_authenticator(index, a, config)?
+                authenticators::jwt_authenticator(index, a, config)?
             }
         };
         chain.push(built);

@@ -92,7 +92,8 @@ async fn a_request_slower_than_the_deadline_is_cancelled() {
     let mut client = server.client().await;
     let mut held = client.clone();
     let held_csr = csr.clone();
-    let slow = tokio::spawn(async move { ask(&mut held, &held_csr, Some("slow-token")).await });
+    let slow =
+        tokio::spawn(async move { ask(&mut held, &held_csr, Some("jwt.slow-token.sig")).await });
     gate.wait_entered().await;
     let result = slow.await.unwrap();
     assert_eq!(
@@ -102,7 +103,7 @@ async fn a_request_slower_than_the_deadline_is_cancelled() {
     );
     assert_eq!(server.issued_ok().await, 0.0);
     gate.open();
-    ask(&mut client, &csr, Some("fast-token"))
+    ask(&mut client, &csr, Some("jwt.fast-token.sig"))
         .await
         .expect("served after a timed-out request");
 }

@@ -8,7 +8,9 @@
 //! claim, no node) whose node is that of the caller's pod, looked up in the
 //! Pod API by name *and UID* — a pod that is gone, unscheduled, or was
 //! recreated under the same name gives no node, and the Pod API failing is
-//! UNAVAILABLE.
+//! UNAVAILABLE. Without that node check, node agents are refused unless
+//! `authorization.unbounded_impersonation` accepts the risk, which then
+//! shows in `/metrics`.
 
 use crate::common::ID;
 use crate::common::ca::*;
@@ -42,6 +44,13 @@ fn node_agents() -> Vec<SpiffeId> {
     vec![SpiffeId::parse(ZTUNNEL).unwrap()]
 }
 
+/// ztunnel as node agent without the Kubernetes node check: needs the
+/// explicit opt-in.
+fn unbounded_node_agents(c: &mut sigil_ca::config::CaConfig) {
+    c.authorization.node_agents = node_agents();
+    c.authorization.unbounded_impersonation = true;
+}
+
 /// A server in Kubernetes mode against the fake API server at `url`, with
 /// ztunnel as its node agent; `configure` adjusts the rest.
 async fn start_with_node_agents_on(
@@ -61,8 +70,53 @@ async fn start_with_node_agents_on(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agents_without_the_node_check_need_the_opt_in_which_metrics_show() {
+    // Refused: without Kubernetes, and with Kubernetes but the check off.
+    for kubernetes_without_check in [false, true] {
+        let dir = crate::common::tempdir();
+        let mut config = test_config(dir.path());
+        config.authorization.node_agents = node_agents();
+        if kubernetes_without_check {
+            config.kubernetes.enabled = true;
+            config.kubernetes.check_impersonation_node = false;
+        }
+        match sigil_ca::server::CaServer::bind(config, Default::default()).await {
+            Err(sigil_ca::server::ServeError::Config(sigil_ca::config::ConfigError::Invalid {
+                field,
+                reason,
+                ..
+            })) => {
+                assert_eq!(field, "authorization.node_agents");
+                assert!(reason.contains("unbounded_impersonation"), "{reason}");
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("started with unbounded node agents and no opt-in"),
+        }
+        assert!(
+            !dir.path().join("ca").exists(),
+            "refused before the authority was created"
+        );
+    }
+    // Accepted with the opt-in, and visible.
+    let server = start(unbounded_node_agents).await;
+    assert_eq!(server.metric("sigil_ca_unbounded_impersonation").await, 1.0);
+    let mut client = server.client().await;
+    let chain = impersonate(&mut client, ZTUNNEL_TOKEN, ID, ID)
+        .await
+        .expect("node agent impersonation with the opt-in");
+    check_chain(&chain, &server.roots_pem, ID);
+    // Without node agents the opt-in is moot: 0.
+    let plain = start(|c| c.authorization.unbounded_impersonation = true).await;
+    let (_, metrics) = plain.get("/metrics").await;
+    assert!(
+        metrics.contains("sigil_ca_unbounded_impersonation 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_node_agents_may_impersonate() {
-    let server = start(|c| c.authorization.node_agents = node_agents()).await;
+    let server = start(unbounded_node_agents).await;
     let mut client = server.client().await;
 
     // ztunnel for a workload: the workload's identity.
@@ -123,7 +177,7 @@ async fn only_node_agents_may_impersonate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_string_impersonated_identity_is_invalid_argument() {
-    let server = start(|c| c.authorization.node_agents = node_agents()).await;
+    let server = start(unbounded_node_agents).await;
     let mut raw = server.raw().await;
     let (csr, _key) = new_csr(ID);
     use prost_types::value::Kind;
@@ -167,22 +221,24 @@ async fn a_non_string_impersonated_identity_is_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_kubernetes_a_node_agent_gets_workloads_on_its_own_node_only() {
+    // Tokens opaque to the CA, but JWT-shaped like every service-account
+    // token: TokenReview is never asked about anything else.
     let fake = FakeApiServer::start().await;
     fake.add_namespace("default");
     fake.add_namespace("shop");
     fake.add_namespace("istio-system");
     fake.add_token(
-        "ztunnel-node-1",
+        "jwt.ztunnel-node-1.sig",
         ReviewResult::service_account("istio-system", "ztunnel")
             .with_node("node-1")
             .with_audiences(&["istio-ca"]),
     );
     fake.add_token(
-        "ztunnel-unbound",
+        "jwt.ztunnel-unbound.sig",
         ReviewResult::service_account("istio-system", "ztunnel").with_audiences(&["istio-ca"]),
     );
     fake.add_token(
-        "web-node-1",
+        "jwt.web-node-1.sig",
         ReviewResult::service_account("default", "web")
             .with_node("node-1")
             .with_audiences(&["istio-ca"]),
@@ -202,7 +258,7 @@ async fn with_kubernetes_a_node_agent_gets_workloads_on_its_own_node_only() {
     let mut client = server.client().await;
 
     // The workload on the caller's node.
-    let chain = impersonate(&mut client, "ztunnel-node-1", ID, ID)
+    let chain = impersonate(&mut client, "jwt.ztunnel-node-1.sig", ID, ID)
         .await
         .expect("workload on the node agent's node");
     check_chain(&chain, &server.roots_pem, ID);
@@ -213,15 +269,15 @@ async fn with_kubernetes_a_node_agent_gets_workloads_on_its_own_node_only() {
         ("finished pod on node-1", k8s_id("shop", "batch")),
         ("no pod", k8s_id("default", "ghost")),
     ] {
-        let result = impersonate(&mut client, "ztunnel-node-1", &target, &target).await;
+        let result = impersonate(&mut client, "jwt.ztunnel-node-1.sig", &target, &target).await;
         assert_code(&result, Code::PermissionDenied, what);
     }
     // A node agent whose token is bound to no node and no pod.
-    let result = impersonate(&mut client, "ztunnel-unbound", ID, ID).await;
+    let result = impersonate(&mut client, "jwt.ztunnel-unbound.sig", ID, ID).await;
     assert_code(&result, Code::PermissionDenied, "node agent without a node");
     // A workload on node-1 is no node agent.
     let cart = k8s_id("shop", "cart");
-    let result = impersonate(&mut client, "web-node-1", &cart, &cart).await;
+    let result = impersonate(&mut client, "jwt.web-node-1.sig", &cart, &cart).await;
     assert_code(&result, Code::PermissionDenied, "workload impersonating");
 
     assert_eq!(server.issued_ok().await, 1.0);
@@ -325,30 +381,47 @@ async fn with_kubernetes_a_pod_bound_node_agent_gets_workloads_on_its_pods_node_
             .with_audiences(&["istio-ca"])
     };
     let ztunnel = |pod: &str, uid: &str| review("istio-system", "ztunnel", pod, uid);
-    fake.add_token("ztunnel-1", ztunnel("ztunnel-abcde", "uid-ztunnel-1"));
-    fake.add_token("ztunnel-gone", ztunnel("ztunnel-gone", "uid-ztunnel-gone"));
-    fake.add_token("ztunnel-old-0", ztunnel("ztunnel-0", "uid-ztunnel-0-old"));
+    // Opaque to the CA, but JWT-shaped like every service-account token:
+    // TokenReview is never asked about anything else.
     fake.add_token(
-        "ztunnel-pending",
+        "jwt.ztunnel-1.sig",
+        ztunnel("ztunnel-abcde", "uid-ztunnel-1"),
+    );
+    fake.add_token(
+        "jwt.ztunnel-gone.sig",
+        ztunnel("ztunnel-gone", "uid-ztunnel-gone"),
+    );
+    fake.add_token(
+        "jwt.ztunnel-old-0.sig",
+        ztunnel("ztunnel-0", "uid-ztunnel-0-old"),
+    );
+    fake.add_token(
+        "jwt.ztunnel-pending.sig",
         ztunnel("ztunnel-pending", "uid-ztunnel-p"),
     );
-    fake.add_token("web-1", review("default", "web", "web-1", "uid-web-1"));
+    fake.add_token(
+        "jwt.web-1.sig",
+        review("default", "web", "web-1", "uid-web-1"),
+    );
     let url = fake.url();
     let server = start_with_node_agents_on(&url, |_| {}).await;
 
     check_pod_bound(
         &server,
-        "ztunnel-1",
-        "ztunnel-1",
+        "jwt.ztunnel-1.sig",
+        "jwt.ztunnel-1.sig",
         &[
-            ("the caller's pod is gone", "ztunnel-gone"),
+            ("the caller's pod is gone", "jwt.ztunnel-gone.sig"),
             (
                 "the caller's pod name now belongs to another pod (other UID) on node-1",
-                "ztunnel-old-0",
+                "jwt.ztunnel-old-0.sig",
             ),
-            ("the caller's pod is not scheduled", "ztunnel-pending"),
+            (
+                "the caller's pod is not scheduled",
+                "jwt.ztunnel-pending.sig",
+            ),
         ],
-        "web-1",
+        "jwt.web-1.sig",
     )
     .await;
     // The node was looked up from the caller's pod.

@@ -2,7 +2,8 @@
 //! `api_url` = the fake, clients from `KubeApi::for_url`): TokenReview
 //! authentication works and a successful review is cached (one review for
 //! many requests with the same token); an unknown token is
-//! UNAUTHENTICATED; the `kubernetes-secret` authority is created in the fake
+//! UNAUTHENTICATED, a bearer that is not JWT-shaped is never reviewed and
+//! a bad one is reviewed once however often it is sent; the `kubernetes-secret` authority is created in the fake
 //! and a second server against the same fake reuses it; the root bundle is
 //! published to a ConfigMap in every namespace, including one added later.
 
@@ -17,6 +18,10 @@ use tonic::Code;
 
 const CM: &str = "sigil-ca-root-cert";
 
+// The tokens are opaque to the CA but JWT-shaped (`jwt.<name>.sig`), like
+// every service-account token: TokenReview is never asked about anything
+// else.
+
 fn web_review() -> ReviewResult {
     ReviewResult::service_account("default", "web").with_audiences(&["istio-ca"])
 }
@@ -24,13 +29,13 @@ fn web_review() -> ReviewResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_review_authenticates_and_is_cached() {
     let fake = FakeApiServer::start().await;
-    fake.add_token("web-token", web_review());
+    fake.add_token("jwt.web-token.sig", web_review());
     fake.add_token(
-        "cart-token",
+        "jwt.cart-token.sig",
         ReviewResult::service_account("shop", "cart").with_audiences(&["istio-ca"]),
     );
     fake.add_token(
-        "wrong-audience",
+        "jwt.wrong-audience.sig",
         ReviewResult::service_account("default", "web").with_audiences(&["other"]),
     );
     let url = fake.url();
@@ -46,7 +51,7 @@ async fn token_review_authenticates_and_is_cached() {
 
     for i in 0..5 {
         let (csr, _key) = new_csr(ID);
-        let chain = ask(&mut client, &csr, Some("web-token"))
+        let chain = ask(&mut client, &csr, Some("jwt.web-token.sig"))
             .await
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
         check_chain(&chain, &server.roots_pem, ID);
@@ -55,20 +60,22 @@ async fn token_review_authenticates_and_is_cached() {
 
     // The identity comes from the review: the same token cannot get another.
     let (csr, _key) = new_csr(&k8s_id("shop", "cart"));
-    let result = ask(&mut client, &csr, Some("web-token")).await;
+    let result = ask(&mut client, &csr, Some("jwt.web-token.sig")).await;
     assert_code(&result, Code::PermissionDenied, "web token, cart CSR");
     assert_eq!(fake.token_reviews(), 1, "still cached");
 
     // Another token: its own review.
     let cart = k8s_id("shop", "cart");
     let (csr, _key) = new_csr(&cart);
-    let chain = ask(&mut client, &csr, Some("cart-token")).await.unwrap();
+    let chain = ask(&mut client, &csr, Some("jwt.cart-token.sig"))
+        .await
+        .unwrap();
     check_chain(&chain, &server.roots_pem, &cart);
     assert_eq!(fake.token_reviews(), 2);
 
     // Unknown to the API server, and valid for another audience only.
     let (csr, _key) = new_csr(ID);
-    for token in ["unknown-token", "wrong-audience"] {
+    for token in ["jwt.unknown-token.sig", "jwt.wrong-audience.sig"] {
         let result = ask(&mut client, &csr, Some(token)).await;
         assert_code(&result, Code::Unauthenticated, token);
     }
@@ -76,10 +83,39 @@ async fn token_review_authenticates_and_is_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_callers_cannot_drive_token_reviews() {
+    let fake = FakeApiServer::start().await;
+    let url = fake.url();
+    let server = start_with_deps(
+        |c| {
+            use_kubernetes(c, &url);
+            c.kubernetes.publish_bundle = false;
+        },
+        kube_deps(&url),
+    )
+    .await;
+    let mut client = server.client().await;
+    let (csr, _key) = new_csr(ID);
+    // Not JWT-shaped: refused without asking the API server.
+    for garbage in ["garbage", "a.b", "a.b.c.d", "a.b+c.d", &"x".repeat(20_000)] {
+        let result = ask(&mut client, &csr, Some(garbage)).await;
+        assert_code(&result, Code::Unauthenticated, "not a JWT");
+    }
+    assert_eq!(fake.token_reviews(), 0);
+    // The same bad JWT-shaped token 50 times: one review.
+    for _ in 0..50 {
+        let result = ask(&mut client, &csr, Some("jwt.forged-token.sig")).await;
+        assert_code(&result, Code::Unauthenticated, "unknown to the API server");
+    }
+    assert_eq!(fake.token_reviews(), 1);
+    assert_eq!(server.issued_ok().await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_secret_authority_is_created_once_and_reused() {
     let fake = FakeApiServer::start().await;
     fake.add_namespace("sigil-system");
-    fake.add_token("web-token", web_review());
+    fake.add_token("jwt.web-token.sig", web_review());
     let url = fake.url();
     let configure = |c: &mut sigil_ca::config::CaConfig| {
         use_kubernetes(c, &url);
@@ -119,7 +155,9 @@ async fn the_kubernetes_secret_authority_is_created_once_and_reused() {
     for server in [&first, &second] {
         let mut client = server.client().await;
         let (csr, _key) = new_csr(ID);
-        let chain = ask(&mut client, &csr, Some("web-token")).await.unwrap();
+        let chain = ask(&mut client, &csr, Some("jwt.web-token.sig"))
+            .await
+            .unwrap();
         check_chain(&chain, &first.roots_pem, ID);
     }
 }

@@ -50,7 +50,8 @@ async fn graceful_shutdown_completes_in_flight_requests_then_refuses_connections
 
     let (csr, _key) = new_csr(ID);
     let mut client = server.client().await;
-    let in_flight = tokio::spawn(async move { ask(&mut client, &csr, Some("held-token")).await });
+    let in_flight =
+        tokio::spawn(async move { ask(&mut client, &csr, Some("jwt.held-token.sig")).await });
     gate.wait_entered().await;
 
     // Shut down while the request is parked inside authentication.
@@ -100,7 +101,8 @@ async fn readyz_is_503_while_draining() {
     .await;
     let (csr, _key) = new_csr(ID);
     let mut client = server.client().await;
-    let in_flight = tokio::spawn(async move { ask(&mut client, &csr, Some("held-token")).await });
+    let in_flight =
+        tokio::spawn(async move { ask(&mut client, &csr, Some("jwt.held-token.sig")).await });
     gate.wait_entered().await;
     server.shutdown.cancel();
 

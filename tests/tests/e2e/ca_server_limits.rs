@@ -120,8 +120,9 @@ async fn over_the_concurrency_limit_is_resource_exhausted_and_the_server_recover
     // One request holds the only permit, parked inside authentication.
     let mut first_client = server.client().await;
     let first_csr = csr.clone();
-    let first =
-        tokio::spawn(async move { ask(&mut first_client, &first_csr, Some("held-token")).await });
+    let first = tokio::spawn(async move {
+        ask(&mut first_client, &first_csr, Some("jwt.held-token.sig")).await
+    });
     gate.wait_entered().await;
 
     // Many parallel requests, on their own connections and on a shared one.
@@ -135,7 +136,7 @@ async fn over_the_concurrency_limit_is_resource_exhausted_and_the_server_recover
         };
         let csr = csr.clone();
         parallel.push(tokio::spawn(async move {
-            ask(&mut client, &csr, Some("other-token")).await
+            ask(&mut client, &csr, Some("jwt.other-token.sig")).await
         }));
     }
     for task in parallel {
@@ -150,7 +151,7 @@ async fn over_the_concurrency_limit_is_resource_exhausted_and_the_server_recover
     check_chain(&chain, &server.roots_pem, ID);
     let mut client = shared.clone();
     for _ in 0..3 {
-        ask(&mut client, &csr, Some("other-token"))
+        ask(&mut client, &csr, Some("jwt.other-token.sig"))
             .await
             .expect("served after the burst");
     }

@@ -28,6 +28,7 @@ mod ca_server_mtls;
 mod ca_server_oidc;
 mod ca_server_reload;
 mod ca_server_serving_names;
+mod ca_server_svid_renewal;
 mod csr_shapes;
 mod hostile_csrs;
 mod openssl_issuance;

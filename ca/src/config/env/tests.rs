@@ -14,6 +14,9 @@ fn env(vars: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A file with just an authenticator (a file must name one).
+const SVID: &str = "[[authenticators]]\ntype = \"svid\"\n";
+
 fn load(file: &str, vars: &[(&str, &str)]) -> Result<CaConfig, ConfigError> {
     CaConfig::from_toml_with_env(file, &env(vars))
 }
@@ -29,7 +32,7 @@ fn env_error(file: &str, vars: &[(&str, &str)]) -> (String, String) {
 #[test]
 fn every_kind_of_setting_maps_from_its_variable() {
     let config = load(
-        "",
+        SVID,
         &[
             ("SIGIL_CA__TRUST_DOMAIN", "example.org"),
             ("SIGIL_CA__SERVER__MAX_CONNECTIONS", "100"),
@@ -41,6 +44,7 @@ fn every_kind_of_setting_maps_from_its_variable() {
             ),
             ("SIGIL_CA__ISSUANCE__SUBJECT_ORGANIZATION", "Example Org"),
             ("SIGIL_CA__ISSUANCE__DEFAULT_TTL", "1h"),
+            ("SIGIL_CA__ISSUANCE__SVID_MAX_TTL", "30m"),
             ("SIGIL_CA__AUTHORITY__SOURCE", "files"),
             ("SIGIL_CA__AUTHORITY__DIR", "/etc/cacerts"),
             ("SIGIL_CA__KUBERNETES__PUBLISH_BUNDLE", "false"),
@@ -49,7 +53,7 @@ fn every_kind_of_setting_maps_from_its_variable() {
             // A whole table as an inline TOML table.
             (
                 "SIGIL_CA__AUTHORIZATION",
-                r#"{ node_agents = ["spiffe://example.org/ns/istio-system/sa/ztunnel"] }"#,
+                r#"{ node_agents = ["spiffe://example.org/ns/istio-system/sa/ztunnel"], unbounded_impersonation = true }"#,
             ),
             // Not ours: ignored.
             ("SIGIL_CA_DIR", "/elsewhere"),
@@ -68,6 +72,7 @@ fn every_kind_of_setting_maps_from_its_variable() {
         Some("Example Org")
     );
     assert_eq!(config.issuance.default_ttl, Duration::from_secs(3600));
+    assert_eq!(config.svid_max_ttl(), Duration::from_secs(1800));
     assert_eq!(
         config.authority.source,
         crate::config::AuthoritySource::Files
@@ -89,7 +94,8 @@ fn every_kind_of_setting_maps_from_its_variable() {
 
 #[test]
 fn the_environment_overrides_the_file_setting_by_setting() {
-    let file = "[server]\nmax_connections = 10\nrequest_timeout = \"3s\"\n";
+    let file = "[server]\nmax_connections = 10\nrequest_timeout = \"3s\"\n\
+                [[authenticators]]\ntype = \"svid\"\n";
     let config = load(file, &[("SIGIL_CA__SERVER__MAX_CONNECTIONS", "100")]).unwrap();
     assert_eq!(config.server.max_connections, 100, "env over file");
     assert_eq!(
@@ -102,7 +108,7 @@ fn the_environment_overrides_the_file_setting_by_setting() {
     // The table and one of its settings: applied in name order, so the
     // more specific variable wins.
     let config = load(
-        "",
+        SVID,
         &[
             (
                 "SIGIL_CA__SERVER",
@@ -167,7 +173,7 @@ jwks = { file = "/jwks.json" }
 #[test]
 fn a_value_the_setting_refuses_as_toml_is_tried_as_a_string() {
     let config = load(
-        "",
+        SVID,
         &[
             ("SIGIL_CA__KUBERNETES__CA_SECRET_NAME", "123"),
             ("SIGIL_CA__KUBERNETES__BUNDLE_CONFIGMAP", "true"),
@@ -182,7 +188,7 @@ fn a_value_the_setting_refuses_as_toml_is_tried_as_a_string() {
         Some("1979-05-27")
     );
     // A quoted TOML string is a string too.
-    let config = load("", &[("SIGIL_CA__KUBERNETES__CA_SECRET_NAME", "\"ca\"")]).unwrap();
+    let config = load(SVID, &[("SIGIL_CA__KUBERNETES__CA_SECRET_NAME", "\"ca\"")]).unwrap();
     assert_eq!(config.kubernetes.ca_secret_name, "ca");
 }
 
@@ -313,6 +319,50 @@ fn validation_errors_name_the_variable_that_set_the_field() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_security_rules_hold_whatever_layer_sets_the_values() {
+    // The development authenticator from the file, a reachable address
+    // from the environment.
+    let dev = "[[authenticators]]\ntype = \"development\"\n";
+    match load(dev, &[("SIGIL_CA__SERVER__GRPC_ADDR", "0.0.0.0:0")]) {
+        Err(ConfigError::Invalid { field, reason, .. }) => {
+            assert_eq!(field, "server.grpc_addr");
+            assert!(reason.contains("development"), "{reason}");
+            assert!(
+                reason.contains("set by SIGIL_CA__SERVER__GRPC_ADDR"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The environment over a file without authenticators: still refused.
+    match load("", &[("SIGIL_CA__SERVER__MAX_CONNECTIONS", "10")]) {
+        Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "authenticators"),
+        other => panic!("{other:?}"),
+    }
+    // Node agents from the environment need the opt-in, which the
+    // environment may give too.
+    let agents = (
+        "SIGIL_CA__AUTHORIZATION__NODE_AGENTS",
+        r#"["spiffe://cluster.local/ns/istio-system/sa/ztunnel"]"#,
+    );
+    match load(SVID, &[agents]) {
+        Err(ConfigError::Invalid { field, .. }) => {
+            assert_eq!(field, "authorization.node_agents");
+        }
+        other => panic!("{other:?}"),
+    }
+    let config = load(
+        SVID,
+        &[
+            agents,
+            ("SIGIL_CA__AUTHORIZATION__UNBOUNDED_IMPERSONATION", "true"),
+        ],
+    )
+    .unwrap();
+    assert!(config.impersonation_unbounded());
 }
 
 #[test]

@@ -117,7 +117,9 @@ impl BundlePublisher for NoPublisher {
 
 /// Starts a server whose only authenticator is TokenReview through a
 /// [`GatedReviewer`] (every token is `default/web`), adjusted by
-/// `configure`; returns it with the gate (closed).
+/// `configure`; returns it with the gate (closed). Tokens must be
+/// JWT-shaped (e.g. `jwt.held-token.sig`): anything else is refused before
+/// any review.
 pub(crate) async fn start_gated(configure: impl FnOnce(&mut CaConfig)) -> (CaUnderTest, Gate) {
     let (entered_tx, entered_rx) = mpsc::unbounded_channel();
     let (open_tx, open_rx) = watch::channel(false);
