@@ -31,7 +31,6 @@ pub mod authn;
 pub mod authority;
 pub mod authz;
 pub mod config;
-pub mod fs;
 pub mod issue;
 pub mod k8s;
 pub mod serial;

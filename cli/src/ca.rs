@@ -113,7 +113,7 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
     let pem = chain.to_pem();
     match &args.out {
         Some(path) => {
-            sigil_ca::fs::write_atomic(path, pem.as_bytes(), sigil_ca::fs::PUBLIC_FILE_MODE)
+            sigil_runtime::fs::write_atomic(path, pem.as_bytes(), sigil_runtime::fs::PUBLIC_FILE_MODE)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             writeln!(
                 std::io::stderr(),

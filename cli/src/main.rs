@@ -16,12 +16,12 @@ mod bench;
 mod ca;
 mod cert;
 mod kube;
-mod logwriter;
 mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sigil_runtime::logwriter;
 
 // mimalloc: the request path allocates many small, short-lived buffers
 // (HTTP/2 frames, protobuf, DER, PEM); glibc's malloc cost ≈ 6 % of a

@@ -19,11 +19,11 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use sigil_identity::TrustDomain;
+use sigil_runtime::fs::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use super::{Authority, AuthorityError, CaKey, KeyFileWarning, Material, SourcedCert, file, probe};
-use crate::fs::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic};
 use crate::serial::random_serial;
 
 /// Istio's signing certificate file.

@@ -1,8 +1,10 @@
 //! Settings from the environment: every setting of the TOML file can be
 //! overridden by a `SIGIL_CA__<PATH>` variable.
 //!
-//! The path is the setting's TOML path with `__` between segments; segments
-//! are lower-cased, and a number selects an entry of a list:
+//! The overlay itself is shared by the daemons ([`sigil_runtime::env`],
+//! which documents the name → path mapping and how values are read); this
+//! module fixes the CA's prefix and configuration type and turns its
+//! errors into [`ConfigError`]s:
 //!
 //! | variable | setting |
 //! |---|---|
@@ -13,160 +15,61 @@
 //! | `SIGIL_CA__SERVER__DNS_NAMES=["sigil-ca.sigil-system.svc"]` | `server.dns_names` |
 //! | `SIGIL_CA__AUTHENTICATORS__0__LEEWAY=30s` | `authenticators[0].leeway` (the entry must exist in the file) |
 //!
-//! A value is read as a TOML value when it is one (`100`, `true`,
-//! `["a", "b"]`, `{ file = "/jwks.json" }`) and as a string otherwise
-//! (`5s`, `0.0.0.0:15012`, `example.org`); if the setting refuses the TOML
-//! reading, the string is tried (so `SIGIL_CA__KUBERNETES__CA_SECRET_NAME=123`
-//! is the name `"123"`).
-//!
 //! ```text
 //! defaults ─▶ TOML file ─▶ SIGIL_CA__* (sorted by name, one at a time) ─▶ flags ─▶ validate()
 //! ```
 //!
-//! Each variable is checked as it is applied: a path the configuration does
-//! not have (the structs refuse unknown fields), a value of the wrong type,
-//! or a malformed name is an error naming the variable; [`EnvOverrides::attribute`]
-//! also names it in a validation error about a setting it set. The process
-//! environment is read through [`Environment`], so tests pass a map instead
-//! of mutating the process's variables.
+//! [`EnvOverrides::attribute`] names the variable in a validation error
+//! about a setting it set.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
-use std::hash::BuildHasher;
-
-use toml::{Table, Value};
+use sigil_runtime::env::{self as overlay, EnvError};
+pub use sigil_runtime::env::{ENV_SEPARATOR, EnvOverride, Environment, ProcessEnvironment};
 
 use super::{CaConfig, ConfigError};
 
 /// The prefix of override variables.
 pub const ENV_PREFIX: &str = "SIGIL_CA__";
-/// What separates the path segments in a variable's name.
-pub const ENV_SEPARATOR: &str = "__";
-
-/// Where environment variables come from.
-pub trait Environment {
-    /// Every variable, name and value, as the operating system gives them.
-    fn vars(&self) -> Vec<(OsString, OsString)>;
-}
-
-/// The process environment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessEnvironment;
-
-impl Environment for ProcessEnvironment {
-    fn vars(&self) -> Vec<(OsString, OsString)> {
-        std::env::vars_os().collect()
-    }
-}
-
-impl<S: BuildHasher> Environment for HashMap<String, String, S> {
-    fn vars(&self) -> Vec<(OsString, OsString)> {
-        self.iter().map(|(k, v)| (k.into(), v.into())).collect()
-    }
-}
-
-impl Environment for BTreeMap<String, String> {
-    fn vars(&self) -> Vec<(OsString, OsString)> {
-        self.iter().map(|(k, v)| (k.into(), v.into())).collect()
-    }
-}
-
-/// One `SIGIL_CA__*` variable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnvOverride {
-    /// The variable's name.
-    pub var: String,
-    /// The setting's path, lower-cased: `["server", "max_connections"]`.
-    pub path: Vec<String>,
-    value: String,
-}
 
 /// The `SIGIL_CA__*` variables of an environment, in name order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EnvOverrides {
-    overrides: Vec<EnvOverride>,
+pub struct EnvOverrides(overlay::EnvOverrides);
+
+impl From<EnvError> for ConfigError {
+    fn from(error: EnvError) -> Self {
+        match error {
+            EnvError::Parse { reason } => ConfigError::Parse { reason },
+            EnvError::Env { var, reason } => ConfigError::Env { var, reason },
+            // `EnvError` is non-exhaustive; a new kind still names the
+            // variables as a parse error.
+            other => ConfigError::Parse {
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 impl EnvOverrides {
     /// Collects and checks the names of the `SIGIL_CA__*` variables of
     /// `env`; other variables are ignored.
     pub fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
-        let mut overrides = Vec::new();
-        for (name, value) in env.vars() {
-            let lossy = name.to_string_lossy();
-            if !lossy.starts_with(ENV_PREFIX) {
-                continue;
-            }
-            let error = |reason: &str| ConfigError::Env {
-                var: lossy.clone().into_owned(),
-                reason: reason.to_owned(),
-            };
-            let Some(var) = name.to_str() else {
-                return Err(error("the name is not UTF-8"));
-            };
-            let Some(value) = value.to_str() else {
-                return Err(error("the value is not UTF-8"));
-            };
-            let path: Vec<String> = var
-                .strip_prefix(ENV_PREFIX)
-                .unwrap_or_default()
-                .split(ENV_SEPARATOR)
-                .map(str::to_ascii_lowercase)
-                .collect();
-            if path.iter().any(String::is_empty) {
-                return Err(error(
-                    "expected SIGIL_CA__<SECTION>__<SETTING>: a path segment is empty",
-                ));
-            }
-            overrides.push(EnvOverride {
-                var: var.to_owned(),
-                path,
-                value: value.to_owned(),
-            });
-        }
-        overrides.sort_by(|a, b| a.var.cmp(&b.var));
-        for pair in overrides.windows(2) {
-            if let [a, b] = pair
-                && a.path == b.path
-            {
-                return Err(ConfigError::Env {
-                    var: b.var.clone(),
-                    reason: format!("sets {} like {}", a.setting(), a.var),
-                });
-            }
-        }
-        Ok(Self { overrides })
+        Ok(Self(overlay::EnvOverrides::from_env(env, ENV_PREFIX)?))
     }
 
     /// Whether there is no override.
     pub fn is_empty(&self) -> bool {
-        self.overrides.is_empty()
+        self.0.is_empty()
     }
 
     /// The overrides, in the order they are applied.
     pub fn iter(&self) -> impl Iterator<Item = &EnvOverride> {
-        self.overrides.iter()
+        self.0.iter()
     }
 
     /// The configuration from the defaults, then the TOML `text`, then
     /// these overrides. Not validated: the caller may apply flags first,
     /// then calls [`CaConfig::validate`] (and [`Self::attribute`] on its error).
     pub fn apply(&self, text: &str) -> Result<CaConfig, ConfigError> {
-        // The file alone first, so its errors keep their line numbers.
-        let mut config: CaConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            reason: e.to_string(),
-        })?;
-        if self.overrides.is_empty() {
-            return Ok(config);
-        }
-        let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            reason: e.to_string(),
-        })?;
-        // One at a time, so a refusal names the variable that caused it.
-        for o in &self.overrides {
-            config = o.apply_to(&mut table)?;
-        }
-        Ok(config)
+        Ok(self.0.apply(text)?)
     }
 
     /// Names the variable in an [`ConfigError::Invalid`] about a setting
@@ -180,18 +83,7 @@ impl EnvOverrides {
         else {
             return error;
         };
-        let set_by = self
-            .overrides
-            .iter()
-            .filter(|o| {
-                let setting = o.setting();
-                field == setting
-                    || field
-                        .strip_prefix(setting.as_str())
-                        .is_some_and(|rest| rest.starts_with(['.', '[']))
-            })
-            .max_by_key(|o| o.path.len());
-        let reason = match set_by {
+        let reason = match self.0.set_by(&field) {
             Some(o) => format!("{reason} (set by {})", o.var),
             None => reason,
         };
@@ -200,103 +92,6 @@ impl EnvOverrides {
             value,
             reason,
         }
-    }
-}
-
-impl EnvOverride {
-    /// The setting as validation errors name it: `server.max_connections`,
-    /// `authenticators[0].leeway`.
-    pub fn setting(&self) -> String {
-        let mut out = String::new();
-        for segment in &self.path {
-            if segment.bytes().all(|b| b.is_ascii_digit()) {
-                out.push('[');
-                out.push_str(segment);
-                out.push(']');
-            } else {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(segment);
-            }
-        }
-        out
-    }
-
-    fn error(&self, reason: impl std::fmt::Display) -> ConfigError {
-        ConfigError::Env {
-            var: self.var.clone(),
-            reason: format!("{}: {reason}", self.setting()),
-        }
-    }
-
-    /// Sets the value in `table` if the result still deserializes; returns
-    /// that configuration.
-    fn apply_to(&self, table: &mut Table) -> Result<CaConfig, ConfigError> {
-        let readings = self
-            .value
-            .parse::<Value>()
-            .ok()
-            .into_iter()
-            .chain([Value::String(self.value.clone())]);
-        let mut first_refusal = None;
-        for reading in readings {
-            let mut trial = Value::Table(table.clone());
-            set(&mut trial, &self.path, reading).map_err(|reason| self.error(reason))?;
-            match trial.clone().try_into::<CaConfig>() {
-                Ok(config) => {
-                    if let Value::Table(trial) = trial {
-                        *table = trial;
-                    }
-                    return Ok(config);
-                }
-                Err(e) => {
-                    first_refusal.get_or_insert_with(|| e.message().trim().to_owned());
-                }
-            }
-        }
-        Err(self.error(first_refusal.unwrap_or_default()))
-    }
-}
-
-/// Puts `value` at `path` under `node`, creating missing tables; a number
-/// indexes an existing list entry.
-fn set(node: &mut Value, path: &[String], value: Value) -> Result<(), String> {
-    let Some((segment, rest)) = path.split_first() else {
-        *node = value;
-        return Ok(());
-    };
-    match node {
-        Value::Table(table) => {
-            if !table.contains_key(segment)
-                && let Some(index) = rest.first().filter(|s| s.parse::<usize>().is_ok())
-            {
-                return Err(format!(
-                    "the file has no {segment:?} list, so it has no entry {index} (entries can be changed, not added)"
-                ));
-            }
-            let child = table
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Table(Table::new()));
-            set(child, rest, value)
-        }
-        Value::Array(items) => {
-            let len = items.len();
-            let child = segment
-                .parse::<usize>()
-                .ok()
-                .and_then(|index| items.get_mut(index))
-                .ok_or_else(|| {
-                    format!(
-                        "{segment:?} is not an entry of the list (it has {len}; entries are numbered from 0 and must exist in the file)"
-                    )
-                })?;
-            set(child, rest, value)
-        }
-        other => Err(format!(
-            "cannot set {segment:?} inside a {}",
-            other.type_str()
-        )),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! An unknown `kid` may mean the issuer rotated its keys, or an attacker
 //! made one up: it triggers *at most one* refresh per
-//! `refresh_min_interval`, so a stream of forged kids cannot turn the CA
+//! `refresh_min_interval`, so a stream of forged kids cannot turn a daemon
 //! into a JWKS-fetching amplifier.
 //!
 //! Keys also expire from the cache: keys loaded over `max_age` ago are
@@ -13,6 +13,20 @@
 //! reload succeeds, a token naming an unknown `kid` is answered UNAVAILABLE
 //! (a rotation cannot be checked), also while the next attempt is not due,
 //! rather than UNAUTHENTICATED.
+//!
+//! Keeping the old keys has a bound, `max_stale` (default 24 h): keys that
+//! could not be re-read for longer than that are no longer trusted at all
+//! ([`JwksSource::fresh`] answers [`JwksSourceError::Stale`], which callers
+//! map to UNAVAILABLE), so a removed key cannot live forever behind a
+//! broken file or endpoint. The next successful reload trusts keys again.
+//!
+//! ```text
+//!           loaded ──max_age──▶ reload due ──max_stale──▶ keys refused (Stale)
+//!              ▲                    │ failure: keep keys        │
+//!              └────────── successful reload ◀──────────────────┘
+//! ```
+//!
+//! Ages are measured with tokio's clock, so tests run with paused time.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +45,8 @@ use tokio::time::Instant;
 pub const MAX_JWKS_RESPONSE_BYTES: usize = 256 * 1024;
 /// How long loaded keys are used before they are reloaded.
 pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long keys that cannot be re-read stay trusted.
+pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Deadline of one JWKS fetch.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -74,6 +90,20 @@ pub enum JwksSourceError {
         /// then be out of date and cannot be checked again yet.
         last_failure: Option<String>,
     },
+    /// The keys were last loaded longer ago than `max_stale` and could not
+    /// be re-read since: they are not trusted any more.
+    #[error(
+        "the keys were last loaded {age:?} ago, over jwks.max_stale ({max_stale:?}), and cannot be re-read: {}",
+        last_failure.as_deref().unwrap_or("no reload attempted yet")
+    )]
+    Stale {
+        /// How long ago the keys were last loaded.
+        age: Duration,
+        /// The bound.
+        max_stale: Duration,
+        /// Why the last reload failed, if one was tried.
+        last_failure: Option<String>,
+    },
 }
 
 enum Origin {
@@ -88,22 +118,32 @@ struct Remote {
     client: HttpsClient,
 }
 
-/// When keys were last asked for and last loaded.
+/// When keys were last asked for.
 #[derive(Debug, Default)]
 struct RefreshState {
     last_attempt: Option<Instant>,
-    loaded_at: Option<Instant>,
     /// Why the last attempt failed; `None` after a success.
     last_failure: Option<String>,
+}
+
+/// The keys in use and when they were loaded (`None`: fixed keys, or
+/// nothing loaded yet).
+#[derive(Debug, Default)]
+struct Loaded {
+    keys: Arc<Jwks>,
+    at: Option<Instant>,
 }
 
 /// A JWKS with its origin and refresh policy.
 pub struct JwksSource {
     origin: Origin,
-    keys: ArcSwap<Jwks>,
+    loaded: ArcSwap<Loaded>,
     min_interval: Duration,
     max_age: Duration,
+    max_stale: Duration,
     state: Mutex<RefreshState>,
+    /// A copy of `state.last_failure` readable without the async lock.
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for JwksSource {
@@ -115,8 +155,10 @@ impl std::fmt::Debug for JwksSource {
         };
         f.debug_struct("JwksSource")
             .field("origin", &origin)
-            .field("keys", &self.keys.load().len())
-            .finish()
+            .field("keys", &self.loaded.load().keys.len())
+            .field("max_age", &self.max_age)
+            .field("max_stale", &self.max_stale)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,8 +171,11 @@ impl JwksSource {
     /// Keys from a file, read now and re-read on refresh.
     pub fn file(path: PathBuf, min_interval: Duration) -> Result<Self, JwksSourceError> {
         let keys = read_file(&path)?;
-        let mut source = Self::with(Origin::File(path), keys, min_interval);
-        source.state.get_mut().loaded_at = Some(Instant::now());
+        let source = Self::with(Origin::File(path), keys, min_interval);
+        source.loaded.store(Arc::new(Loaded {
+            keys: source.current(),
+            at: Some(Instant::now()),
+        }));
         Ok(source)
     }
 
@@ -139,6 +184,15 @@ impl JwksSource {
     #[must_use]
     pub fn with_max_age(mut self, max_age: Duration) -> Self {
         self.max_age = max_age;
+        self
+    }
+
+    /// Stop trusting keys that could not be re-read for longer than
+    /// `max_stale` (see the module docs). Default
+    /// [`DEFAULT_JWKS_MAX_STALE`]; it should be at least `max_age`.
+    #[must_use]
+    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
         self
     }
 
@@ -194,16 +248,44 @@ impl JwksSource {
     fn with(origin: Origin, keys: Jwks, min_interval: Duration) -> Self {
         Self {
             origin,
-            keys: ArcSwap::from_pointee(keys),
+            loaded: ArcSwap::from_pointee(Loaded {
+                keys: Arc::new(keys),
+                at: None,
+            }),
             min_interval,
             max_age: DEFAULT_JWKS_MAX_AGE,
+            max_stale: DEFAULT_JWKS_MAX_STALE,
             state: Mutex::new(RefreshState::default()),
+            last_failure: std::sync::Mutex::new(None),
         }
     }
 
-    /// The keys in use.
+    /// The keys in use, however old.
     pub fn current(&self) -> Arc<Jwks> {
-        self.keys.load_full()
+        self.loaded.load().keys.clone()
+    }
+
+    /// The keys in use, unless they were loaded longer than `max_stale`
+    /// ago ([`JwksSourceError::Stale`]): then they are not to be trusted
+    /// until a reload succeeds. Fixed keys never go stale.
+    pub fn fresh(&self) -> Result<Arc<Jwks>, JwksSourceError> {
+        let loaded = self.loaded.load();
+        if let Some(at) = loaded.at {
+            let age = at.elapsed();
+            if age > self.max_stale {
+                let last_failure = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                return Err(JwksSourceError::Stale {
+                    age,
+                    max_stale: self.max_stale,
+                    last_failure,
+                });
+            }
+        }
+        Ok(loaded.keys.clone())
     }
 
     /// Reloads the keys unless the last refresh was under the minimum
@@ -223,8 +305,10 @@ impl JwksSource {
         let Ok(state) = self.state.try_lock() else {
             return; // another request is reloading
         };
-        if state
-            .loaded_at
+        if self
+            .loaded
+            .load()
+            .at
             .is_some_and(|at| at.elapsed() < self.max_age)
         {
             return;
@@ -255,9 +339,15 @@ impl JwksSource {
         state.last_attempt = Some(Instant::now());
         let loaded = self.load().await;
         state.last_failure = loaded.as_ref().err().map(ToString::to_string);
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(&state.last_failure);
         let keys = Arc::new(loaded?);
-        self.keys.store(keys.clone());
-        state.loaded_at = Some(Instant::now());
+        self.loaded.store(Arc::new(Loaded {
+            keys: keys.clone(),
+            at: Some(Instant::now()),
+        }));
         tracing::info!(keys = keys.len(), "JWKS refreshed");
         Ok(keys)
     }

@@ -21,11 +21,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long a line may wait in memory.
-pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Buffered bytes that wake the writer before its timer.
-pub(crate) const EARLY_FLUSH_BYTES: usize = 64 * 1024;
+pub const EARLY_FLUSH_BYTES: usize = 64 * 1024;
 /// Buffered bytes past which logging threads wait for the writer.
-pub(crate) const MAX_BUFFERED_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_BUFFERED_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -56,20 +56,20 @@ impl Shared {
 /// Where log lines go; cheap to clone. Implements `MakeWriter` through
 /// `io::Write for &BatchWriter`-style handles ([`LineSink`]).
 #[derive(Clone)]
-pub(crate) struct BatchWriter<W> {
+pub struct BatchWriter<W> {
     shared: Arc<Shared>,
     /// Used directly once the writer thread has stopped.
     direct: Arc<Mutex<W>>,
 }
 
 /// Stops the writer thread when dropped, after it wrote everything.
-pub(crate) struct FlushGuard {
+pub struct FlushGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Starts the writer thread, writing to `out`.
-pub(crate) fn start<W>(out: W, thread_name: &str) -> std::io::Result<(BatchWriter<W>, FlushGuard)>
+pub fn start<W>(out: W, thread_name: &str) -> std::io::Result<(BatchWriter<W>, FlushGuard)>
 where
     W: Write + Send + 'static,
 {
@@ -128,7 +128,7 @@ impl<W: Write> BatchWriter<W> {
 }
 
 /// One event's writer, as `tracing_subscriber` asks for it.
-pub(crate) struct LineSink<'a, W>(&'a BatchWriter<W>);
+pub struct LineSink<'a, W>(&'a BatchWriter<W>);
 
 impl<W: Write> Write for LineSink<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

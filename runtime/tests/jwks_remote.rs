@@ -18,7 +18,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{ExtendedKeyUsagePurpose, SanType};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use sigil_ca::authn::{JwksSource, JwksSourceError};
+use sigil_runtime::jwt::{JwksSource, JwksSourceError};
 use sigil_test_util::TestCa;
 use tokio::net::TcpListener;
 

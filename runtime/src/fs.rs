@@ -1,4 +1,5 @@
-//! Crash-safe file output for CA material.
+//! Crash-safe file output with explicit modes: the CA's keys and
+//! certificates, and later the node agent's file output.
 //!
 //! Private keys are written with mode 0600 through a temporary file in the
 //! same directory, `fsync`ed, then renamed over the target, and the directory
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const SECRET_FILE_MODE: u32 = 0o600;
 /// The mode of files holding public material (certificates).
 pub const PUBLIC_FILE_MODE: u32 = 0o644;
-/// The mode of directories Sigil creates for CA material.
+/// The mode of directories Sigil creates for keys and certificates.
 pub const DIR_MODE: u32 = 0o700;
 
 /// Writes `contents` to `path` atomically with the given mode.
