@@ -2,22 +2,31 @@
 //! against the cluster issuer's keys, and generic OIDC tokens mapped to a
 //! SPIFFE ID by a template.
 //!
-//! A token is *recognised* when its (unverified) `iss` is this
-//! authenticator's issuer; from then on every check is strict
-//! ([`sigil_identity::jwt`]): signature with an algorithm allowed for the
-//! key, `exp` required, `nbf`/`iat` not in the future, issuer and audience
-//! matched, duplicate claims and `crit` refused, `jku`/`x5u`/`jwk` ignored.
+//! Recognising a token (its unverified `iss`), checking it against the
+//! issuer's fetched keys and the UNAVAILABLE rules live in
+//! [`sigil_runtime::jwt::JwtIssuer`], shared with the proxy; this module
+//! only maps a verified token to a [`Caller`]:
+//!
+//! ```text
+//! bearer ─▶ JwtIssuer::recognises ─ no ─▶ NotMine
+//!              │ yes
+//!              ▼
+//!           JwtIssuer::verify ─ Invalid ─────────────▶ Rejected(Invalid)      → UNAUTHENTICATED
+//!              │              ─ Unavailable / Stale ─▶ Rejected(Unavailable)  → UNAVAILABLE
+//!              ▼
+//!           IdentityMapping (Kubernetes claims | OIDC template) ─▶ Caller
+//! ```
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use sigil_identity::jwt::{JwtError, JwtPolicy, JwtValidator, VerifiedJwt};
+use sigil_identity::jwt::{JwtPolicy, VerifiedJwt};
 use sigil_identity::{SpiffeId, TrustDomain};
+use sigil_runtime::jwt::{IssuerError, JwksSource, JwtIssuer};
 
-use super::jwks_source::{JwksSource, JwksSourceError};
-use super::{Authenticator, AuthnError, Caller, Credentials, Outcome, peek_issuer};
+use super::{Authenticator, AuthnError, Caller, Credentials, Outcome};
 use crate::k8s::PodRef;
 
 /// How a verified token becomes a SPIFFE ID.
@@ -35,10 +44,8 @@ pub enum IdentityMapping {
 #[derive(Debug)]
 pub struct JwtAuthenticator {
     kind: &'static str,
-    issuer: String,
     trust_domain: TrustDomain,
-    validator: JwtValidator,
-    keys: Arc<JwksSource>,
+    issuer: JwtIssuer,
     mapping: IdentityMapping,
 }
 
@@ -51,63 +58,44 @@ impl JwtAuthenticator {
         keys: Arc<JwksSource>,
         mapping: IdentityMapping,
     ) -> Result<Self, AuthnError> {
-        let issuer = policy.issuer.clone().unwrap_or_default();
-        let validator = JwtValidator::new(policy).map_err(|e| AuthnError::Invalid {
+        let issuer = JwtIssuer::new(policy, keys).map_err(|e| AuthnError::Invalid {
             method: kind,
             reason: e.to_string(),
         })?;
-        Ok(Self {
+        Ok(Self::from_issuer(kind, trust_domain, issuer, mapping))
+    }
+
+    /// An authenticator named `kind` for the tokens of `issuer`.
+    pub fn from_issuer(
+        kind: &'static str,
+        trust_domain: TrustDomain,
+        issuer: JwtIssuer,
+        mapping: IdentityMapping,
+    ) -> Self {
+        Self {
             kind,
-            issuer,
             trust_domain,
-            validator,
-            keys,
+            issuer,
             mapping,
-        })
+        }
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, AuthnError> {
-        self.keys.refresh_if_stale().await;
-        let now = SystemTime::now();
-        let keys = self.keys.current();
-        let verified = match self.validator.validate(token, &keys, now) {
-            Err(JwtError::UnknownKid { .. }) => {
-                // Maybe the issuer rotated its keys: refresh (rate-limited)
-                // and try once more.
-                match self.keys.refresh().await {
-                    Ok(fresh) => self.validator.validate(token, &fresh, now),
-                    // Another request may have just reloaded: check again.
-                    // If the last reload failed and the next is not due,
-                    // the kid may be a rotation the keys in use miss, so
-                    // the token cannot be decided now — as for the request
-                    // whose reload failed.
-                    Err(JwksSourceError::RateLimited { last_failure, .. }) => {
-                        match (
-                            self.validator.validate(token, &self.keys.current(), now),
-                            last_failure,
-                        ) {
-                            (Err(JwtError::UnknownKid { .. }), Some(reason)) => {
-                                return Err(AuthnError::Unavailable {
-                                    method: self.kind,
-                                    reason: format!(
-                                        "the issuer's keys cannot be reloaded: {reason}"
-                                    ),
-                                });
-                            }
-                            (other, _) => other,
-                        }
-                    }
-                    Err(e) => {
-                        return Err(AuthnError::Unavailable {
-                            method: self.kind,
-                            reason: e.to_string(),
-                        });
+        let verified = self
+            .issuer
+            .verify(token, SystemTime::now())
+            .await
+            .map_err(|e| match e {
+                IssuerError::Invalid(e) => self.invalid(e.to_string()),
+                // Keys that cannot be reloaded, or are past
+                // `jwks.max_stale`: the token cannot be decided now.
+                IssuerError::Unavailable { .. } | IssuerError::Stale(_) => {
+                    AuthnError::Unavailable {
+                        method: self.kind,
+                        reason: e.to_string(),
                     }
                 }
-            }
-            other => other,
-        }
-        .map_err(|e| self.invalid(e.to_string()))?;
+            })?;
         self.caller(&verified)
     }
 
@@ -214,7 +202,7 @@ impl Authenticator for JwtAuthenticator {
         let Some(token) = credentials.bearer else {
             return Box::pin(std::future::ready(Outcome::NotMine));
         };
-        if peek_issuer(token).as_deref() != Some(self.issuer.as_str()) {
+        if !self.issuer.recognises(token) {
             return Box::pin(std::future::ready(Outcome::NotMine));
         }
         Box::pin(async move {
@@ -223,5 +211,89 @@ impl Authenticator for JwtAuthenticator {
                 Err(e) => Outcome::Rejected(e),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The mapping of the shared issuer's verdicts: stale keys
+    //! (`jwks.max_stale`) are UNAVAILABLE, not a rejected token.
+
+    use std::time::Duration;
+
+    use base64::Engine as _;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+
+    use super::*;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_past_max_stale_answer_unavailable() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let p = key.public_key().as_ref();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{}","y":"{}"}}]}}"#,
+                b64(&p[1..33]),
+                b64(&p[33..65])
+            ),
+        )
+        .unwrap();
+        let exp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let claims = serde_json::json!({"iss": "https://idp.example", "aud": "istio-ca",
+            "exp": exp, "sub": "system:serviceaccount:prod:api"});
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let token = format!("{input}.{}", b64(key.sign(&rng, input.as_bytes()).unwrap().as_ref()));
+        let source = JwksSource::file(path.clone(), Duration::from_secs(30))
+            .unwrap()
+            .with_max_age(Duration::from_secs(300))
+            .with_max_stale(Duration::from_secs(3600));
+        let policy = JwtPolicy {
+            issuer: Some("https://idp.example".into()),
+            audiences: vec!["istio-ca".into()],
+            ..JwtPolicy::default()
+        };
+        let auth = JwtAuthenticator::new(
+            "kubernetes-jwt",
+            TrustDomain::new("cluster.local").unwrap(),
+            policy,
+            Arc::new(source),
+            IdentityMapping::Kubernetes,
+        )
+        .unwrap();
+        let credentials = Credentials {
+            bearer: Some(&token),
+            peer: None,
+        };
+        assert!(matches!(
+            auth.authenticate(credentials).await,
+            Outcome::Authenticated(_)
+        ));
+        std::fs::remove_file(&path).unwrap();
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        match auth.authenticate(credentials).await {
+            Outcome::Rejected(AuthnError::Unavailable { method, reason }) => {
+                assert_eq!(method, "kubernetes-jwt");
+                assert!(reason.contains("max_stale"), "{reason}");
+            }
+            other => panic!("expected UNAVAILABLE for stale keys, got {other:?}"),
+        }
     }
 }

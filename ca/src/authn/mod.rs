@@ -20,7 +20,6 @@
 //! checks. Tokens are never logged.
 
 mod dev;
-mod jwks_source;
 mod jwt;
 mod review;
 mod svid;
@@ -34,8 +33,9 @@ use crate::issue::Ttl;
 use crate::k8s::PodRef;
 
 pub use dev::{DEV_TOKEN_PREFIX, DevelopmentAuthenticator};
-pub use jwks_source::{
-    DEFAULT_JWKS_MAX_AGE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError, MAX_JWKS_RESPONSE_BYTES,
+pub use sigil_runtime::jwt::{
+    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError,
+    MAX_JWKS_RESPONSE_BYTES,
 };
 pub use jwt::{IdentityMapping, JwtAuthenticator};
 pub use review::{

@@ -129,10 +129,20 @@ pub struct JwksConfig {
     /// `refresh_min_interval`, at most 1 day.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
+    /// Keys from `file` or `uri` that could not be re-read for longer than
+    /// this are no longer trusted: tokens are answered UNAVAILABLE until a
+    /// reload succeeds, so a key the issuer removed cannot live forever
+    /// behind a broken source. Default 24 h; at least `max_age`.
+    #[serde(default = "default_max_stale", with = "humantime_serde")]
+    pub max_stale: Duration,
 }
 
 fn default_max_age() -> Duration {
-    crate::authn::DEFAULT_JWKS_MAX_AGE
+    sigil_runtime::jwt::DEFAULT_JWKS_MAX_AGE
+}
+
+fn default_max_stale() -> Duration {
+    sigil_runtime::jwt::DEFAULT_JWKS_MAX_STALE
 }
 
 fn default_refresh_interval() -> Duration {
@@ -327,6 +337,13 @@ impl JwksConfig {
                 field: format!("{field}.max_age"),
                 value: format!("{:?}", self.max_age),
                 reason: "must be at least refresh_min_interval".to_owned(),
+            });
+        }
+        if self.max_stale.is_zero() || self.max_stale < self.max_age {
+            return Err(ConfigError::Invalid {
+                field: format!("{field}.max_stale"),
+                value: fmt_d(self.max_stale),
+                reason: "must be nonzero and at least max_age".to_owned(),
             });
         }
         if let Some(uri) = &self.uri

@@ -497,3 +497,28 @@ fn the_largest_accepted_lifetimes_issue_without_panicking() {
         .unwrap();
     assert!(serving.not_after <= now + MAX_SERVER_CERT_TTL);
 }
+
+#[test]
+fn jwks_max_stale_defaults_to_a_day_and_is_at_least_max_age() {
+    let jwt = |jwks: &str| {
+        format!("[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\njwks = {{ {jwks} }}")
+    };
+    let config = CaConfig::from_toml(&jwt("file = \"k.json\"")).unwrap();
+    match &config.authenticators[..] {
+        [AuthenticatorConfig::KubernetesJwt { jwks, .. }] => {
+            assert_eq!(jwks.max_stale, std::time::Duration::from_secs(24 * 3600));
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        "file = \"k.json\", max_age = \"10m\", max_stale = \"5m\"",
+        "file = \"k.json\", refresh_min_interval = \"0s\", max_age = \"0s\", max_stale = \"0s\"",
+    ] {
+        assert_eq!(
+            invalid_field(&jwt(bad)),
+            "authenticators[0].jwks.max_stale",
+            "{bad}"
+        );
+    }
+    CaConfig::from_toml(&jwt("file = \"k.json\", max_age = \"10m\", max_stale = \"10m\"")).unwrap();
+}

@@ -59,6 +59,7 @@ pub(crate) fn jwt_authenticator(
         JwksSource::file(file.clone(), jwks.refresh_min_interval)
             .map_err(|e| setup(e.to_string()))?
             .with_max_age(jwks.max_age)
+            .with_max_stale(jwks.max_stale)
     } else if let Some(uri) = &jwks.uri {
         let roots = match &jwks.uri_ca_file {
             Some(path) => Some(
@@ -70,6 +71,7 @@ pub(crate) fn jwt_authenticator(
         JwksSource::remote(uri, roots.as_deref(), jwks.refresh_min_interval)
             .map_err(|e| setup(e.to_string()))?
             .with_max_age(jwks.max_age)
+            .with_max_stale(jwks.max_stale)
     } else {
         return Err(setup("jwks: set one of file, inline or uri".into()));
     };

@@ -16,8 +16,11 @@ use sigil_identity::jwt::{JwtError, JwtPolicy, JwtPolicyError, JwtValidator, Ver
 use super::source::{JwksSource, JwksSourceError};
 
 /// Why a token from a recognised issuer was not verified.
+///
+/// Deliberately exhaustive (not `#[non_exhaustive]`): callers map each
+/// variant to a status code with no catch-all arm, so a new variant is a
+/// compile error there rather than silently getting a wrong code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum IssuerError {
     /// The token is invalid: final (UNAUTHENTICATED).
     #[error(transparent)]

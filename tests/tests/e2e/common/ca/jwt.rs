@@ -129,6 +129,7 @@ pub(crate) fn inline_jwks(jwks: String) -> JwksConfig {
         uri_ca_file: None,
         refresh_min_interval: Duration::from_secs(30),
         max_age: sigil_ca::authn::DEFAULT_JWKS_MAX_AGE,
+        max_stale: sigil_ca::authn::DEFAULT_JWKS_MAX_STALE,
     }
 }
 
@@ -142,6 +143,7 @@ pub(crate) fn file_jwks(path: &Path, refresh_min_interval: Duration) -> JwksConf
         uri_ca_file: None,
         refresh_min_interval,
         max_age: sigil_ca::authn::DEFAULT_JWKS_MAX_AGE,
+        max_stale: sigil_ca::authn::DEFAULT_JWKS_MAX_STALE,
     }
 }
 
