@@ -11,7 +11,11 @@
 //!   certificate verifiers, so the node agent and the proxy share one
 //!   implementation;
 //! - [`jwt`]: strict JWKS loading ([`Jwks`]) and JWT validation
-//!   ([`JwtValidator`]) for service-account, OIDC and end-user tokens.
+//!   ([`JwtValidator`]) for service-account, OIDC and end-user tokens;
+//! - [`credential`]: one's own credential — [`X509Svid`] (chain + key,
+//!   checked to belong together), [`PrivateKey`] (zeroized, redacted) —
+//!   and [`CredentialResolver`], which rustls servers and clients present
+//!   from, swapped atomically and failing closed before the first one.
 //!
 //! ```text
 //!   sigil-ca ──┐
@@ -19,15 +23,18 @@
 //!   proxy ─────┘
 //! ```
 //!
-//! It does no I/O beyond what a verifier needs and holds no private keys.
+//! It does no I/O beyond what a verifier needs; the only private keys it
+//! holds are the ones handed to [`credential`], zeroized on drop.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod credential;
 pub mod jwt;
 pub mod spiffe_id;
 pub mod verify;
 
 pub use bundle::{BundleError, BundleSet, JwtAuthority, TrustBundle};
+pub use credential::{CredentialError, CredentialResolver, PrivateKey, X509Svid};
 pub use jwt::{BearerToken, Jwks, JwtError, JwtPolicy, JwtValidator, VerifiedJwt};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use verify::{

@@ -14,13 +14,14 @@
 use std::cell::Cell;
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
-use webpki::{EndEntityCert, KeyUsage, VerifiedPath};
+use webpki::{EndEntityCert, VerifiedPath};
 
 use crate::bundle::{BundleSet, TrustBundle};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 use super::error::VerifyError;
 use super::svid::{check_signing_certificate, leaf_facts};
+use super::usage::Usage;
 
 /// The most certificates [`verify_x509_svid`] accepts in one chain (leaf,
 /// intermediates and a root some peers append).
@@ -45,28 +46,6 @@ static SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
     webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
     webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
-
-/// The TLS role the leaf must be fit for (its ExtendedKeyUsage).
-///
-/// Following RFC 5280 §4.2.1.12 (as webpki does), a leaf without an
-/// ExtendedKeyUsage extension is fit for both; one with the extension must
-/// list the purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Usage {
-    /// The leaf authenticates a TLS client (`id-kp-clientAuth`).
-    ClientAuth,
-    /// The leaf authenticates a TLS server (`id-kp-serverAuth`).
-    ServerAuth,
-}
-
-impl Usage {
-    fn key_usage(self) -> KeyUsage {
-        match self {
-            Self::ClientAuth => KeyUsage::client_auth(),
-            Self::ServerAuth => KeyUsage::server_auth(),
-        }
-    }
-}
 
 /// Proof that a chain verified as an X509-SVID: the leaf's SPIFFE ID and
 /// notAfter. Only [`verify_x509_svid`] makes one.

@@ -8,7 +8,7 @@ use rustls_pki_types::UnixTime;
 
 use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 
-use super::chain::Usage;
+use super::usage::Usage;
 
 /// Why an X509-SVID (or a signing certificate, or a whole chain) was refused.
 ///

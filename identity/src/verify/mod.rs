@@ -25,13 +25,16 @@ mod handle;
 mod matcher;
 mod rustls;
 mod svid;
+mod usage;
 
 #[cfg(test)]
 mod tests;
 
-pub use self::chain::{MAX_CHAIN_BYTES, MAX_CHAIN_LEN, Usage, VerifiedSvid, verify_x509_svid};
+pub use self::chain::{MAX_CHAIN_BYTES, MAX_CHAIN_LEN, VerifiedSvid, verify_x509_svid};
 pub use self::error::VerifyError;
 pub use self::handle::BundleHandle;
 pub use self::matcher::IdMatcher;
 pub use self::rustls::{SpiffeClientVerifier, SpiffeServerVerifier};
 pub use self::svid::{check_leaf, check_signing_certificate};
+pub(crate) use self::svid::leaf_facts;
+pub use self::usage::Usage;

@@ -19,10 +19,11 @@ use ::rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::chain::{Usage, VerifiedSvid, verify_parts};
+use super::chain::{VerifiedSvid, verify_parts};
 use super::error::VerifyError;
 use super::handle::BundleHandle;
 use super::matcher::IdMatcher;
+use super::usage::Usage;
 
 // === impl Core ===
 

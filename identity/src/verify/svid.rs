@@ -19,9 +19,9 @@ use super::error::VerifyError;
 /// What [`check_leaf`] learns from a leaf that passes: its SPIFFE ID and
 /// notAfter.
 #[derive(Debug)]
-pub(super) struct LeafFacts {
-    pub(super) spiffe_id: SpiffeId,
-    pub(super) not_after: UnixTime,
+pub(crate) struct LeafFacts {
+    pub(crate) spiffe_id: SpiffeId,
+    pub(crate) not_after: UnixTime,
 }
 
 /// Checks the X509-SVID leaf rules on `cert_der` and returns its SPIFFE ID.
@@ -44,7 +44,7 @@ pub fn check_leaf(cert_der: &[u8]) -> Result<SpiffeId, VerifyError> {
 }
 
 /// [`check_leaf`], also returning the leaf's notAfter.
-pub(super) fn leaf_facts(cert_der: &[u8]) -> Result<LeafFacts, VerifyError> {
+pub(crate) fn leaf_facts(cert_der: &[u8]) -> Result<LeafFacts, VerifyError> {
     let cert = parse(cert_der)?;
     let spiffe_id = leaf_spiffe_id(&cert)?;
 
