@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sigil_identity::verify::BundleHandle;
-use sigil_identity::{BundleSet, TrustBundle};
+use sigil_identity::{BundleSet, CredentialResolver, TrustBundle};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -54,7 +54,6 @@ use crate::config::{AuthenticatorConfig, CaConfig};
 use crate::issue::{CertIssuer, Ttl};
 use crate::k8s::{BundlePublisher, CaSecretStore, PodDirectory, TokenReviewer};
 use state::Shared;
-use tls::CertResolver;
 
 /// Kubernetes clients the server uses when `[kubernetes] enabled = true`.
 #[derive(Clone)]
@@ -92,7 +91,7 @@ pub struct Bound {
     admin: TcpListener,
     config: CaConfig,
     shared: Arc<Shared>,
-    resolver: Arc<CertResolver>,
+    resolver: Arc<CredentialResolver>,
     acceptor: TlsAcceptor,
     kube: Option<KubeDeps>,
     /// The plug-in directory's fingerprint from before the load.
@@ -124,8 +123,8 @@ impl CaServer {
         );
 
         let serving = renew::issue_serving(&issuer, &config)?;
-        let resolver =
-            Arc::new(CertResolver::new(&serving).map_err(|e| ServeError::Tls(e.to_string()))?);
+        let resolver = Arc::new(CredentialResolver::new());
+        tls::store_serving(&resolver, &serving).map_err(|e| ServeError::Tls(e.to_string()))?;
         let client_bundles =
             BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
                 config.trust_domain.clone(),

@@ -2,7 +2,7 @@
 //! background task without a restart.
 //!
 //! ```text
-//! issue_serving ─▶ CertResolver::store ─▶ wait ─┬─ half the lifetime passed ───▶ renew
+//! issue_serving ─▶ tls::store_serving ─▶ wait ─┬─ half the lifetime passed ───▶ renew
 //!                                               ├─ the authority changed ───────▶ renew at once
 //!                                               └─ stop ────────────────────────▶ return
 //!            a renewal that fails is retried after RETRY_AFTER_FAILURE
@@ -17,13 +17,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sigil_identity::CredentialResolver;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ServeError;
 use super::state::Shared;
-use super::tls::CertResolver;
+use super::tls;
 use crate::config::CaConfig;
 use crate::issue::{CertIssuer, ServingCert, Ttl};
 
@@ -59,7 +60,7 @@ pub(crate) fn issue_serving(
 /// missed.
 pub(crate) fn renew_serving_cert(
     shared: Arc<Shared>,
-    resolver: Arc<CertResolver>,
+    resolver: Arc<CredentialResolver>,
     config: CaConfig,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -70,7 +71,7 @@ pub(crate) fn renew_serving_cert(
 async fn renew_loop(
     shared: Arc<Shared>,
     mut changed: watch::Receiver<u64>,
-    resolver: Arc<CertResolver>,
+    resolver: Arc<CredentialResolver>,
     config: CaConfig,
     stop: CancellationToken,
 ) {
@@ -84,8 +85,7 @@ async fn renew_loop(
         }
         let issuer = shared.issuer.load_full();
         let renewed = issue_serving(&issuer, &config).and_then(|cert| {
-            resolver
-                .store(&cert)
+            tls::store_serving(&resolver, &cert)
                 .map(|()| cert.not_after)
                 .map_err(|e| ServeError::Tls(e.to_string()))
         });

@@ -1,5 +1,5 @@
 //! TLS for the gRPC listener: the CA's own serving certificate (hot
-//! swappable), optional client SVIDs, and an accept loop that bounds
+//! swappable through identity's `CredentialResolver`), optional client SVIDs, and an accept loop that bounds
 //! connections and handshake time.
 //!
 //! ```text
@@ -17,10 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use sigil_identity::SpiffeId;
+use sigil_identity::credential::{CredentialError, CredentialResolver, PrivateKey};
 use sigil_identity::verify::{BundleHandle, IdMatcher, SpiffeClientVerifier, check_leaf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,42 +30,21 @@ use tokio_util::sync::CancellationToken;
 use super::coalesce::Coalesced;
 use crate::issue::ServingCert;
 
-/// Holds the current serving certificate; swapped on renewal.
-#[derive(Debug)]
-pub(crate) struct CertResolver {
-    current: ArcSwap<CertifiedKey>,
-}
-
-impl CertResolver {
-    /// A resolver serving `cert`.
-    pub(crate) fn new(cert: &ServingCert) -> Result<Self, rustls::Error> {
-        Ok(Self {
-            current: ArcSwap::from_pointee(certified(cert)?),
-        })
-    }
-
-    /// Serves `cert` from the next handshake on; established connections
-    /// keep the certificate they negotiated.
-    pub(crate) fn store(&self, cert: &ServingCert) -> Result<(), rustls::Error> {
-        self.current.store(Arc::new(certified(cert)?));
-        Ok(())
-    }
-}
-
-fn certified(cert: &ServingCert) -> Result<CertifiedKey, rustls::Error> {
-    let key = rustls::crypto::ring::sign::any_supported_type(&cert.key)?;
-    Ok(CertifiedKey::new(cert.chain.clone(), key))
-}
-
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
+/// Serves `cert` from the next handshake on (established connections keep
+/// the certificate they negotiated). The CA's serving certificate names
+/// DNS names, not a SPIFFE ID, so it goes in as a plain chain; the key is
+/// checked against the leaf.
+pub(crate) fn store_serving(
+    resolver: &CredentialResolver,
+    cert: &ServingCert,
+) -> Result<(), CredentialError> {
+    let key = PrivateKey::from_pkcs8_der(cert.key.secret_der().to_vec())?;
+    resolver.store_chain(cert.chain.clone(), &key)
 }
 
 /// The rustls server configuration: h2 only, TLS 1.2 and 1.3, ring.
 pub(crate) fn server_config(
-    resolver: Arc<CertResolver>,
+    resolver: Arc<CredentialResolver>,
     bundles: BundleHandle,
     trust_domain: sigil_identity::TrustDomain,
 ) -> Result<rustls::ServerConfig, rustls::Error> {

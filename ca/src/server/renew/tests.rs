@@ -1,5 +1,5 @@
 //! The serving-certificate renewer on tokio's paused clock: the real task,
-//! [`CertResolver`] and rustls server configuration the server uses, and
+//! [`CredentialResolver`] and rustls server configuration the server uses, and
 //! TLS handshakes done in memory (no sockets, whose readiness paused time
 //! cannot wait for) by a rustls client that trusts only the CA's roots and
 //! connects by one of the configured DNS names.
@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use sigil_identity::verify::BundleHandle;
-use sigil_identity::{BundleSet, TrustBundle, TrustDomain};
+use sigil_identity::{BundleSet, CredentialResolver, TrustBundle, TrustDomain};
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -26,7 +26,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::super::metrics::Metrics;
 use super::super::state::Shared;
-use super::super::tls::{self, CertResolver};
+use super::super::tls;
 use super::{RETRY_AFTER_FAILURE, issue_serving, renew_serving_cert};
 use crate::authn::AuthnChain;
 use crate::authority::{Authority, source};
@@ -103,7 +103,8 @@ pub(crate) fn shared_for(issuer: CertIssuer) -> Arc<Shared> {
 fn start() -> Running {
     let config = config();
     let issuer = issuer(authority(OffsetDateTime::now_utc()));
-    let resolver = Arc::new(CertResolver::new(&issue_serving(&issuer, &config).unwrap()).unwrap());
+    let resolver = Arc::new(CredentialResolver::new());
+    tls::store_serving(&resolver, &issue_serving(&issuer, &config).unwrap()).unwrap();
     let td = config.trust_domain.clone();
     let bundles = BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
         td.clone(),
