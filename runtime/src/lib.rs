@@ -3,7 +3,7 @@
 //! What the three Sigil daemons (CA, node agent, proxy) share, and nothing
 //! daemon-specific:
 //!
-//! - [`env`]: the `SIGIL_<DAEMON>__*` environment overlay on a TOML
+//! - [`env`](mod@env): the `SIGIL_<DAEMON>__*` environment overlay on a TOML
 //!   configuration, generic over the configuration type;
 //! - [`fs`]: atomic file writes with explicit modes (keys 0600);
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics` plus
