@@ -366,7 +366,8 @@ fn the_default_names_serve_clients_dialing_loopback_ips() {
     // verifies the IP, so the certificate must carry it as an IP SAN.
     let config = CaConfig::default();
     let issuer = issuer(authority(OffsetDateTime::now_utc()));
-    let resolver = Arc::new(CertResolver::new(&issue_serving(&issuer, &config).unwrap()).unwrap());
+    let resolver = Arc::new(CredentialResolver::new());
+    tls::store_serving(&resolver, &issue_serving(&issuer, &config).unwrap()).unwrap();
     let roots = issuer.authority().roots().to_vec();
     let td = config.trust_domain.clone();
     let bundles = BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
