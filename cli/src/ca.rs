@@ -113,8 +113,12 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
     let pem = chain.to_pem();
     match &args.out {
         Some(path) => {
-            sigil_runtime::fs::write_atomic(path, pem.as_bytes(), sigil_runtime::fs::PUBLIC_FILE_MODE)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            sigil_runtime::fs::write_atomic(
+                path,
+                pem.as_bytes(),
+                sigil_runtime::fs::PUBLIC_FILE_MODE,
+            )
+            .with_context(|| format!("cannot write {}", path.display()))?;
             writeln!(
                 std::io::stderr(),
                 "issued {} valid until {} -> {}",

@@ -80,7 +80,11 @@ pub async fn drain(tracker: &TaskTracker, grace: Duration) -> Drained {
         Ok(()) => Drained::Complete,
         Err(_) => {
             let remaining = tracker.len();
-            tracing::warn!(remaining, ?grace, "shutdown grace period over; dropping tasks");
+            tracing::warn!(
+                remaining,
+                ?grace,
+                "shutdown grace period over; dropping tasks"
+            );
             Drained::TimedOut { remaining }
         }
     }
@@ -127,6 +131,9 @@ mod tests {
         let token = CancellationToken::new();
         cancel_on_signal(&token, &tracker).unwrap();
         token.cancel();
-        assert_eq!(drain(&tracker, Duration::from_secs(10)).await, Drained::Complete);
+        assert_eq!(
+            drain(&tracker, Duration::from_secs(10)).await,
+            Drained::Complete
+        );
     }
 }

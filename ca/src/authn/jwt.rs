@@ -260,7 +260,10 @@ mod tests {
             b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#),
             b64(claims.to_string().as_bytes())
         );
-        let token = format!("{input}.{}", b64(key.sign(&rng, input.as_bytes()).unwrap().as_ref()));
+        let token = format!(
+            "{input}.{}",
+            b64(key.sign(&rng, input.as_bytes()).unwrap().as_ref())
+        );
         let source = JwksSource::file(path.clone(), Duration::from_secs(30))
             .unwrap()
             .with_max_age(Duration::from_secs(300))

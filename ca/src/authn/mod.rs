@@ -33,15 +33,15 @@ use crate::issue::Ttl;
 use crate::k8s::PodRef;
 
 pub use dev::{DEV_TOKEN_PREFIX, DevelopmentAuthenticator};
-pub use sigil_runtime::jwt::{
-    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError,
-    MAX_JWKS_RESPONSE_BYTES,
-};
 pub use jwt::{IdentityMapping, JwtAuthenticator};
 pub use review::{
     FAILED_REVIEW_BURST, FAILED_REVIEW_CACHE_SIZE, FAILED_REVIEW_CACHE_TTL,
     FAILED_REVIEWS_PER_SECOND, MAX_CACHE_TTL, NO_EXPIRY_CACHE_TTL, ReviewCache,
     TokenReviewAuthenticator,
+};
+pub use sigil_runtime::jwt::{
+    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError,
+    MAX_JWKS_RESPONSE_BYTES,
 };
 pub use svid::SvidAuthenticator;
 

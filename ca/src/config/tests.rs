@@ -501,7 +501,9 @@ fn the_largest_accepted_lifetimes_issue_without_panicking() {
 #[test]
 fn jwks_max_stale_defaults_to_a_day_and_is_at_least_max_age() {
     let jwt = |jwks: &str| {
-        format!("[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\njwks = {{ {jwks} }}")
+        format!(
+            "[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"x\"\njwks = {{ {jwks} }}"
+        )
     };
     let config = CaConfig::from_toml(&jwt("file = \"k.json\"")).unwrap();
     match &config.authenticators[..] {
@@ -520,5 +522,8 @@ fn jwks_max_stale_defaults_to_a_day_and_is_at_least_max_age() {
             "{bad}"
         );
     }
-    CaConfig::from_toml(&jwt("file = \"k.json\", max_age = \"10m\", max_stale = \"10m\"")).unwrap();
+    CaConfig::from_toml(&jwt(
+        "file = \"k.json\", max_age = \"10m\", max_stale = \"10m\"",
+    ))
+    .unwrap();
 }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use rustls::SignatureScheme;
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::SignatureScheme;
 use rustls_pki_types::CertificateDer;
 
 use super::error::CredentialError;

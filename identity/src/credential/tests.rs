@@ -38,7 +38,12 @@ fn leaks(debug: &str, der: &[u8]) -> bool {
     let decimal = decimal.trim_start_matches('[').trim_end_matches(']');
     debug.contains(decimal)
         || debug.to_ascii_lowercase().contains(&hex(window))
-        || debug.contains(base64::engine::general_purpose::STANDARD.encode(der).get(..24).unwrap())
+        || debug.contains(
+            base64::engine::general_purpose::STANDARD
+                .encode(der)
+                .get(..24)
+                .unwrap(),
+        )
 }
 
 #[test]
@@ -49,7 +54,10 @@ fn debug_of_private_key_and_svid_shows_no_key_bytes() {
     let key = key_of(&leaf);
     let debug = format!("{key:?}");
     assert!(!leaks(&debug, &der), "{debug}");
-    assert!(debug.contains("ECDSA") && debug.contains(&der.len().to_string()), "{debug}");
+    assert!(
+        debug.contains("ECDSA") && debug.contains(&der.len().to_string()),
+        "{debug}"
+    );
     assert_eq!(key.secret_der(), &der[..]);
 
     let svid = svid_of(&leaf, &root);
@@ -71,7 +79,10 @@ fn an_svid_exposes_its_id_chain_key_and_expiry() {
     .unwrap();
     assert_eq!(svid.spiffe_id().to_string(), SERVER_ID);
     assert_eq!(svid.chain(), &[leaf.der.clone(), root.cert.der.clone()]);
-    assert_eq!(svid.private_key().secret_der(), &leaf.key.serialize_der()[..]);
+    assert_eq!(
+        svid.private_key().secret_der(),
+        &leaf.key.serialize_der()[..]
+    );
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.der.as_ref()).unwrap();
     assert_eq!(
         svid.not_after().as_secs(),
@@ -91,7 +102,10 @@ fn a_key_that_is_not_the_leafs_is_refused() {
         resolver.store_chain(vec![leaf.der.clone()], &key_of(&other)),
         Err(CredentialError::KeyMismatch)
     );
-    assert!(resolver.current().is_none(), "a refused chain is not served");
+    assert!(
+        resolver.current().is_none(),
+        "a refused chain is not served"
+    );
 }
 
 #[test]
@@ -140,7 +154,11 @@ struct Handshake {
     client_leaf: Option<CertificateDer<'static>>,
 }
 
-fn handshake(root: &TestCa, server: Arc<CredentialResolver>, client: Arc<CredentialResolver>) -> Handshake {
+fn handshake(
+    root: &TestCa,
+    server: Arc<CredentialResolver>,
+    client: Arc<CredentialResolver>,
+) -> Handshake {
     let matcher = IdMatcher::TrustDomain(TrustDomain::new(TD).unwrap());
     let server_config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -153,7 +171,10 @@ fn handshake(root: &TestCa, server: Arc<CredentialResolver>, client: Arc<Credent
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(bundles(root), matcher)))
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
+            bundles(root),
+            matcher,
+        )))
         .with_client_cert_resolver(client);
     let name = ServerName::try_from("unrelated.invalid").unwrap();
     let mut c = Connection::Client(ClientConnection::new(Arc::new(client_config), name).unwrap());

@@ -35,6 +35,6 @@ pub use self::error::VerifyError;
 pub use self::handle::BundleHandle;
 pub use self::matcher::IdMatcher;
 pub use self::rustls::{SpiffeClientVerifier, SpiffeServerVerifier};
-pub use self::svid::{check_leaf, check_signing_certificate};
 pub(crate) use self::svid::leaf_facts;
+pub use self::svid::{check_leaf, check_signing_certificate};
 pub use self::usage::Usage;

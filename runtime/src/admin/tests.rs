@@ -31,16 +31,25 @@ async fn start(app: Router, limits: AdminLimits) -> Running {
 async fn request(stream: &mut TcpStream, path: &str, keep: bool) -> String {
     let connection = if keep { "keep-alive" } else { "close" };
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let mut buf = vec![0; 4096];
     if keep {
-        let n = tokio::time::timeout(BOUND, stream.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
     } else {
         let mut out = Vec::new();
-        tokio::time::timeout(BOUND, stream.read_to_end(&mut out)).await.unwrap().unwrap();
+        tokio::time::timeout(BOUND, stream.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
         String::from_utf8_lossy(&out).into_owned()
     }
 }
@@ -66,21 +75,42 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
 async fn probes_answer_health_readiness_and_metrics() {
     let ready = Arc::new(AtomicBool::new(false));
     let flag = ready.clone();
-    let app = router(move || flag.load(Ordering::SeqCst), || "sigil_up 1\n".to_owned())
-        .route("/extra", axum::routing::get(|| async { "mine\n" }));
+    let app = router(
+        move || flag.load(Ordering::SeqCst),
+        || "sigil_up 1\n".to_owned(),
+    )
+    .route("/extra", axum::routing::get(|| async { "mine\n" }));
     let server = start(app, AdminLimits::default()).await;
 
-    assert!(get(server.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
-    assert!(get(server.addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+    assert!(
+        get(server.addr, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        get(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 503")
+    );
     ready.store(true, Ordering::SeqCst);
-    assert!(get(server.addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        get(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     let metrics = get(server.addr, "/metrics").await;
-    assert!(metrics.contains("application/openmetrics-text"), "{metrics}");
+    assert!(
+        metrics.contains("application/openmetrics-text"),
+        "{metrics}"
+    );
     assert!(metrics.ends_with("sigil_up 1\n"), "{metrics}");
     assert!(get(server.addr, "/extra").await.ends_with("mine\n"));
 
     server.stop.cancel();
-    tokio::time::timeout(BOUND, server.task).await.unwrap().unwrap();
+    tokio::time::timeout(BOUND, server.task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -95,8 +125,16 @@ async fn connections_over_the_cap_are_closed_and_those_within_served() {
     let mut second = TcpStream::connect(server.addr).await.unwrap();
     // Both within the cap are served (which also proves they were accepted
     // and hold their permits).
-    assert!(request(&mut first, "/healthz", true).await.starts_with("HTTP/1.1 200"));
-    assert!(request(&mut second, "/healthz", true).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request(&mut first, "/healthz", true)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        request(&mut second, "/healthz", true)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     // A third is closed at once, without an answer.
     let mut third = TcpStream::connect(server.addr).await.unwrap();
     assert!(closed_by_server(&mut third).await);
@@ -112,14 +150,22 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     };
     let server = start(router(|| true, String::new), limits).await;
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    assert!(closed_by_server(&mut slow).await, "slow headers must not hold the only slot");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_server(&mut slow).await,
+        "slow headers must not hold the only slot"
+    );
     // Its slot is free again: a legitimate client is served.
     let mut answered = false;
     for _ in 0..50 {
         // The permit is released when the server's task ends, just after
         // the close the client saw; a refused attempt is closed at once.
-        if get(server.addr, "/healthz").await.starts_with("HTTP/1.1 200") {
+        if get(server.addr, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
             answered = true;
             break;
         }
@@ -138,7 +184,11 @@ async fn an_idle_keep_alive_connection_is_closed() {
     };
     let server = start(router(|| true, String::new), limits).await;
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
-    assert!(request(&mut idle, "/healthz", true).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request(&mut idle, "/healthz", true)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     assert!(closed_by_server(&mut idle).await);
     server.stop.cancel();
 }

@@ -32,6 +32,6 @@ mod tests;
 
 pub use issuer::{IssuerError, JwtIssuer, JwtIssuers, peek_issuer};
 pub use source::{
-    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, JWKS_FETCH_TIMEOUT, JwksSource,
-    JwksSourceError, MAX_JWKS_RESPONSE_BYTES,
+    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError,
+    MAX_JWKS_RESPONSE_BYTES,
 };

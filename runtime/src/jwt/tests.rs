@@ -49,7 +49,8 @@ impl Signer {
             .unwrap()
             .as_secs()
             + 3600;
-        let header = b64(format!(r#"{{"alg":"ES256","kid":"{}","typ":"JWT"}}"#, self.kid).as_bytes());
+        let header =
+            b64(format!(r#"{{"alg":"ES256","kid":"{}","typ":"JWT"}}"#, self.kid).as_bytes());
         let claims = serde_json::json!({"iss": iss, "aud": "istio-ca", "exp": exp, "sub": "x"});
         let input = format!("{header}.{}", b64(claims.to_string().as_bytes()));
         let sig = self.key.sign(&self.rng, input.as_bytes()).unwrap();
@@ -86,7 +87,11 @@ fn write(path: &Path, text: &str) {
 async fn tokens_are_routed_to_their_issuer_by_iss() {
     let a = Signer::new("a");
     let b = Signer::new("b");
-    let fixed = |s: &Signer| Arc::new(JwksSource::fixed(Jwks::from_json(jwks_doc(&[s]).as_bytes()).unwrap()));
+    let fixed = |s: &Signer| {
+        Arc::new(JwksSource::fixed(
+            Jwks::from_json(jwks_doc(&[s]).as_bytes()).unwrap(),
+        ))
+    };
     let issuers = JwtIssuers::new(vec![
         JwtIssuer::new(policy("https://a.example"), fixed(&a)).unwrap(),
         JwtIssuer::new(policy("https://b.example"), fixed(&b)).unwrap(),
@@ -106,7 +111,12 @@ async fn tokens_are_routed_to_their_issuer_by_iss() {
         Some(Err(IssuerError::Invalid(JwtError::UnknownKid { .. })))
     ));
     // No issuer configured for it, or not a JWT at all: not routed.
-    assert!(issuers.verify(&a.token_from("https://c.example"), now).await.is_none());
+    assert!(
+        issuers
+            .verify(&a.token_from("https://c.example"), now)
+            .await
+            .is_none()
+    );
     assert!(issuers.route("not-a-jwt").is_none());
     assert_eq!(peek_issuer("a.!!!.c"), None);
 }
@@ -137,10 +147,16 @@ async fn an_unknown_kid_while_keys_cannot_be_reloaded_is_unavailable() {
     let now = SystemTime::now();
     // The reload fails: the new kid cannot be decided now.
     let first = issuer.verify(&new.token(), now).await.unwrap_err();
-    assert!(matches!(first, IssuerError::Unavailable { .. }), "{first:?}");
+    assert!(
+        matches!(first, IssuerError::Unavailable { .. }),
+        "{first:?}"
+    );
     // The next attempt is not due: still UNAVAILABLE, not invalid.
     let second = issuer.verify(&new.token(), now).await.unwrap_err();
-    assert!(matches!(second, IssuerError::Unavailable { .. }), "{second:?}");
+    assert!(
+        matches!(second, IssuerError::Unavailable { .. }),
+        "{second:?}"
+    );
     // Known keys still verify.
     issuer.verify(&old.token(), now).await.unwrap();
 }
@@ -206,5 +222,8 @@ async fn fixed_keys_never_go_stale() {
             .with_max_stale(Duration::from_secs(1)),
     );
     tokio::time::advance(Duration::from_secs(86_400)).await;
-    issuer.verify(&signer.token(), SystemTime::now()).await.unwrap();
+    issuer
+        .verify(&signer.token(), SystemTime::now())
+        .await
+        .unwrap();
 }
