@@ -22,8 +22,8 @@
 //! ```
 //!
 //! What it does not do: fetch or cache JWKS documents (the caller owns
-//! I/O and refresh rate-limiting), HMAC, JWE, or the JWS JSON
-//! serialization.
+//! I/O and refresh rate-limiting: `sigil_runtime::jwt` for the daemons),
+//! HMAC, JWE, or the JWS JSON serialization.
 
 mod alg;
 mod bearer;

@@ -157,21 +157,14 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         closed_by_server(&mut slow).await,
         "slow headers must not hold the only slot"
     );
-    // Its slot is free again: a legitimate client is served.
-    let mut answered = false;
-    for _ in 0..50 {
-        // The permit is released when the server's task ends, just after
-        // the close the client saw; a refused attempt is closed at once.
-        if get(server.addr, "/healthz")
+    // Its slot is free again: a legitimate client is served. (The test
+    // runtime has one thread: the server task drops the permit in the same
+    // poll that closes the socket, before this task sees the close.)
+    assert!(
+        get(server.addr, "/healthz")
             .await
             .starts_with("HTTP/1.1 200")
-        {
-            answered = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(answered);
+    );
     server.stop.cancel();
 }
 
