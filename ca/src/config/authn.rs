@@ -132,7 +132,8 @@ pub struct JwksConfig {
     /// Keys from `file` or `uri` that could not be re-read for longer than
     /// this are no longer trusted: tokens are answered UNAVAILABLE until a
     /// reload succeeds, so a key the issuer removed cannot live forever
-    /// behind a broken source. Default 24 h; at least `max_age`.
+    /// behind a broken source. Default 24 h, which is also the most
+    /// accepted; at least `max_age`.
     #[serde(default = "default_max_stale", with = "humantime_serde")]
     pub max_stale: Duration,
 }
@@ -339,11 +340,12 @@ impl JwksConfig {
                 reason: "must be at least refresh_min_interval".to_owned(),
             });
         }
-        if self.max_stale.is_zero() || self.max_stale < self.max_age {
+        super::check_wait(&format!("{field}.max_stale"), self.max_stale)?;
+        if self.max_stale < self.max_age {
             return Err(ConfigError::Invalid {
                 field: format!("{field}.max_stale"),
                 value: fmt_d(self.max_stale),
-                reason: "must be nonzero and at least max_age".to_owned(),
+                reason: "must be at least max_age".to_owned(),
             });
         }
         if let Some(uri) = &self.uri
