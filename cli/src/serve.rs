@@ -21,6 +21,7 @@ use sigil_ca::config::{CaConfig, ConfigError, EnvOverrides, Environment, Process
 use sigil_ca::server::{CaServer, ServerDeps};
 use sigil_identity::TrustDomain;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Marks a configuration error (exit code 64).
 #[derive(Debug, thiserror::Error)]
@@ -94,30 +95,17 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let bound = CaServer::bind(config, deps).await?;
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
-        bound.run(shutdown).await?;
+        let signals = TaskTracker::new();
+        sigil_runtime::shutdown::cancel_on_signal(&shutdown, &signals)
+            .context("cannot install the SIGINT/SIGTERM handlers")?;
+        let served = bound.run(shutdown.clone()).await;
+        // The signal task ends with the token.
+        shutdown.cancel();
+        signals.close();
+        signals.wait().await;
+        served?;
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
 }
 
 #[cfg(test)]

@@ -267,12 +267,6 @@ fn peek_claims(token: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Reads a JWT's `iss` claim *without verifying anything*: only to route a
-/// token to the authenticator of its issuer, which then verifies it.
-pub fn peek_issuer(token: &str) -> Option<String> {
-    peek_claims(token)?.get("iss")?.as_str().map(str::to_owned)
-}
-
 /// Reads a JWT's `exp` claim *without verifying anything*: used only after
 /// the API server vouched for the token, to bound how long its review is
 /// cached.
