@@ -2,21 +2,32 @@
 //!
 //! - `sigil bench ca` drives `CreateCertificate` with real CSRs and tokens
 //!   and reports certificates per second and latency percentiles. Targets
-//!   whatever `--addr` says: point it at loopback.
-//! - `sigil bench issue` runs the same issuance in-process on one thread
-//!   (same CA directory, same CSR shape, PEM as on the wire), the baseline
-//!   the server's rate per core is compared with (`tools/bench-ca.sh`).
+//!   whatever `--addr` says: point it at loopback. Two modes:
+//!   - *closed loop* (default, [`closed`]): `--concurrency` requests in
+//!     flight, each sent when the previous one is answered. Shows the
+//!     server's maximum throughput; its latency is set by that throughput
+//!     (Little's law: latency ≈ concurrency ÷ rate).
+//!   - *open loop* (`--rate N`, [`open`]): N requests per second on a fixed
+//!     schedule, whatever the answers do, each timed from when it *should*
+//!     have been sent (no coordinated omission). Shows the latency clients
+//!     see at a given load.
+//! - `sigil bench issue` ([`issue`]) runs the same issuance in-process on
+//!   one thread (same CA directory, same CSR shape, PEM as on the wire),
+//!   the baseline the server's rate per core is compared with
+//!   (`tools/bench-ca.sh`).
 //!
-//! Both are bounded by `--duration` (at most one hour) and stop by
-//! themselves. Both use a single-threaded runtime, so the load tool takes as
+//! All are bounded by `--duration` (at most one hour) and stop by
+//! themselves. All use a single-threaded runtime, so the load tool takes as
 //! little CPU as possible from the server it measures on a shared machine.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+mod closed;
+mod issue;
+mod open;
+mod report;
+
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -24,28 +35,17 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use sigil_identity::SpiffeId;
 use sigil_node_agent::ca_client::{CaClient, CaClientConfig, CaClientError, CsrRequest};
 
+use self::report::Failures;
+
+/// The longest `--duration` (and `--warmup`) accepted.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
-    /// Load-test a CA server.
+    /// Load-test a CA server (closed loop, or open loop with `--rate`).
     Ca(CaBenchArgs),
     /// Measure in-process issuance on one thread (no network).
-    Issue(IssueBenchArgs),
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct IssueBenchArgs {
-    /// The CA directory (as `sigil ca serve` uses it).
-    #[arg(long, default_value = sigil_ca::config::DEFAULT_CA_DIR)]
-    dir: PathBuf,
-    /// How long to run (at most 1h).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// The SPIFFE ID issued (its trust domain must be the CA's).
-    #[arg(long, default_value = "spiffe://cluster.local/ns/default/sa/bench")]
-    id: SpiffeId,
-    /// Distinct CSRs (ECDSA P-256) cycled through.
-    #[arg(long, default_value_t = 64)]
-    csrs: usize,
+    Issue(issue::IssueBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,10 +53,22 @@ pub(crate) struct CaBenchArgs {
     /// The CA's gRPC address.
     #[arg(long, default_value = "https://127.0.0.1:15012")]
     addr: String,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 64)]
+    /// Closed loop: requests in flight at once.
+    #[arg(long, default_value_t = 64, conflicts_with = "rate")]
     concurrency: usize,
-    /// How long to run (at most 1h).
+    /// Open loop: send this many requests per second on a fixed schedule
+    /// and time each from its scheduled send time.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop: requests sent at the same rate before the measurement,
+    /// not counted (connections, caches, CPU frequency).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, requires = "rate")]
+    warmup: Duration,
+    /// Open loop: at most this many requests outstanding; a request due
+    /// while that many are is not sent and counts as an error.
+    #[arg(long, default_value_t = 1000, requires = "rate")]
+    max_outstanding: usize,
+    /// How long to run (measured; at most 1h).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// HTTP/2 connections to spread the requests over.
@@ -96,82 +108,47 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(bench_ca(args))
         }
-        BenchCommand::Issue(args) => bench_issue(&args),
+        BenchCommand::Issue(args) => issue::run(&args),
     }
 }
 
-fn bench_issue(args: &IssueBenchArgs) -> anyhow::Result<()> {
-    if args.duration > Duration::from_secs(3600) || args.duration.is_zero() {
-        bail!("--duration must be between 1s and 1h");
-    }
-    if args.csrs == 0 {
-        bail!("--csrs must be positive");
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let authority = sigil_ca::authority::source::load_dir(&args.dir, args.id.trust_domain(), now)
-        .with_context(|| format!("cannot load the CA in {}", args.dir.display()))?;
-    let issuer =
-        sigil_ca::CertIssuer::new(Arc::new(authority), sigil_ca::IssuancePolicy::default());
-    let csrs = (0..args.csrs)
-        .map(|_| make_csr(&args.id))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let start = Instant::now();
-    let cpu_start = thread_cpu_time();
-    let mut issued: u64 = 0;
-    while start.elapsed() < args.duration {
-        for csr in &csrs {
-            let chain = issuer.issue(sigil_ca::IssueRequest {
-                csr: csr.as_bytes(),
-                identity: &args.id,
-                ttl: None,
-            })?;
-            // What the server does with the chain besides sending it.
-            std::hint::black_box(chain.leaf().map(sigil_ca::issue::cert_pem));
-            issued += 1;
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_start
-        .zip(thread_cpu_time())
-        .map(|(from, to)| to.saturating_sub(from).as_secs_f64());
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "sigil bench issue: {issued} certificates in {elapsed:.1}s on one thread"
-    )?;
-    writeln!(out, "throughput: {:.0} certs/s", issued as f64 / elapsed)?;
-    // Per second of CPU actually used: what tools/bench-ca.sh compares the
-    // server with when both share one core.
-    if let Some(cpu) = cpu.filter(|c| *c > 0.0) {
-        writeln!(
-            out,
-            "cpu-rate:   {:.0} certs per CPU-second",
-            issued as f64 / cpu
-        )?;
-    }
-    Ok(())
+/// What both modes of `sigil bench ca` share: connections (a probe request
+/// already answered on the first), CSRs generated ahead, the token.
+struct Target {
+    clients: Vec<CaClient>,
+    csrs: Arc<Vec<String>>,
+    token: Arc<str>,
 }
 
-/// CPU time this thread has used (Linux `/proc/thread-self/schedstat`,
-/// nanoseconds); `None` where that file does not exist.
-fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
+impl Target {
+    /// The client for request `n`: round-robin over the connections.
+    fn client(&self, n: usize) -> Option<CaClient> {
+        self.clients.get(n % self.clients.len().max(1)).cloned()
+    }
+
+    /// The CSR for request `n`.
+    fn csr(&self, n: usize) -> &str {
+        csr_at(&self.csrs, n)
+    }
 }
 
-#[derive(Default)]
-struct Counters {
-    ok: AtomicU64,
-    errors: AtomicU64,
+fn csr_at(csrs: &[String], n: usize) -> &str {
+    csrs.get(n % csrs.len().max(1))
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
 async fn bench_ca(args: CaBenchArgs) -> anyhow::Result<()> {
-    if args.duration > Duration::from_secs(3600) || args.duration.is_zero() {
-        bail!("--duration must be between 1s and 1h");
-    }
+    check_duration("--duration", args.duration)?;
     if args.concurrency == 0 || args.connections == 0 || args.csrs == 0 {
         bail!("--concurrency, --connections and --csrs must be positive");
+    }
+    if let Some(rate) = args.rate {
+        open::check_rate(rate)?;
+        check_duration("--warmup", args.warmup)?;
+        if args.max_outstanding == 0 {
+            bail!("--max-outstanding must be positive");
+        }
     }
     let token = match &args.token_file {
         Some(path) => std::fs::read_to_string(path)
@@ -192,132 +169,49 @@ async fn bench_ca(args: CaBenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.connections {
         clients.push(CaClient::connect(&config).await?);
     }
+    let target = Target {
+        clients,
+        csrs,
+        token: token.into(),
+    };
     // One request first, so a misconfiguration fails fast and clearly.
-    let mut probe = clients.first().cloned().context("no connection")?;
+    let mut probe = target.client(0).context("no connection")?;
     probe
         .create_certificate(CsrRequest {
-            csr_pem: csrs.first().map(String::as_str).unwrap_or_default(),
-            token: Some(&token),
+            csr_pem: target.csr(0),
+            token: Some(&target.token),
             ..CsrRequest::default()
         })
         .await
         .context("the first request failed")?;
-
-    let counters = Arc::new(Counters::default());
-    let codes = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
-    let start = Instant::now();
-    let deadline = start + args.duration;
-    let mut workers = Vec::with_capacity(args.concurrency);
-    for worker in 0..args.concurrency {
-        let mut client = clients
-            .get(worker % clients.len())
-            .cloned()
-            .context("no connection")?;
-        let (csrs, counters, codes, token) =
-            (csrs.clone(), counters.clone(), codes.clone(), token.clone());
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = worker;
-            while Instant::now() < deadline {
-                let csr = csrs
-                    .get(i % csrs.len())
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                i += 1;
-                let sent = Instant::now();
-                let result = client
-                    .create_certificate(CsrRequest {
-                        csr_pem: csr,
-                        token: Some(&token),
-                        ..CsrRequest::default()
-                    })
-                    .await;
-                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                match result {
-                    Ok(_) => {
-                        counters.ok.fetch_add(1, Ordering::Relaxed);
-                        latencies.push(micros);
-                    }
-                    Err(e) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        let code = match e {
-                            CaClientError::Status { code, .. } => format!("{code:?}"),
-                            other => other.to_string(),
-                        };
-                        if let Ok(mut codes) = codes.lock() {
-                            *codes.entry(code).or_default() += 1;
-                        }
-                    }
-                }
-            }
-            latencies
-        }));
+    match args.rate {
+        None => closed::run(&args, &target).await,
+        Some(rate) => open::run(&args, rate, target).await,
     }
+}
 
-    // Progress, once a second, on stderr.
-    let progress = {
-        let counters = counters.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
-            ticker.tick().await;
-            let mut last = 0;
-            loop {
-                ticker.tick().await;
-                let ok = counters.ok.load(Ordering::Relaxed);
-                let errors = counters.errors.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "[{:>4.0}s] issued {ok} ({} /s), errors {errors}",
-                    start.elapsed().as_secs_f64(),
-                    ok - last
-                );
-                last = ok;
-            }
-        })
-    };
-
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.context("a worker failed")?);
-    }
-    progress.abort();
-    let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        let n = latencies.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        latencies.get(rank.clamp(1, n) - 1).copied().unwrap_or(0) as f64 / 1000.0
-    };
-    let ok = counters.ok.load(Ordering::Relaxed);
-    let errors = counters.errors.load(Ordering::Relaxed);
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "sigil bench ca: {} for {:.1}s, concurrency {}, {} connections",
-        args.addr, elapsed, args.concurrency, args.connections
-    )?;
-    writeln!(out, "requests:   {ok} ok, {errors} failed")?;
-    if let Ok(codes) = codes.lock() {
-        for (code, n) in codes.iter() {
-            writeln!(out, "  failed {code}: {n}")?;
-        }
-    }
-    writeln!(out, "throughput: {:.0} certs/s", ok as f64 / elapsed)?;
-    writeln!(
-        out,
-        "latency:    p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
-        pct(50.0),
-        pct(99.0),
-        pct(99.9),
-        pct(100.0)
-    )?;
-    if errors > 0 {
-        bail!("{errors} requests failed");
+fn check_duration(flag: &str, duration: Duration) -> anyhow::Result<()> {
+    if duration > MAX_DURATION || (flag == "--duration" && duration.is_zero()) {
+        bail!("{flag} must be at most 1h (and --duration more than 0)");
     }
     Ok(())
+}
+
+/// The label a failed request is counted under: its gRPC code, or the
+/// client's error.
+fn failure_label(error: &CaClientError) -> String {
+    match error {
+        CaClientError::Status { code, .. } => format!("{code:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Counts one failure under `label` (shared by the request tasks).
+fn count_failure(failures: &Mutex<Failures>, label: String) {
+    failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .add(label);
 }
 
 fn make_csr(id: &SpiffeId) -> anyhow::Result<String> {
