@@ -148,6 +148,7 @@ pub(super) async fn run(args: &CaBenchArgs, rate: f64, target: Target) -> anyhow
     });
     let tracker = TaskTracker::new();
     let handle = tokio::runtime::Handle::current();
+    let cpu_start = process_cpu_time();
     let start = Instant::now();
     let window_start = start + args.warmup;
     let window = Window {
@@ -168,6 +169,9 @@ pub(super) async fn run(args: &CaBenchArgs, rate: f64, target: Target) -> anyhow
     tracker.close();
     let drained = tokio::time::timeout(DRAIN, tracker.wait()).await.is_ok();
     progress.abort();
+    let tool_cores = cpu_start
+        .zip(process_cpu_time())
+        .map(|(from, to)| to.saturating_sub(from).as_secs_f64() / start.elapsed().as_secs_f64());
 
     let mut recorder = std::mem::take(
         &mut *shared
@@ -198,6 +202,7 @@ pub(super) async fn run(args: &CaBenchArgs, rate: f64, target: Target) -> anyhow
         latency: Percentiles::of(&mut recorder.latencies),
         send_lag: Percentiles::of(&mut recorder.lags),
         max_outstanding: shared.max_outstanding.load(Ordering::Relaxed),
+        tool_cores,
     };
     report.write(&mut std::io::stdout().lock())?;
     if errors > 0 {
@@ -210,6 +215,22 @@ pub(super) async fn run(args: &CaBenchArgs, rate: f64, target: Target) -> anyhow
 /// run at a high rate grows them as it goes).
 fn capacity(count: u64) -> usize {
     usize::try_from(count.min(1 << 22)).unwrap_or(0)
+}
+
+/// CPU time this process's live threads have used (Linux
+/// `/proc/self/task/*/schedstat`); `None` where that does not exist.
+fn process_cpu_time() -> Option<Duration> {
+    let mut nanos: u64 = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may end between listing and reading.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let used: u64 = text.split_whitespace().next()?.parse().ok()?;
+        nanos = nanos.saturating_add(used);
+    }
+    Some(Duration::from_nanos(nanos))
 }
 
 /// The pacer: sends every request of `plan` at its due time (or at once

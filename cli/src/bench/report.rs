@@ -144,6 +144,8 @@ pub(super) struct OpenReport<'a> {
     pub(super) send_lag: Percentiles,
     /// The most requests outstanding at once.
     pub(super) max_outstanding: usize,
+    /// The load tool's own CPU use over the run, in cores (where known).
+    pub(super) tool_cores: Option<f64>,
 }
 
 impl OpenReport<'_> {
@@ -176,7 +178,11 @@ impl OpenReport<'_> {
         )?;
         self.latency.write(out, "latency:")?;
         self.send_lag.write(out, "send-lag:")?;
-        writeln!(out, "outstanding: at most {}", self.max_outstanding)
+        writeln!(out, "outstanding: at most {}", self.max_outstanding)?;
+        if let Some(cores) = self.tool_cores {
+            writeln!(out, "load tool:  {:.0} % of a core", cores * 100.0)?;
+        }
+        Ok(())
     }
 }
 
@@ -251,6 +257,7 @@ mod tests {
                 max: Duration::from_micros(900),
             },
             max_outstanding: 17,
+            tool_cores: Some(0.123),
         }
     }
 
@@ -268,7 +275,8 @@ mod tests {
              throughput: 2500 certs/s (target 2500/s)\n\
              latency:    p50 0.41 ms  p99 1.23 ms  p99.9 5.68 ms  max 12.35 ms\n\
              send-lag:   p50 0.02 ms  p99 0.08 ms  p99.9 0.15 ms  max 0.90 ms\n\
-             outstanding: at most 17\n"
+             outstanding: at most 17\n\
+             load tool:  12 % of a core\n"
         );
         // tools/bench-open-loop.sh reads fields by position.
         let fields = |key: &str| -> Vec<String> {
