@@ -139,13 +139,13 @@ fn csr_at(csrs: &[String], n: usize) -> &str {
 }
 
 async fn bench_ca(args: CaBenchArgs) -> anyhow::Result<()> {
-    check_duration("--duration", args.duration)?;
+    check_duration("--duration", args.duration, false)?;
     if args.concurrency == 0 || args.connections == 0 || args.csrs == 0 {
         bail!("--concurrency, --connections and --csrs must be positive");
     }
     if let Some(rate) = args.rate {
         open::check_rate(rate)?;
-        check_duration("--warmup", args.warmup)?;
+        check_duration("--warmup", args.warmup, true)?;
         if args.max_outstanding == 0 {
             bail!("--max-outstanding must be positive");
         }
@@ -190,9 +190,12 @@ async fn bench_ca(args: CaBenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn check_duration(flag: &str, duration: Duration) -> anyhow::Result<()> {
-    if duration > MAX_DURATION || (flag == "--duration" && duration.is_zero()) {
-        bail!("{flag} must be at most 1h (and --duration more than 0)");
+fn check_duration(flag: &str, duration: Duration, zero_ok: bool) -> anyhow::Result<()> {
+    if duration > MAX_DURATION {
+        bail!("{flag} must be at most 1h");
+    }
+    if duration.is_zero() && !zero_ok {
+        bail!("{flag} must be more than 0");
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //!   a valid X509-SVID;
 //! - `sigil ca serve` runs the CA server;
 //! - `sigil bench ca` drives a CA with real CSRs and reports throughput and
-//!   latency.
+//!   latency (closed loop, or open loop at a fixed rate with `--rate`);
+//!   `sigil bench issue` times the same issuance in-process.
 //!
 //! `main` only parses arguments and maps results to exit codes: 0 success,
 //! 1 the operation failed (the reason is printed), 2 bad usage, 64 an

@@ -156,15 +156,17 @@ pub(super) async fn run(args: &CaBenchArgs, rate: f64, target: Target) -> anyhow
         end: window_start + args.duration,
     };
     let progress = tokio::spawn(progress(shared.clone(), start));
-    let pacer = {
-        let (shared, tracker, limit) = (shared.clone(), tracker.clone(), args.max_outstanding);
-        let target = Arc::new(target);
-        tokio::task::spawn_blocking(move || {
-            pace(
-                plan, start, limit, &target, &shared, &tracker, &handle, window,
-            );
-        })
+    let pacer = Pacer {
+        plan,
+        start,
+        limit: args.max_outstanding,
+        window,
+        target: Arc::new(target),
+        shared: shared.clone(),
+        tracker: tracker.clone(),
+        handle,
     };
+    let pacer = tokio::task::spawn_blocking(move || pacer.run());
     pacer.await.context("the pacer thread failed")?;
     tracker.close();
     let drained = tokio::time::timeout(DRAIN, tracker.wait()).await.is_ok();
@@ -235,47 +237,54 @@ fn process_cpu_time() -> Option<Duration> {
 
 /// The pacer: sends every request of `plan` at its due time (or at once
 /// when late), on `handle`'s runtime, never more than `limit` outstanding.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename the arguments"
-)]
-fn pace(
+struct Pacer {
     plan: Plan,
     start: Instant,
     limit: usize,
-    target: &Arc<Target>,
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
-    handle: &tokio::runtime::Handle,
     window: Window,
-) {
-    for index in 0..plan.total {
-        let Some(due) = start.checked_add(scheduled_at(index, plan.rate)) else {
-            break;
-        };
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    handle: tokio::runtime::Handle,
+}
+
+impl Pacer {
+    /// Runs the whole schedule (blocking: call it on a thread of its own).
+    fn run(&self) {
+        for index in 0..self.plan.total {
+            let Some(due) = self.start.checked_add(scheduled_at(index, self.plan.rate)) else {
+                break;
+            };
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            self.send(index, due);
         }
-        let measured = plan.measured(index);
+    }
+
+    /// Spawns request `index`, due at `due`, unless `limit` are outstanding.
+    fn send(&self, index: u64, due: Instant) {
+        let (limit, shared) = (self.limit, &self.shared);
+        let measured = self.plan.measured(index);
         let in_flight = shared.outstanding.fetch_add(1, Ordering::Relaxed);
         if in_flight >= limit {
             shared.outstanding.fetch_sub(1, Ordering::Relaxed);
             shared.fail(measured, || format!("not sent: {limit} outstanding"));
-            continue;
+            return;
         }
         shared
             .max_outstanding
             .fetch_max(in_flight + 1, Ordering::Relaxed);
         shared.sent.fetch_add(1, Ordering::Relaxed);
         let n = usize::try_from(index).unwrap_or_default();
-        let Some(client) = target.client(n) else {
+        let Some(client) = self.target.client(n) else {
             shared.outstanding.fetch_sub(1, Ordering::Relaxed);
             shared.fail(measured, || "no connection".to_owned());
-            continue;
+            return;
         };
-        let (target, shared) = (target.clone(), shared.clone());
-        tracker.spawn_on(
+        let (target, shared, window) = (self.target.clone(), shared.clone(), self.window);
+        self.tracker.spawn_on(
             async move {
                 let lag = Instant::now().saturating_duration_since(due);
                 let result = send(client, &target, n).await;
@@ -302,7 +311,7 @@ fn pace(
                     }
                 }
             },
-            handle,
+            &self.handle,
         );
     }
 }
