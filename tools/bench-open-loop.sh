@@ -30,9 +30,10 @@
 # average after the run) and checks the goal: p99 < 2 ms at 50 %, < 10 ms
 # at 90 %. On a machine shared with other work, BENCH_NICE=-10 (root) runs
 # the server and the load tool at that niceness, and BENCH_FIFO=1 (root) at
-# real-time priority (SCHED_FIFO 1: other processes run only when they
-# wait), so that other processes disturb them less; by default both run as
-# the script does.
+# real-time priority (SCHED_FIFO 1: other processes get these cores only
+# while the server and the load tool wait; the kernel's real-time
+# throttling caps each at 95 % of its core), so that other processes
+# disturb them less; by default both run as the script does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-20}"
