@@ -215,25 +215,6 @@ impl AuthnChain {
     }
 }
 
-/// Extracts the token from an `authorization` header value: the scheme
-/// `Bearer` (any case), one space, one non-empty token without spaces.
-pub fn bearer_token(header: &str) -> Result<&str, AuthnError> {
-    let (scheme, token) = header
-        .split_once(' ')
-        .ok_or(AuthnError::MalformedHeader("expected `Bearer <token>`"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthnError::MalformedHeader(
-            "only the Bearer scheme is accepted",
-        ));
-    }
-    if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err(AuthnError::MalformedHeader(
-            "the token must be one non-empty word",
-        ));
-    }
-    Ok(token)
-}
-
 /// The longest bearer token taken for a JWT.
 pub const MAX_JWT_BYTES: usize = 16 * 1024;
 

@@ -18,26 +18,6 @@ fn creds(bearer: Option<&str>) -> Credentials<'_> {
     Credentials { bearer, peer: None }
 }
 
-#[test]
-fn bearer_header_parsing_is_strict() {
-    assert_eq!(bearer_token("Bearer abc.def.ghi"), Ok("abc.def.ghi"));
-    assert_eq!(bearer_token("bearer abc"), Ok("abc"));
-    for bad in [
-        "",
-        "Bearer",
-        "Bearer ",
-        "Basic abc",
-        "Bearer a b",
-        "Bearerabc",
-        "Bearer  abc",
-    ] {
-        assert!(
-            matches!(bearer_token(bad), Err(AuthnError::MalformedHeader(_))),
-            "{bad:?}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn development_tokens_map_to_kubernetes_ids() {
     let dev = DevelopmentAuthenticator::new(td());

@@ -80,6 +80,25 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default interval between bundle ConfigMap publications.
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
+/// Default longest life of a gRPC connection (then GOAWAY, then close).
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+/// Default time a connection may stay open without a request in progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default deadline, after the TLS handshake, for the client's HTTP/2
+/// preface and first request.
+pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between HTTP/2 keep-alive PINGs.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default wait for a keep-alive PING's acknowledgement.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default bound on concurrent admin connections.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Default deadline for an admin request's headers.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time an admin connection may stay open between requests.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest any `[server]` timeout may be set to (30 days).
+pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The whole CA server configuration. [`Default`] has no authenticator
 /// (a configuration must name them); [`CaConfig::trial`] is the no-config
@@ -257,6 +276,41 @@ pub struct ServerConfig {
     /// them round-robin. Default 0: one per available CPU. At most
     /// [`MAX_WORKERS`].
     pub workers: usize,
+    /// Longest life of a gRPC connection: then HTTP/2 GOAWAY, and the
+    /// connection closes once its requests are done (at most
+    /// `request_timeout` later). Bounds how long a connection's verified
+    /// client SVID stays in use. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// A gRPC connection without a request in progress for this long is
+    /// closed (GOAWAY). Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// After the TLS handshake, the client's HTTP/2 preface and first
+    /// request must arrive within this, or the connection is closed.
+    /// Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub preface_timeout: Duration,
+    /// Interval between HTTP/2 keep-alive PINGs the server sends. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A PING not acknowledged within this closes the connection. Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Concurrent gRPC connections from one source IP address; 0 (the
+    /// default) = no per-address bound (`max_connections` still applies).
+    pub max_connections_per_ip: usize,
+    /// Concurrent admin connections; beyond, new ones are closed at once.
+    /// Default [`DEFAULT_ADMIN_MAX_CONNECTIONS`].
+    pub admin_max_connections: usize,
+    /// Deadline for an admin request's headers (from the connection, or
+    /// from the previous response). Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub admin_header_timeout: Duration,
+    /// An admin connection is closed after this long without a request.
+    /// Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub admin_idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -274,7 +328,55 @@ impl Default for ServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             workers: 0,
+            max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            preface_timeout: DEFAULT_PREFACE_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_connections_per_ip: 0,
+            admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            admin_header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
+            admin_idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The connection timeouts and bounds: none may be zero, none longer
+    /// than [`MAX_SERVER_TIMEOUT`].
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("server.max_connection_age", self.max_connection_age),
+            ("server.idle_timeout", self.idle_timeout),
+            ("server.preface_timeout", self.preface_timeout),
+            ("server.keepalive_interval", self.keepalive_interval),
+            ("server.keepalive_timeout", self.keepalive_timeout),
+            ("server.admin_header_timeout", self.admin_header_timeout),
+            ("server.admin_idle_timeout", self.admin_idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    field: field.to_owned(),
+                    value: fmt_d(value),
+                    reason: "must be positive".to_owned(),
+                });
+            }
+            if value > MAX_SERVER_TIMEOUT {
+                return Err(ConfigError::Invalid {
+                    field: field.to_owned(),
+                    value: fmt_d(value),
+                    reason: "must be at most 30days".to_owned(),
+                });
+            }
+        }
+        if self.admin_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                field: "server.admin_max_connections".to_owned(),
+                value: "0".to_owned(),
+                reason: "must be positive".to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -391,6 +493,7 @@ impl CaConfig {
                 return Err(invalid(field, "0".into(), "must be positive"));
             }
         }
+        s.validate_connections()?;
         if s.workers > MAX_WORKERS {
             return Err(invalid(
                 "server.workers",

@@ -528,3 +528,32 @@ fn jwks_max_stale_defaults_to_a_day_and_is_at_least_max_age() {
     ))
     .unwrap();
 }
+
+#[test]
+fn connection_timeouts_must_be_positive_and_bounded() {
+    for field in [
+        "max_connection_age",
+        "idle_timeout",
+        "preface_timeout",
+        "keepalive_interval",
+        "keepalive_timeout",
+        "admin_header_timeout",
+        "admin_idle_timeout",
+    ] {
+        assert_eq!(
+            invalid_field(&format!("[server]\n{field} = \"0s\"")),
+            format!("server.{field}")
+        );
+        assert_eq!(
+            invalid_field(&format!("[server]\n{field} = \"400days\"")),
+            format!("server.{field}")
+        );
+    }
+    assert_eq!(
+        invalid_field("[server]\nadmin_max_connections = 0"),
+        "server.admin_max_connections"
+    );
+    let config = CaConfig::default();
+    assert_eq!(config.server.max_connection_age, DEFAULT_MAX_CONNECTION_AGE);
+    assert_eq!(config.server.max_connections_per_ip, 0, "off by default");
+}

@@ -13,14 +13,31 @@
 //! the client's `grpc-timeout` (as tonic's server does); past it the request
 //! is dropped and answered DEADLINE_EXCEEDED. On `shutdown` the connection
 //! sends GOAWAY and finishes the requests it has, then closes.
+//!
+//! Bounds on the connection's life, each ending in GOAWAY and then a close
+//! once its requests are done (at most `request_timeout` later):
+//!
+//! | bound | setting |
+//! |---|---|
+//! | HTTP/2 preface and first request after the handshake | `server.preface_timeout` |
+//! | no request in progress for | `server.idle_timeout` |
+//! | age | `server.max_connection_age` |
+//! | unanswered keep-alive PING (connection dropped at once) | `server.keepalive_interval`, `server.keepalive_timeout` |
+//!
+//! Memory per idle connection is kept small (BENCHMARKS.md, "Idle
+//! connections"): HTTP/2 flow-control windows and frame size stay at the
+//! specification's defaults, the stream send buffer is bounded, and the
+//! coalescing write buffer is released when drained.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -30,13 +47,86 @@ use super::tls::TlsConn;
 /// overhead). A bearer token is a few KiB; hyper's default is 16 MiB.
 pub(crate) const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
+/// Bytes of response data buffered per stream before the stream waits for
+/// the connection (a certificate chain is a few KiB; hyper's default is
+/// 400 KiB).
+const MAX_SEND_BUF_BYTES: usize = 16 * 1024;
+
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
     /// HTTP/2 streams open at once.
     pub(crate) max_streams: u32,
-    /// The longest a request may take.
+    /// The longest a request may take; also the grace between GOAWAY and
+    /// the close when a connection is ended for its age or idleness.
     pub(crate) request_timeout: Duration,
+    /// The longest a connection lives.
+    pub(crate) max_age: Duration,
+    /// The longest a connection stays open without a request in progress.
+    pub(crate) idle_timeout: Duration,
+    /// The first request must arrive within this after the handshake.
+    pub(crate) preface_timeout: Duration,
+    /// Interval between keep-alive PINGs.
+    pub(crate) keepalive_interval: Duration,
+    /// A PING unanswered for this long drops the connection.
+    pub(crate) keepalive_timeout: Duration,
+}
+
+/// Requests in progress on a connection, and a signal when that changes.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Counts a request until the returned guard drops.
+    fn start(self: &Arc<Self>) -> InProgress {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        InProgress(self.clone())
+    }
+
+    /// Resolves when no request has been in progress for `first` (before
+    /// the first request) or `idle` (after it).
+    async fn idle_for(&self, first: Duration, idle: Duration) {
+        let mut limit = first;
+        loop {
+            // Registered before the check, so no change is missed.
+            let changed = self.changed.notified();
+            if self.open.load(Ordering::SeqCst) > 0 {
+                changed.await;
+                limit = idle;
+                continue;
+            }
+            if tokio::time::timeout(limit, changed).await.is_err() {
+                return;
+            }
+            limit = idle;
+        }
+    }
+}
+
+/// One request in progress.
+struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Why the server ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The server shuts down: drain without a deadline of our own (the
+    /// workers have theirs).
+    Shutdown,
+    /// `max_age` passed.
+    Age,
+    /// Idle, or no first request in time.
+    Idle,
 }
 
 /// Serves `conn` until the client closes it or `shutdown` fires (then
@@ -57,13 +147,17 @@ pub(crate) async fn serve<S>(
     S::Future: Send + 'static,
 {
     // Shared by every request of the connection: one reference count each,
-    // not a copy of the peer's SPIFFE ID.
-    let info = Arc::new(conn.info().clone());
+    // not a copy of the peer's chain.
+    let info = conn.info().clone();
+    let activity = Arc::new(Activity::default());
+    let requests = activity.clone();
     let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let in_progress = requests.start();
         let deadline = deadline(request.headers(), limits.request_timeout);
         request.extensions_mut().insert(info.clone());
         let call = service.clone().oneshot(request);
         async move {
+            let _in_progress = in_progress;
             match tokio::time::timeout(deadline, call).await {
                 Ok(response) => response,
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
@@ -77,15 +171,36 @@ pub(crate) async fn serve<S>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buf_size(MAX_SEND_BUF_BYTES)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout)
         .serve_connection(TokioIo::new(conn), handler);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = &mut connection => result,
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let ending = tokio::select! {
+        result = &mut connection => {
+            log_end(result);
+            return;
         }
+        () = shutdown.cancelled() => Ending::Shutdown,
+        () = tokio::time::sleep(limits.max_age) => Ending::Age,
+        () = activity.idle_for(limits.preface_timeout, limits.idle_timeout) => Ending::Idle,
     };
+    tracing::debug!(?ending, "closing the connection (GOAWAY)");
+    connection.as_mut().graceful_shutdown();
+    if ending == Ending::Shutdown {
+        log_end(connection.await);
+        return;
+    }
+    tokio::select! {
+        result = &mut connection => log_end(result),
+        () = shutdown.cancelled() => log_end(connection.await),
+        () = tokio::time::sleep(limits.request_timeout) => {
+            tracing::debug!("requests outlived the grace after GOAWAY; closing");
+        }
+    }
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
     if let Err(error) = result {
         // A client that resets or misbehaves: its business, not the
         // server's. Logged at debug so a hostile client cannot flood logs.

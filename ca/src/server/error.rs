@@ -1,6 +1,7 @@
 //! Why the server could not start, and one response rewrite.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::HeaderValue;
 
@@ -8,7 +9,9 @@ use crate::authority::AuthorityError;
 use crate::config::ConfigError;
 use crate::k8s::K8sError;
 
-/// Why the CA server could not start.
+/// Why the CA server could not start. Variants that wrap an error keep it
+/// as their [`source`](std::error::Error::source) (shared, so that the
+/// error stays `Clone`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
@@ -19,18 +22,22 @@ pub enum ServeError {
     #[error("cannot load the CA: {0}")]
     Authority(#[from] AuthorityError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({field}): {reason}")]
+    #[error("cannot listen on {addr} ({field}): {source}")]
     Bind {
         /// The setting.
         field: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why (e.g. address in use).
-        reason: String,
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// The TLS configuration could not be built.
     #[error("TLS setup failed: {0}")]
-    Tls(String),
+    Tls(#[source] Arc<rustls::Error>),
+    /// The serving certificate could not be installed.
+    #[error("cannot install the serving certificate: {0}")]
+    Credential(#[from] sigil_identity::credential::CredentialError),
     /// The Kubernetes API failed during startup.
     #[error("Kubernetes: {0}")]
     Kubernetes(#[from] K8sError),
@@ -38,8 +45,30 @@ pub enum ServeError {
     #[error("{0}")]
     Setup(String),
     /// An I/O error.
-    #[error("{0}")]
-    Io(String),
+    #[error("{context}: {source}")]
+    Io {
+        /// What failed.
+        context: String,
+        /// The error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl ServeError {
+    /// An I/O error while doing `context`.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<rustls::Error> for ServeError {
+    fn from(source: rustls::Error) -> Self {
+        Self::Tls(Arc::new(source))
+    }
 }
 
 /// gRPC status code OUT_OF_RANGE, which tonic uses for a message over its

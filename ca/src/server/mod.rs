@@ -124,7 +124,7 @@ impl CaServer {
 
         let serving = renew::issue_serving(&issuer, &config)?;
         let resolver = Arc::new(CredentialResolver::new());
-        tls::store_serving(&resolver, &serving).map_err(|e| ServeError::Tls(e.to_string()))?;
+        tls::store_serving(&resolver, &serving)?;
         let client_bundles =
             BundleHandle::new(BundleSet::from(TrustBundle::with_x509_authorities(
                 config.trust_domain.clone(),
@@ -134,8 +134,7 @@ impl CaServer {
             resolver.clone(),
             client_bundles.clone(),
             config.trust_domain.clone(),
-        )
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        )?;
         let (authority_changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             issuer: ArcSwap::from_pointee(issuer),
@@ -179,14 +178,14 @@ impl Bound {
     pub fn grpc_addr(&self) -> Result<SocketAddr, ServeError> {
         self.grpc
             .local_addr()
-            .map_err(|e| ServeError::Io(e.to_string()))
+            .map_err(|e| ServeError::io("the gRPC listener's address", e))
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> Result<SocketAddr, ServeError> {
         self.admin
             .local_addr()
-            .map_err(|e| ServeError::Io(e.to_string()))
+            .map_err(|e| ServeError::io("the admin listener's address", e))
     }
 
     /// The current trust bundle's roots, PEM.
@@ -238,15 +237,25 @@ impl Bound {
         let (mut dispatcher, mut workers) = workers::start(worker_count, &setup, &shutdown, &stop)?;
         tasks.spawn(tls::accept_loop(
             grpc,
-            config.server.max_connections,
+            tls::AcceptLimits {
+                max_connections: config.server.max_connections,
+                max_per_ip: config.server.max_connections_per_ip,
+            },
             move |accepted| dispatcher.dispatch(accepted),
             shutdown.clone(),
         ));
 
         // Admin: keeps answering (readyz 503) until the gRPC drain is over.
-        let admin_shutdown = stop.clone();
-        let admin_server = axum::serve(admin, admin::router(shared.clone()))
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+        let admin_server = admin::serve(
+            admin,
+            admin::router(shared.clone()),
+            admin::AdminLimits {
+                max_connections: config.server.admin_max_connections,
+                header_timeout: config.server.admin_header_timeout,
+                idle_timeout: config.server.admin_idle_timeout,
+            },
+            stop.clone(),
+        );
 
         // Serving-certificate renewal.
         tasks.spawn(renew::renew_serving_cert(
@@ -286,7 +295,7 @@ impl Bound {
             "sigil CA serving"
         );
 
-        let admin_task = tasks.spawn(async move { admin_server.await });
+        let admin_task = tasks.spawn(admin_server);
         shutdown.cancelled().await;
         shared.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
@@ -298,7 +307,7 @@ impl Bound {
         if drained.is_err() {
             tracing::warn!("drain deadline passed; dropping remaining connections");
         }
-        if !matches!(admin, Ok(Ok(Ok(())))) {
+        if !matches!(admin, Ok(Ok(()))) {
             tracing::warn!(?admin, "the admin listener stopped with an error");
         }
         // Whatever is left (handshakes, background tasks) was told to stop.
@@ -311,7 +320,7 @@ async fn bind(addr: SocketAddr, field: &'static str) -> Result<TcpListener, Serv
     TcpListener::bind(addr).await.map_err(|e| ServeError::Bind {
         field,
         addr,
-        reason: e.to_string(),
+        source: Arc::new(e),
     })
 }
 

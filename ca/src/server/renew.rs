@@ -87,7 +87,7 @@ async fn renew_loop(
         let renewed = issue_serving(&issuer, &config).and_then(|cert| {
             tls::store_serving(&resolver, &cert)
                 .map(|()| cert.not_after)
-                .map_err(|e| ServeError::Tls(e.to_string()))
+                .map_err(ServeError::from)
         });
         wait = match renewed {
             Ok(not_after) => {

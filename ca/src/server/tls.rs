@@ -1,25 +1,37 @@
 //! TLS for the gRPC listener: the CA's own serving certificate (hot
-//! swappable through identity's `CredentialResolver`), optional client SVIDs, and an accept loop that bounds
-//! connections and handshake time.
+//! swappable through identity's `CredentialResolver`), optional client
+//! SVIDs, and an accept loop that bounds connections (in all, and per
+//! source address) and handshake time.
 //!
 //! ```text
-//! TcpListener ─▶ permit (max_connections) ─▶ worker ─▶ handshake (deadline) ─▶ TlsConn ─▶ tonic
-//!                 none left: close at once               too slow: drop          │
-//!                                                                ConnInfo { remote, peer SVID }
+//! TcpListener ─▶ permit (max_connections, max_connections_per_ip) ─▶ worker ─▶ handshake (deadline) ─▶ TlsConn ─▶ tonic
+//!                 none left: close at once                                      too slow: drop          │
+//!                                                                     ConnInfo { remote, client chain }
 //! ```
+//!
+//! A client SVID is verified at the handshake *and again on every request*
+//! ([`ConnInfo::peer`]) against the current client bundle at the current
+//! time, so an SVID that expired, or whose root a hot reload removed,
+//! stops working on connections that are already open. There is no TLS
+//! session resumption (no session cache, no tickets): every connection
+//! presents and verifies its chain in a full handshake.
 //!
 //! Writes to a connection are coalesced (`coalesce`): responses finished
 //! between two polls of the connection share one TLS write.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use sigil_identity::SpiffeId;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use sigil_identity::credential::{CredentialError, CredentialResolver, PrivateKey};
-use sigil_identity::verify::{BundleHandle, IdMatcher, SpiffeClientVerifier, check_leaf};
+use sigil_identity::verify::{
+    BundleHandle, IdMatcher, SpiffeClientVerifier, Usage, VerifyError, verify_x509_svid,
+};
+use sigil_identity::{BundleSet, SpiffeId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -59,23 +71,111 @@ pub(crate) fn server_config(
     .with_client_cert_verifier(Arc::new(verifier))
     .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: a resumed session would bring back a client chain
+    // without verifying it again (and a ticket outlives the bundle it was
+    // verified against). Every connection makes a full handshake.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.ticketer = Arc::new(NoTickets);
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
+/// Issues no session tickets (rustls's default, stated here so that the
+/// configuration says it in one place).
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// What the gRPC handlers learn about a connection.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ConnInfo {
     /// The client's address.
     pub(crate) remote: SocketAddr,
-    /// The client's SPIFFE ID, when it authenticated with a valid SVID.
-    pub(crate) peer: Option<SpiffeId>,
+    /// The client's certificate chain (leaf first) as presented at the
+    /// handshake, if it sent one.
+    chain: Option<Box<[CertificateDer<'static>]>>,
+    /// The last successful verification of `chain`, reused while the
+    /// bundle is the same and the leaf has not expired.
+    verified: Mutex<Option<Verified>>,
 }
 
-/// An accepted TLS connection, holding its connection-limit permit.
+/// A verification of a connection's client chain.
+#[derive(Debug)]
+struct Verified {
+    /// The bundle set it was verified against (compared by pointer: the
+    /// handle swaps in a new `Arc` on every change).
+    bundles: Arc<BundleSet>,
+    /// The leaf's notAfter.
+    not_after: UnixTime,
+    /// The verified SPIFFE ID.
+    id: SpiffeId,
+}
+
+impl ConnInfo {
+    /// A connection from `remote` that presented `chain` (leaf first).
+    pub(crate) fn new(remote: SocketAddr, chain: Option<Box<[CertificateDer<'static>]>>) -> Self {
+        Self {
+            remote,
+            chain: chain.filter(|c| !c.is_empty()),
+            verified: Mutex::new(None),
+        }
+    }
+
+    /// The client's SPIFFE ID, its chain verified against `bundles` (the
+    /// current client bundle) at `now`; `None` when it sent no
+    /// certificate. A chain that no longer verifies (expired, or its root
+    /// was removed) is an error: the caller is not authenticated.
+    pub(crate) fn peer(
+        &self,
+        bundles: &BundleHandle,
+        now: UnixTime,
+    ) -> Result<Option<SpiffeId>, VerifyError> {
+        let Some(chain) = &self.chain else {
+            return Ok(None);
+        };
+        let current = bundles.load();
+        let mut cached = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = cached.as_ref()
+            && Arc::ptr_eq(&v.bundles, &current)
+            && now.as_secs() <= v.not_after.as_secs()
+        {
+            return Ok(Some(v.id.clone()));
+        }
+        *cached = None;
+        let svid = verify_x509_svid(chain, &current, now, Usage::ClientAuth)?;
+        let not_after = svid.not_after();
+        let id = svid.into_spiffe_id();
+        *cached = Some(Verified {
+            bundles: current,
+            not_after,
+            id: id.clone(),
+        });
+        Ok(Some(id))
+    }
+}
+
+/// An accepted TLS connection, holding its connection-limit permits.
 pub(crate) struct TlsConn {
     inner: Coalesced<TlsStream<TcpStream>>,
-    info: ConnInfo,
-    _permit: OwnedSemaphorePermit,
+    info: Arc<ConnInfo>,
+    _permit: ConnPermit,
 }
 
 impl AsyncRead for TlsConn {
@@ -120,31 +220,94 @@ impl AsyncWrite for TlsConn {
 
 impl TlsConn {
     /// Who is on the other end.
-    pub(crate) fn info(&self) -> &ConnInfo {
+    pub(crate) fn info(&self) -> &Arc<ConnInfo> {
         &self.info
     }
 }
 
-/// A TCP connection accepted within the connection bound, not yet
+/// Connections open per source address, for `server.max_connections_per_ip`.
+#[derive(Debug, Default)]
+struct PerIp {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// Counts one more connection from `ip` unless it has `max` already.
+    fn try_acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection counted against its source address; uncounted on drop.
+#[derive(Debug)]
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What an open connection holds against the connection bounds.
+#[derive(Debug)]
+struct ConnPermit {
+    _total: OwnedSemaphorePermit,
+    _per_ip: Option<IpSlot>,
+}
+
+/// A TCP connection accepted within the connection bounds, not yet
 /// handshaken. Detached from the accepting runtime (a plain std socket) so
 /// that a worker's runtime can adopt it.
 #[derive(Debug)]
 pub(crate) struct Accepted {
     stream: std::net::TcpStream,
     remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: ConnPermit,
 }
 
-/// Accepts TCP connections, enforces the connection bound, and hands each
+/// The accept loop's bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AcceptLimits {
+    /// Connections open at once (`server.max_connections`).
+    pub(crate) max_connections: usize,
+    /// Connections open at once from one address; 0 = unbounded
+    /// (`server.max_connections_per_ip`).
+    pub(crate) max_per_ip: usize,
+}
+
+/// Accepts TCP connections, enforces the connection bounds, and hands each
 /// accepted socket to `dispatch` (which picks a worker). Returns when
 /// `shutdown` fires or `dispatch` refuses (the workers are gone).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    max_connections: usize,
+    limits: AcceptLimits,
     mut dispatch: impl FnMut(Accepted) -> bool,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -161,10 +324,23 @@ pub(crate) async fn accept_loop(
                 }
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(total) = permits.clone().try_acquire_owned() else {
             tracing::debug!(client.addr = %remote, "connection limit reached; closing");
             drop(stream);
             continue;
+        };
+        let slot = if limits.max_per_ip == 0 {
+            None
+        } else if let Some(slot) = per_ip.try_acquire(remote.ip(), limits.max_per_ip) {
+            Some(slot)
+        } else {
+            tracing::debug!(client.addr = %remote, "per-address connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let permit = ConnPermit {
+            _total: total,
+            _per_ip: slot,
         };
         let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
@@ -220,15 +396,16 @@ pub(crate) async fn handshake(
             }
         },
     };
-    let peer = tls
+    // Kept to verify again on every request (the verifier accepted it
+    // against the bundle of the handshake's moment).
+    let chain = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|leaf| check_leaf(leaf.as_ref()).ok());
+        .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
     Some(TlsConn {
         inner: Coalesced::new(tls),
-        info: ConnInfo { remote, peer },
+        info: Arc::new(ConnInfo::new(remote, chain)),
         _permit: permit,
     })
 }

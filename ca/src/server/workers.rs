@@ -129,7 +129,7 @@ pub(crate) fn start(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ServeError::Io(format!("cannot start worker {index}'s runtime: {e}")))?;
+            .map_err(|e| ServeError::io(format!("cannot start worker {index}'s runtime"), e))?;
         let (setup, shutdown, stop) = (setup.clone(), shutdown.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("sigil-ca-{index}"))
@@ -146,7 +146,7 @@ pub(crate) fn start(
                 drop(runtime);
                 let _ = exited_tx.send(());
             })
-            .map_err(|e| ServeError::Io(format!("cannot start worker thread {index}: {e}")))?;
+            .map_err(|e| ServeError::io(format!("cannot start worker thread {index}"), e))?;
         workers.push(tx);
         handles.drained.push(drained_rx);
         handles.exited.push(exited_rx);
@@ -176,6 +176,11 @@ async fn serve(
     let limits = ConnLimits {
         max_streams: server.max_streams_per_connection,
         request_timeout: server.request_timeout,
+        max_age: server.max_connection_age,
+        idle_timeout: server.idle_timeout,
+        preface_timeout: server.preface_timeout,
+        keepalive_interval: server.keepalive_interval,
+        keepalive_timeout: server.keepalive_timeout,
     };
     // One task per connection: handshake, then HTTP/2 until the client
     // leaves or `shutdown` (GOAWAY, drain).
