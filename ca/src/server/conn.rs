@@ -88,21 +88,23 @@ impl Activity {
     }
 
     /// Resolves when no request has been in progress for `first` (before
-    /// the first request) or `idle` (after it).
-    async fn idle_for(&self, first: Duration, idle: Duration) {
+    /// the first request: [`Ending::NoRequest`]) or `idle` (after it:
+    /// [`Ending::Idle`]).
+    async fn idle_for(&self, first: Duration, idle: Duration) -> Ending {
+        let mut ending = Ending::NoRequest;
         let mut limit = first;
         loop {
             // Registered before the check, so no change is missed.
             let changed = self.changed.notified();
             if self.open.load(Ordering::SeqCst) > 0 {
                 changed.await;
-                limit = idle;
+                (ending, limit) = (Ending::Idle, idle);
                 continue;
             }
             if tokio::time::timeout(limit, changed).await.is_err() {
-                return;
+                return ending;
             }
-            limit = idle;
+            (ending, limit) = (Ending::Idle, idle);
         }
     }
 }
@@ -125,8 +127,11 @@ enum Ending {
     Shutdown,
     /// `max_age` passed.
     Age,
-    /// Idle, or no first request in time.
+    /// No request in progress for `idle_timeout`.
     Idle,
+    /// No request within `preface_timeout` of the handshake: closed at once
+    /// (a client that never sent its preface would not read a GOAWAY).
+    NoRequest,
 }
 
 /// Serves `conn` until the client closes it or `shutdown` fires (then
@@ -183,8 +188,12 @@ pub(crate) async fn serve<S>(
         }
         () = shutdown.cancelled() => Ending::Shutdown,
         () = tokio::time::sleep(limits.max_age) => Ending::Age,
-        () = activity.idle_for(limits.preface_timeout, limits.idle_timeout) => Ending::Idle,
+        ending = activity.idle_for(limits.preface_timeout, limits.idle_timeout) => ending,
     };
+    if ending == Ending::NoRequest {
+        tracing::debug!("no request after the handshake in time; closing");
+        return;
+    }
     tracing::debug!(?ending, "closing the connection (GOAWAY)");
     connection.as_mut().graceful_shutdown();
     if ending == Ending::Shutdown {

@@ -173,9 +173,11 @@ impl ConnInfo {
 
 /// An accepted TLS connection, holding its connection-limit permits.
 pub(crate) struct TlsConn {
+    // Dropped first (fields drop in order): the permits are free again
+    // before the client sees the socket close.
+    _permit: ConnPermit,
     inner: Coalesced<TlsStream<TcpStream>>,
     info: Arc<ConnInfo>,
-    _permit: ConnPermit,
 }
 
 impl AsyncRead for TlsConn {

@@ -3,33 +3,21 @@
 //! beyond `max_connections` are closed at once while the server keeps
 //! serving; a request slower than `request_timeout` is ended with
 //! DEADLINE_EXCEEDED and the server serves the next one.
+//!
+//! Idle and slow connections (issue 14, 1e): `max_connections` connections
+//! that finished the TLS handshake (some also the HTTP/2 preface) but send
+//! no request are closed at `server.preface_timeout`, so they cannot lock
+//! clients out; a connection whose requests are done is closed after
+//! `server.idle_timeout`; `server.max_connections_per_ip` closes a source
+//! address's connections beyond the cap while other addresses are served.
 
 use std::time::{Duration, Instant};
 
 use crate::common::ID;
 use crate::common::ca::*;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use crate::raw_conn::{h2_idle, tls_config, tls_connect, wait_closed};
+use tokio::net::{TcpSocket, TcpStream};
 use tonic::Code;
-
-/// Reads until the server closes the connection (EOF or reset); panics if
-/// it stays open for `limit`.
-async fn wait_closed(stream: &mut TcpStream, limit: Duration) {
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "the server kept the connection open for {limit:?}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handshake_is_cut_off_at_the_deadline() {
@@ -106,4 +94,96 @@ async fn a_request_slower_than_the_deadline_is_cancelled() {
     ask(&mut client, &csr, Some("jwt.fast-token.sig"))
         .await
         .expect("served after a timed-out request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_at_the_limit_do_not_lock_clients_out() {
+    const MAX: usize = 8;
+    let server = start(|c| {
+        c.server.max_connections = MAX;
+        c.server.handshake_timeout = Duration::from_secs(60);
+        c.server.preface_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let tls = tls_config(&server.roots_pem);
+    // Half stop after the TLS handshake, half after the HTTP/2 preface.
+    let mut silent = Vec::new();
+    let mut prefaced = Vec::new();
+    for i in 0..MAX {
+        let stream = tls_connect(server.grpc, tls.clone()).await;
+        if i % 2 == 0 {
+            silent.push(stream);
+        } else {
+            prefaced.push(h2_idle(stream).await);
+        }
+    }
+    // Every one is closed by the server (no request in time)…
+    for stream in &mut silent {
+        wait_closed(stream, WAIT).await;
+    }
+    for (_send, connection) in prefaced {
+        tokio::time::timeout(WAIT, connection)
+            .await
+            .expect("an idle HTTP/2 connection was never closed")
+            .unwrap()
+            .ok();
+    }
+    // …and a legitimate client is served.
+    let (csr, _key) = new_csr(ID);
+    ask(&mut server.client().await, &csr, Some(WEB_TOKEN))
+        .await
+        .expect("served after idle connections filled the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_requests_in_progress_is_closed_after_the_idle_timeout() {
+    let server = start(|c| {
+        c.server.preface_timeout = Duration::from_secs(3600);
+        c.server.idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let stream = tls_connect(server.grpc, tls_config(&server.roots_pem)).await;
+    let (mut send, connection) = h2_idle(stream).await;
+    // One request (refused: no body), then nothing.
+    let request = hyper::Request::post(format!(
+        "https://localhost/istio.v1.auth.IstioCertificateService/CreateCertificate"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(String::new())
+    .unwrap();
+    let response = send.send_request(request).await.expect("a response");
+    assert_eq!(response.status(), 200, "gRPC answers with HTTP 200");
+    drop(response);
+    let started = Instant::now();
+    tokio::time::timeout(WAIT, connection)
+        .await
+        .expect("the idle connection was never closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() < WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_address_cap_are_closed_and_other_addresses_are_served() {
+    let server = start(|c| {
+        c.server.max_connections_per_ip = 2;
+        c.server.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let _first = TcpStream::connect(server.grpc).await.unwrap();
+    let _second = TcpStream::connect(server.grpc).await.unwrap();
+    let mut third = TcpStream::connect(server.grpc).await.unwrap();
+    wait_closed(&mut third, WAIT).await;
+
+    // Another loopback address is not affected.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(server.grpc).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls_config(&server.roots_pem));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector
+        .connect(name, tcp)
+        .await
+        .expect("a TLS handshake from another address");
 }
