@@ -6,7 +6,9 @@
 //! `max_concurrent_requests = 1` and one request held inside
 //! authentication, every other request is RESOURCE_EXHAUSTED, and the
 //! server serves normally once it finishes. A header block over 64 KiB is
-//! refused before anything is decoded, and the server keeps serving.
+//! refused before anything is decoded, and the server keeps serving. Two
+//! `authorization` values, even two valid tokens, are UNAUTHENTICATED
+//! (issue 14, 1g).
 
 use crate::common::ID;
 use crate::common::ca::*;
@@ -198,4 +200,38 @@ async fn an_oversized_header_block_is_refused_and_the_server_keeps_serving() {
         .await
         .expect("served after an oversized header block");
     assert_eq!(server.issued_ok().await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_values_are_unauthenticated() {
+    use sigil_proto::istio::v1::auth::IstioCertificateRequest;
+
+    let server = start(|_| {}).await;
+    let (csr, _key) = new_csr(ID);
+    let mut raw = server.raw().await;
+    for second in [WEB_TOKEN, "dev:default:admin"] {
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr: csr.clone(),
+            validity_duration: 0,
+            metadata: None,
+        });
+        for token in [WEB_TOKEN, second] {
+            request.metadata_mut().append(
+                "authorization",
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        let status = raw
+            .create_certificate(request)
+            .await
+            .expect_err("two authorization values were accepted");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    assert_eq!(server.issued_ok().await, 0.0, "nothing was signed");
+    assert_eq!(
+        server
+            .metric(r#"sigil_ca_authentication_failures_total{reason="malformed_header"}"#)
+            .await,
+        2.0
+    );
 }
