@@ -211,7 +211,9 @@ async fn admin_connections_beyond_the_cap_are_closed_and_open_ones_served() {
 async fn readyz_is_503_once_the_signing_certificate_has_expired() {
     // A plug-in CA valid for three more seconds (whole seconds in X.509).
     let mut params = ca_params("cluster.local", "short-lived", 1);
-    let not_after = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap()
+    let not_after = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
         + time::Duration::seconds(3);
     params.not_after = not_after;
     let ca = TestCa::self_signed(params, p256());

@@ -145,9 +145,9 @@ async fn a_connection_without_requests_in_progress_is_closed_after_the_idle_time
     let stream = tls_connect(server.grpc, tls_config(&server.roots_pem)).await;
     let (mut send, connection) = h2_idle(stream).await;
     // One request (refused: no body), then nothing.
-    let request = hyper::Request::post(format!(
-        "https://localhost/istio.v1.auth.IstioCertificateService/CreateCertificate"
-    ))
+    let request = hyper::Request::post(
+        "https://localhost/istio.v1.auth.IstioCertificateService/CreateCertificate",
+    )
     .header("content-type", "application/grpc")
     .header("te", "trailers")
     .body(String::new())

@@ -216,10 +216,9 @@ async fn two_authorization_values_are_unauthenticated() {
             metadata: None,
         });
         for token in [WEB_TOKEN, second] {
-            request.metadata_mut().append(
-                "authorization",
-                format!("Bearer {token}").parse().unwrap(),
-            );
+            request
+                .metadata_mut()
+                .append("authorization", format!("Bearer {token}").parse().unwrap());
         }
         let status = raw
             .create_certificate(request)

@@ -100,8 +100,8 @@ async fn an_svid_that_expired_is_refused_on_an_open_connection() {
 
     // A leaf valid for three more seconds (X.509 times are whole seconds).
     let mut params = leaf_params(ID);
-    let not_after = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap()
-        + time::Duration::seconds(3);
+    let not_after =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(3);
     params.not_after = not_after;
     let leaf = ca.sign(params, p256());
     let mut client = mtls_client(&server, &ca.cert.pem, &leaf).await;
