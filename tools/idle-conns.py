@@ -9,9 +9,14 @@ acknowledged that SETTINGS frame (so the server has processed the preface
 and the connection is idle in HTTP/2). Nothing else is sent; the
 connections stay open until the measurement is taken.
 
-usage: idle-conns.py PID GRPC_ADDR ADMIN_ADDR N
+usage: idle-conns.py PID GRPC_ADDR ADMIN_ADDR N [STAGE]
+
+STAGE (default h2) stops each connection earlier, to see what each layer
+costs: tcp (connected, nothing sent), tls (handshake done, no HTTP/2
+preface), h2 (preface and SETTINGS exchanged).
 """
 
+import os
 import socket
 import ssl
 import sys
@@ -40,9 +45,13 @@ def read_exact(sock, n):
     return out
 
 
-def open_idle(context, host, port):
+def open_idle(context, host, port, stage="h2"):
     raw = socket.create_connection((host, port))
+    if stage == "tcp":
+        return raw
     tls = context.wrap_socket(raw, server_hostname="localhost")
+    if stage == "tls":
+        return tls
     assert tls.selected_alpn_protocol() == "h2", tls.selected_alpn_protocol()
     tls.sendall(PREFACE + SETTINGS)
     acked = False
@@ -60,6 +69,7 @@ def open_idle(context, host, port):
 
 def main():
     pid, grpc, admin, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    stage = sys.argv[5] if len(sys.argv) > 5 else "h2"
     host, port = grpc.rsplit(":", 1)
     roots = urllib.request.urlopen(f"http://{admin}/root.pem").read().decode()
     context = ssl.create_default_context(cadata=roots)
@@ -68,12 +78,16 @@ def main():
     warm = open_idle(context, host, int(port))
     warm.close()
     before = rss_kib(pid)
-    conns = [open_idle(context, host, int(port)) for _ in range(n)]
+    conns = [open_idle(context, host, int(port), stage) for _ in range(n)]
     after = rss_kib(pid)
     per = (after - before) * 1024 / n
-    print(f"connections: {n}")
+    print(f"connections: {n} (stage {stage})")
     print(f"server RSS before: {before} KiB, after: {after} KiB")
     print(f"growth: {after - before} KiB, {per / 1024:.1f} KiB per idle connection")
+    if os.environ.get("HOLD"):
+        # For an in-process probe: keep the connections until stdin closes.
+        sys.stdout.flush()
+        sys.stdin.read()
     for c in conns:
         c.close()
 

@@ -4,7 +4,7 @@
 # self-signed CA, opens N idle TLS + HTTP/2 connections (tools/idle-conns.py)
 # and prints the server's RSS growth per connection.
 #
-# usage: tools/idle-conns.sh [N]        (default 3000)
+# usage: tools/idle-conns.sh [N [STAGE]]   (default 3000 h2; STAGE: see idle-conns.py)
 #   SIGIL=path/to/sigil   use this binary instead of building target/release/sigil
 #   LEGACY=1              for a binary older than the idle/preface/keep-alive
 #                         settings (they are left out of the config)
@@ -45,4 +45,4 @@ for _ in $(seq 200); do
     sleep 0.05
 done
 echo "binary: $SIGIL ($(nproc) CPUs, workers = one per CPU)"
-python3 "$ROOT/tools/idle-conns.py" "$PID" "$GRPC" "$ADMIN" "$N"
+python3 "$ROOT/tools/idle-conns.py" "$PID" "$GRPC" "$ADMIN" "$N" "${2:-h2}"

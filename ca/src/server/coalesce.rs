@@ -27,6 +27,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Buffered bytes above which a write goes out without waiting.
 const HIGH_WATER: usize = 64 * 1024;
 
+/// Capacity kept after the buffer is written out; a larger buffer (e.g.
+/// after a certificate response) is released, so that an idle connection
+/// holds no more than this (BENCHMARKS.md, "Idle connections").
+const RETAINED_CAPACITY: usize = 512;
+
 /// A transport whose writes are coalesced until the owning task is
 /// polled again; see the module docs.
 #[derive(Debug)]
@@ -70,7 +75,12 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
             }
             self.written += n;
         }
-        self.buf.clear();
+        if self.buf.capacity() > RETAINED_CAPACITY {
+            // An idle connection keeps no response-sized buffer.
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
         self.written = 0;
         Poll::Ready(Ok(()))
     }

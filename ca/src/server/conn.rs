@@ -30,6 +30,8 @@
 //! coalescing write buffer is released when drained.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -136,12 +138,19 @@ enum Ending {
 
 /// Serves `conn` until the client closes it or `shutdown` fires (then
 /// drains).
-pub(crate) async fn serve<S>(
+///
+/// A plain function returning the future, not an `async fn`: the HTTP/2
+/// connection (which owns the TLS stream) is built here and boxed, so the
+/// connection's task holds neither a moved-from copy of `conn` nor of the
+/// request handler (an `async fn` keeps its arguments for its whole life),
+/// a few KiB less per idle connection (BENCHMARKS.md).
+pub(crate) fn serve<S>(
     conn: TlsConn,
     service: S,
     limits: ConnLimits,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: tower::Service<
             Request<Incoming>,
             Response = Response<tonic::body::Body>,
@@ -172,15 +181,28 @@ pub(crate) async fn serve<S>(
             }
         }
     });
-    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams)
-        .max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .max_send_buf_size(MAX_SEND_BUF_BYTES)
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout)
-        .serve_connection(TokioIo::new(conn), handler);
-    tokio::pin!(connection);
+    let connection = Box::pin(
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_streams)
+            .max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .max_send_buf_size(MAX_SEND_BUF_BYTES)
+            .keep_alive_interval(limits.keepalive_interval)
+            .keep_alive_timeout(limits.keepalive_timeout)
+            .serve_connection(TokioIo::new(conn), handler),
+    );
+    drive(connection, activity, limits, shutdown)
+}
+
+/// Runs `connection` within the connection bounds.
+async fn drive<C>(
+    mut connection: Pin<Box<C>>,
+    activity: Arc<Activity>,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) where
+    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
+{
     let ending = tokio::select! {
         result = &mut connection => {
             log_end(result);
@@ -195,7 +217,7 @@ pub(crate) async fn serve<S>(
         return;
     }
     tracing::debug!(?ending, "closing the connection (GOAWAY)");
-    connection.as_mut().graceful_shutdown();
+    connection.as_mut().start_graceful_shutdown();
     if ending == Ending::Shutdown {
         log_end(connection.await);
         return;
@@ -206,6 +228,26 @@ pub(crate) async fn serve<S>(
         () = tokio::time::sleep(limits.request_timeout) => {
             tracing::debug!("requests outlived the grace after GOAWAY; closing");
         }
+    }
+}
+
+/// hyper's `graceful_shutdown`, for [`drive`] to be generic over the
+/// connection's (unnameable) service type.
+trait GracefulShutdown {
+    fn start_graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulShutdown for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn start_graceful_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
