@@ -97,8 +97,6 @@ pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
 pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time an admin connection may stay open between requests.
 pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest any `[server]` timeout may be set to (30 days).
-pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The whole CA server configuration. [`Default`] has no authenticator
 /// (a configuration must name them); [`CaConfig::trial`] is the no-config
@@ -342,8 +340,8 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The connection timeouts and bounds: none may be zero, none longer
-    /// than [`MAX_SERVER_TIMEOUT`].
+    /// The connection timeouts and bounds: each timeout positive and at
+    /// most a day ([`check_wait`]).
     fn validate_connections(&self) -> Result<(), ConfigError> {
         for (field, value) in [
             ("server.max_connection_age", self.max_connection_age),
@@ -354,20 +352,7 @@ impl ServerConfig {
             ("server.admin_header_timeout", self.admin_header_timeout),
             ("server.admin_idle_timeout", self.admin_idle_timeout),
         ] {
-            if value.is_zero() {
-                return Err(ConfigError::Invalid {
-                    field: field.to_owned(),
-                    value: fmt_d(value),
-                    reason: "must be positive".to_owned(),
-                });
-            }
-            if value > MAX_SERVER_TIMEOUT {
-                return Err(ConfigError::Invalid {
-                    field: field.to_owned(),
-                    value: fmt_d(value),
-                    reason: "must be at most 30days".to_owned(),
-                });
-            }
+            check_wait(field, value)?;
         }
         if self.admin_max_connections == 0 {
             return Err(ConfigError::Invalid {

@@ -545,7 +545,7 @@ fn connection_timeouts_must_be_positive_and_bounded() {
             format!("server.{field}")
         );
         assert_eq!(
-            invalid_field(&format!("[server]\n{field} = \"400days\"")),
+            invalid_field(&format!("[server]\n{field} = \"2d\"")),
             format!("server.{field}")
         );
     }
