@@ -92,11 +92,12 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default wait for a keep-alive PING's acknowledgement.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default bound on concurrent admin connections.
-pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = sigil_runtime::admin::DEFAULT_MAX_CONNECTIONS;
 /// Default deadline for an admin request's headers.
-pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration =
+    sigil_runtime::admin::DEFAULT_HEADER_READ_TIMEOUT;
 /// Default time an admin connection may stay open between requests.
-pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = sigil_runtime::admin::DEFAULT_IDLE_TIMEOUT;
 
 /// The whole CA server configuration. [`Default`] has no authenticator
 /// (a configuration must name them); [`CaConfig::trial`] is the no-config

@@ -246,12 +246,12 @@ impl Bound {
         ));
 
         // Admin: keeps answering (readyz 503) until the gRPC drain is over.
-        let admin_server = admin::serve(
+        let admin_server = sigil_runtime::admin::serve(
             admin,
             admin::router(shared.clone()),
-            admin::AdminLimits {
+            sigil_runtime::admin::AdminLimits {
                 max_connections: config.server.admin_max_connections,
-                header_timeout: config.server.admin_header_timeout,
+                header_read_timeout: config.server.admin_header_timeout,
                 idle_timeout: config.server.admin_idle_timeout,
             },
             stop.clone(),
