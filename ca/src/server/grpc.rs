@@ -2,10 +2,11 @@
 //!
 //! Per request: concurrency permit → credentials (one `authorization`
 //! value parsed as an RFC 6750 bearer token; the client SVID verified again
-//! against the current bundle at the current time) → authentication → authorization (with `ImpersonatedIdentity`) →
-//! issuance → `[leaf, intermediates..., trust bundle]`, each element PEM
-//! with a trailing newline, the last element holding *all* current roots
-//! (ztunnel builds its trust store from the last element alone).
+//! against the current bundle at the current time) → authentication →
+//! authorization (with `ImpersonatedIdentity`) → issuance →
+//! `[leaf, intermediates..., trust bundle]`, each element PEM with a
+//! trailing newline, the last element holding *all* current roots (ztunnel
+//! builds its trust store from the last element alone).
 //!
 //! Status codes (one table, [`issue_status`] and friends):
 //! UNAUTHENTICATED no or invalid credential · PERMISSION_DENIED identity

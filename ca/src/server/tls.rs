@@ -4,9 +4,9 @@
 //! source address) and handshake time.
 //!
 //! ```text
-//! TcpListener ─▶ permit (max_connections, max_connections_per_ip) ─▶ worker ─▶ handshake (deadline) ─▶ TlsConn ─▶ tonic
-//!                 none left: close at once                                      too slow: drop          │
-//!                                                                     ConnInfo { remote, client chain }
+//! TcpListener ─▶ permits (max_connections, ─▶ worker ─▶ handshake ─▶ TlsConn ─▶ tonic
+//!                max_connections_per_ip)               (deadline)       │
+//!                 none left: close at once             too slow: drop   ConnInfo { remote, client chain }
 //! ```
 //!
 //! A client SVID is verified at the handshake *and again on every request*
