@@ -32,6 +32,7 @@ mod ca_server_svid_recheck;
 mod ca_server_svid_renewal;
 mod csr_shapes;
 mod hostile_csrs;
+mod openssl_client;
 mod openssl_issuance;
 mod plugin_ca;
 mod raw_conn;
