@@ -1,5 +1,7 @@
 //! Configuration parsing and validation tests.
 
+use std::path::Path;
+
 use super::*;
 
 #[test]
