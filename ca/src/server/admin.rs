@@ -30,30 +30,23 @@ use time::OffsetDateTime;
 use super::state::Shared;
 use crate::authority::Authority;
 
-/// The admin routes.
+/// The admin routes: the runtime's probes (`/healthz`, `/readyz` from
+/// [`ready`], `/metrics`) and the CA's bundle routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/bundle", get(bundle))
-        .route("/root.pem", get(root_pem))
-        .with_state(shared)
+    let (for_ready, for_metrics) = (shared.clone(), shared.clone());
+    sigil_runtime::admin::router(move || ready(&for_ready), move || metrics(&for_metrics)).merge(
+        Router::new()
+            .route("/bundle", get(bundle))
+            .route("/root.pem", get(root_pem))
+            .with_state(shared),
+    )
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if !shared.ready.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
-    }
-    let issuer = shared.issuer.load();
-    if !authority_valid_at(issuer.authority(), OffsetDateTime::now_utc()) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the signing certificate is expired or not yet valid\n",
-        )
-            .into_response();
-    }
-    (StatusCode::OK, "ready\n").into_response()
+/// Ready: the listeners serve (not starting, not draining) and the signing
+/// certificate is valid now.
+fn ready(shared: &Shared) -> bool {
+    shared.ready.load(Ordering::SeqCst)
+        && authority_valid_at(shared.issuer.load().authority(), OffsetDateTime::now_utc())
 }
 
 /// Whether `authority` can sign at `now` (the rule issuance applies: from
@@ -62,18 +55,12 @@ fn authority_valid_at(authority: &Authority, now: OffsetDateTime) -> bool {
     authority.not_before() <= now && now < authority.not_after()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+/// The OpenMetrics text, with the CA's time to expiry brought up to date.
+fn metrics(shared: &Shared) -> String {
     let not_after = shared.issuer.load().authority().not_after();
     let left = (not_after - OffsetDateTime::now_utc()).whole_seconds();
     shared.metrics.ca_expiry.set(left);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shared.metrics.encode(),
-    )
-        .into_response()
+    shared.metrics.encode()
 }
 
 async fn bundle(State(shared): State<Arc<Shared>>) -> Response {

@@ -36,6 +36,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sigil_identity::verify::BundleHandle;
 use sigil_identity::{BundleSet, CredentialResolver, TrustBundle};
+use sigil_runtime::shutdown::{Drained, drain};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -303,7 +304,6 @@ impl Bound {
         stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), workers.exited()).await;
         let admin = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
-        tasks.close();
         if drained.is_err() {
             tracing::warn!("drain deadline passed; dropping remaining connections");
         }
@@ -311,7 +311,9 @@ impl Bound {
             tracing::warn!(?admin, "the admin listener stopped with an error");
         }
         // Whatever is left (handshakes, background tasks) was told to stop.
-        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        if let Drained::TimedOut { remaining } = drain(&tasks, Duration::from_secs(5)).await {
+            tracing::warn!(remaining, "background tasks did not stop in time");
+        }
         Ok(())
     }
 }
