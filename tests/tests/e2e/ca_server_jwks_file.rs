@@ -12,7 +12,8 @@
 //! checked now), and the keys loaded before keep
 //! serving; a valid file written after it is picked up. A key removed from
 //! the file stops being trusted once the keys are older than `max_age`,
-//! although no token names an unknown `kid`.
+//! although no token names an unknown `kid`; and keys that cannot be
+//! re-read for `max_stale` stop being trusted (UNAVAILABLE, nothing signed).
 
 use std::path::Path;
 use std::time::Duration;
@@ -192,4 +193,43 @@ async fn a_key_removed_from_the_file_stops_being_trusted_within_max_age() {
         refused - loaded
     );
     assert_eq!(code(&server, &token(&kept)).await, Code::Ok, "the kept key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_cannot_be_reread_for_max_stale_stop_being_trusted() {
+    // The issuer's JWKS file breaks (here: not a JWKS any more). The keys
+    // read before keep serving for a while, but not forever: once no
+    // re-read has succeeded for `max_stale`, tokens are UNAVAILABLE and
+    // nothing is signed, until the file is readable again.
+    const MAX_AGE: Duration = Duration::from_millis(200);
+    const MAX_STALE: Duration = Duration::from_millis(1200);
+    let dir = tempdir();
+    let path = dir.path().join("jwks.json");
+    let signer = JwtSigner::generate("sa-key-1");
+    replace_file(&path, &jwks_json(&[&signer]));
+    let mut jwks = file_jwks(&path, Duration::from_millis(100));
+    jwks.max_age = MAX_AGE;
+    jwks.max_stale = MAX_STALE;
+    let server = start(move |c| c.authenticators = vec![kubernetes_jwt_with(jwks)]).await;
+    assert_eq!(code(&server, &token(&signer)).await, Code::Ok);
+
+    replace_file(&path, "{ this is not a JWKS");
+    let broken = Instant::now();
+    let stale = poll_until(&server, &token(&signer), Code::Unavailable, &[Code::Ok]).await;
+    // The last successful read was at most about MAX_AGE before the break.
+    assert!(
+        stale - broken >= MAX_STALE - MAX_AGE - POLL,
+        "keys distrusted after {:?}, before max_stale {MAX_STALE:?}",
+        stale - broken
+    );
+    let signed = server.issued_ok().await;
+    assert_eq!(code(&server, &token(&signer)).await, Code::Unavailable);
+    assert_eq!(
+        server.issued_ok().await,
+        signed,
+        "nothing signed while stale"
+    );
+
+    replace_file(&path, &jwks_json(&[&signer]));
+    poll_until(&server, &token(&signer), Code::Ok, &[Code::Unavailable]).await;
 }
