@@ -13,7 +13,8 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
+use sigil_identity::PrivateKey;
 use time::OffsetDateTime;
 
 use super::{CertIssuer, IssueError, Ttl, validity};
@@ -23,8 +24,8 @@ use crate::serial::random_serial;
 pub struct ServingCert {
     /// `[leaf, intermediates..., root]`.
     pub chain: Vec<CertificateDer<'static>>,
-    /// The leaf's private key (PKCS#8).
-    pub key: PrivateKeyDer<'static>,
+    /// The leaf's private key (PKCS#8, zeroized on drop).
+    pub key: PrivateKey,
     /// When the leaf expires.
     pub not_after: OffsetDateTime,
 }
@@ -80,7 +81,8 @@ impl CertIssuer {
         chain.extend(authority.chain_after_leaf().iter().cloned());
         Ok(ServingCert {
             chain,
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            key: PrivateKey::from_pkcs8_der(key.serialize_der())
+                .map_err(|e| IssueError::Signing(e.to_string()))?,
             not_after,
         })
     }

@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_identity::credential::{CredentialError, CredentialResolver, PrivateKey};
+use sigil_identity::credential::{CredentialError, CredentialResolver};
 use sigil_identity::verify::{
     BundleHandle, IdMatcher, SpiffeClientVerifier, Usage, VerifyError, verify_x509_svid,
 };
@@ -50,8 +50,7 @@ pub(crate) fn store_serving(
     resolver: &CredentialResolver,
     cert: &ServingCert,
 ) -> Result<(), CredentialError> {
-    let key = PrivateKey::from_pkcs8_der(cert.key.secret_der().to_vec())?;
-    resolver.store_chain(cert.chain.clone(), &key)
+    resolver.store_chain(cert.chain.clone(), &cert.key)
 }
 
 /// The rustls server configuration: h2 only, TLS 1.2 and 1.3, ring.
