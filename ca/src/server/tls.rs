@@ -121,7 +121,7 @@ struct Verified {
     /// The bundle set it was verified against (compared by pointer: the
     /// handle swaps in a new `Arc` on every change).
     bundles: Arc<BundleSet>,
-    /// The leaf's notAfter.
+    /// When the verified chain expires (leaf or intermediate, earliest).
     not_after: UnixTime,
     /// The verified SPIFFE ID.
     id: SpiffeId,

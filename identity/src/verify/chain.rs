@@ -66,7 +66,9 @@ impl VerifiedSvid {
         self.spiffe_id
     }
 
-    /// The leaf's notAfter (intermediates may expire earlier).
+    /// When the verified chain stops verifying: the earliest notAfter of
+    /// the leaf and the intermediates on the verified path (trust anchors
+    /// have no validity in webpki).
     pub fn not_after(&self) -> UnixTime {
         self.not_after
     }
@@ -120,14 +122,21 @@ pub(super) fn verify_parts(
     // refusing one lets it try another, so a bad intermediate only fails the
     // chain when no good path exists. The first refusal is kept to report.
     let refused: Cell<Option<VerifyError>> = Cell::new(None);
+    // The earliest notAfter of the intermediates on the accepted path: the
+    // chain stops verifying then, even if the leaf lives longer.
+    let path_not_after: Cell<Option<UnixTime>> = Cell::new(None);
     let check_path = |path: &VerifiedPath<'_>| -> Result<(), webpki::Error> {
+        let mut earliest: Option<UnixTime> = None;
         for cert in path.intermediate_certificates() {
             if let Err(err) = check_signing_certificate(cert.der().as_ref()) {
                 let first = refused.take().unwrap_or(err);
                 refused.set(Some(first));
                 return Err(webpki::Error::UnknownIssuer);
             }
+            let not_after = not_after_of(cert.der().as_ref());
+            earliest = Some(earliest.map_or(not_after, |e| e.min(not_after)));
         }
+        path_not_after.set(earliest);
         Ok(())
     };
 
@@ -143,7 +152,9 @@ pub(super) fn verify_parts(
     match verified {
         Ok(_) => Ok(VerifiedSvid {
             spiffe_id: facts.spiffe_id,
-            not_after: facts.not_after,
+            not_after: path_not_after
+                .get()
+                .map_or(facts.not_after, |path| path.min(facts.not_after)),
         }),
         Err(err) => Err(refused
             .take()
@@ -223,4 +234,15 @@ fn map_webpki(err: webpki::Error, trust_domain: &TrustDomain) -> VerifyError {
         | E::UnsupportedCertVersion => VerifyError::Malformed(err.to_string()),
         other => VerifyError::Other(other.to_string()),
     }
+}
+
+/// A certificate's notAfter (already parsed and checked by webpki; one that
+/// does not parse here counts as expired at the epoch, which only makes
+/// callers re-verify sooner).
+fn not_after_of(der: &[u8]) -> UnixTime {
+    let secs = x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, cert)| u64::try_from(cert.validity().not_after.timestamp()).ok())
+        .unwrap_or(0);
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
 }

@@ -45,6 +45,28 @@ fn root_intermediate_leaf_verifies() {
 }
 
 #[test]
+fn the_chain_expires_with_its_earliest_intermediate() {
+    // The leaf outlives its intermediate: what verifies stops verifying
+    // when the intermediate expires, and callers caching the result (the
+    // CA re-checks client SVIDs per connection until `not_after`) must not
+    // trust it longer.
+    let root = TestCa::root(TD_A);
+    let mut params = ca_params("intermediate", "short-lived", 30);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::minutes(20);
+    let int = root.intermediate_with(params, p256());
+    let leaf = int.leaf(ID_A);
+    assert!(leaf.params.not_after > int.cert.params.not_after);
+    let bundles = set([bundle(TD_A, &[&root])]);
+    let chain = chain_of(&[&leaf, &int.cert]);
+    let svid = verify_x509_svid(&chain, &bundles, now(), Usage::ClientAuth).unwrap();
+    assert_eq!(svid.not_after(), unix(int.cert.params.not_after));
+    // Without intermediates it is the leaf's.
+    let direct = root.leaf(ID_A);
+    let svid = verify_x509_svid(&chain_of(&[&direct]), &bundles, now(), Usage::ClientAuth).unwrap();
+    assert_eq!(svid.not_after(), unix(direct.params.not_after));
+}
+
+#[test]
 fn empty_chain_is_refused() {
     let err = verify_x509_svid(&[], &set([]), now(), Usage::ServerAuth).unwrap_err();
     assert_eq!(err, VerifyError::EmptyChain);
