@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::common::ca::*;
 use crate::common::{ID, tempdir, write};
 use sigil_ca::config::AuthoritySource;
+use sigil_ca::server::{CaServer, ServerDeps};
 use sigil_test_util::TestCa;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -242,4 +243,58 @@ async fn a_group_or_world_readable_plug_in_key_is_served_but_shows_in_metrics() 
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_between_loading_and_serving_is_picked_up() {
+    // `bind` loads the directory; the watcher starts in `run`. A CA swapped
+    // in between must still be reloaded: the watcher compares against what
+    // was loaded, not against what it first sees.
+    let old = TestCa::root("cluster.local");
+    let new = TestCa::root("cluster.local");
+    let tmp = tempdir();
+    let dir = tmp.path().join("cacerts");
+    let staging = tmp.path().join("staging");
+    std::fs::create_dir_all(&dir).unwrap();
+    install(
+        &dir,
+        &staging,
+        &old.cert.pem,
+        &old.cert.key.serialize_pem(),
+        &old.cert.pem,
+    );
+    let mut config = test_config(tmp.path());
+    config.authority.source = AuthoritySource::Files;
+    config.authority.dir = dir.clone();
+    config.authority.reload_interval = Duration::from_millis(100);
+    let bound = CaServer::bind(config, ServerDeps::default()).await.unwrap();
+    assert_eq!(pem_ders(&bound.roots_pem()), vec![old.cert.der.clone()]);
+
+    install(
+        &dir,
+        &staging,
+        &new.cert.pem,
+        &new.cert.key.serialize_pem(),
+        &new.cert.pem,
+    );
+    let server = run(bound, None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, pem) = server.get("/root.pem").await;
+        assert_eq!(status, 200);
+        if pem_ders(&pem) == vec![new.cert.der.clone()] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CA written between bind and run was never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        server
+            .metric(r#"sigil_ca_authority_reloads_total{result="ok"}"#)
+            .await,
+        1.0
+    );
 }
