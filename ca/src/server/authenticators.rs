@@ -53,23 +53,28 @@ pub(crate) fn jwt_authenticator(
     let source = if let Some(inline) = &jwks.inline {
         JwksSource::fixed(
             sigil_identity::jwt::Jwks::from_json(inline.as_bytes())
-                .map_err(|e| setup(format!("jwks.inline: {e}")))?,
+                .map_err(failed(index, "jwks.inline"))?,
         )
     } else if let Some(file) = &jwks.file {
         JwksSource::file(file.clone(), jwks.refresh_min_interval)
-            .map_err(|e| setup(e.to_string()))?
+            .map_err(failed(index, "jwks.file"))?
             .with_max_age(jwks.max_age)
             .with_max_stale(jwks.max_stale)
     } else if let Some(uri) = &jwks.uri {
         let roots = match &jwks.uri_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| setup(format!("jwks.uri_ca_file {}: {e}", path.display())))?,
-            ),
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                ServeError::io(
+                    format!(
+                        "authenticators[{index}].jwks.uri_ca_file {}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?),
             None => None,
         };
         JwksSource::remote(uri, roots.as_deref(), jwks.refresh_min_interval)
-            .map_err(|e| setup(e.to_string()))?
+            .map_err(failed(index, "jwks.uri"))?
             .with_max_age(jwks.max_age)
             .with_max_stale(jwks.max_stale)
     } else {
@@ -89,5 +94,15 @@ pub(crate) fn jwt_authenticator(
         mapping,
     )
     .map(|a| Box::new(a) as Box<dyn Authenticator>)
-    .map_err(|e| setup(e.to_string()))
+    .map_err(|e| ServeError::component(format!("authenticators[{index}] ({kind})"), e))
+}
+
+/// Maps an error building `authenticators[index]`'s `setting` to a
+/// [`ServeError`] that keeps it as its source.
+fn failed<E>(index: usize, setting: &str) -> impl FnOnce(E) -> ServeError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let setting = format!("authenticators[{index}].{setting}");
+    move |source| ServeError::component(setting, source)
 }

@@ -41,7 +41,17 @@ pub enum ServeError {
     /// The Kubernetes API failed during startup.
     #[error("Kubernetes: {0}")]
     Kubernetes(#[from] K8sError),
-    /// Another setup step failed.
+    /// A component could not be built from its settings (an authenticator,
+    /// the serving certificate, a lifetime).
+    #[error("{setting}: {source}")]
+    Component {
+        /// The setting(s) the component comes from, e.g. `authenticators[0].jwks`.
+        setting: String,
+        /// Why.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another setup step failed (no underlying error to keep).
     #[error("{0}")]
     Setup(String),
     /// An I/O error.
@@ -56,6 +66,17 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// Building what `setting` describes failed with `source`.
+    pub(crate) fn component(
+        setting: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Component {
+            setting: setting.into(),
+            source: Arc::new(source),
+        }
+    }
+
     /// An I/O error while doing `context`.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {

@@ -336,7 +336,7 @@ fn build_authn(config: &CaConfig, deps: &ServerDeps) -> Result<AuthnChain, Serve
             AuthenticatorConfig::Svid => Box::new(
                 SvidAuthenticator::new(config.trust_domain.clone()).with_max_ttl(
                     Ttl::from_duration(config.svid_max_ttl())
-                        .map_err(|e| ServeError::Setup(format!("issuance.svid_max_ttl: {e}")))?,
+                        .map_err(|e| ServeError::component("issuance.svid_max_ttl", e))?,
                 ),
             ),
             AuthenticatorConfig::KubernetesTokenReview {

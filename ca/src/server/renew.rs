@@ -40,13 +40,14 @@ pub(crate) fn issue_serving(
     config: &CaConfig,
 ) -> Result<ServingCert, ServeError> {
     let ttl = Ttl::from_duration(config.server.server_cert_ttl)
-        .map_err(|e| ServeError::Setup(format!("server.server_cert_ttl: {e}")))?;
+        .map_err(|e| ServeError::component("server.server_cert_ttl", e))?;
     issuer
         .issue_serving_cert(&config.server.dns_names, ttl, OffsetDateTime::now_utc())
         .map_err(|e| {
-            ServeError::Setup(format!(
-                "cannot issue the serving certificate (server.dns_names, server.server_cert_ttl): {e}"
-            ))
+            ServeError::component(
+                "cannot issue the serving certificate (server.dns_names, server.server_cert_ttl)",
+                e,
+            )
         })
 }
 
