@@ -288,7 +288,8 @@ impl TokenReviewAuthenticator {
                     },
                 );
             }
-            Err(e) => {
+            // The API server could not decide: retry later.
+            Err(e @ (K8sError::Api { .. } | K8sError::Transport(_) | K8sError::Decode(_))) => {
                 return Outcome::Rejected(AuthnError::Unavailable {
                     method: self.kind(),
                     reason: e.to_string(),
