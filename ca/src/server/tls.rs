@@ -20,6 +20,7 @@
 //! between two polls of the connection share one TLS write.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -364,7 +365,22 @@ pub(crate) async fn accept_loop(
 /// Runs the TLS handshake for `accepted` on the current runtime, within
 /// `timeout`. Gives up quietly (`None`; the client sees the connection
 /// close) on a failed or slow handshake, or when `shutdown` fires.
-pub(crate) async fn handshake(
+///
+/// The handshake's state (the rustls connection and the TCP stream being
+/// handshaken, its timer) is boxed and freed when the handshake ends: a
+/// connection's task awaits this and then serves the connection for its
+/// whole life, and an unboxed handshake would size that task for the
+/// handshake (BENCHMARKS.md, "Idle connections").
+pub(crate) fn handshake(
+    accepted: Accepted,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Pin<Box<impl Future<Output = Option<TlsConn>> + Send + '_>> {
+    Box::pin(run_handshake(accepted, acceptor, timeout, shutdown))
+}
+
+async fn run_handshake(
     accepted: Accepted,
     acceptor: TlsAcceptor,
     timeout: Duration,
