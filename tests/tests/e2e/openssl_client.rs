@@ -13,11 +13,26 @@ use std::path::Path;
 use crate::common::ca::*;
 use crate::common::{Run, openssl_run, tempdir, write};
 
-/// `openssl s_client` against `addr` with the server's roots, in a blocking
-/// thread (the server's accept loop runs on the test's runtime).
-async fn s_client(dir: &Path, args: &[&str]) -> Run {
+/// `openssl s_client` to `server`, verifying it with its roots (written to
+/// `dir`) and offering ALPN h2, plus `extra`; in a blocking thread (the
+/// server's accept loop runs on the test's runtime).
+async fn s_client(server: &CaUnderTest, dir: &Path, extra: &[&str]) -> Run {
+    write(dir, "roots.pem", &server.roots_pem);
+    let mut args: Vec<String> = [
+        "s_client",
+        "-connect",
+        &server.grpc.to_string(),
+        "-CAfile",
+        "roots.pem",
+        "-alpn",
+        "h2",
+        "-verify_return_error",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let dir = dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         openssl_run(&dir, &args)
@@ -30,24 +45,7 @@ async fn s_client(dir: &Path, args: &[&str]) -> Run {
 async fn openssl_verifies_the_serving_certificate_by_ip() {
     let server = start(|_| {}).await;
     let dir = tempdir();
-    write(dir.path(), "roots.pem", &server.roots_pem);
-    let connect = server.grpc.to_string();
-    let base = [
-        "s_client",
-        "-connect",
-        connect.as_str(),
-        "-CAfile",
-        "roots.pem",
-        "-alpn",
-        "h2",
-        "-verify_return_error",
-    ];
-
-    let ok = s_client(
-        dir.path(),
-        &[&base[..], &["-verify_ip", "127.0.0.1"]].concat(),
-    )
-    .await;
+    let ok = s_client(&server, dir.path(), &["-verify_ip", "127.0.0.1"]).await;
     assert!(
         ok.ok && ok.stdout.contains("Verify return code: 0 (ok)"),
         "IP 127.0.0.1 must verify:\n{}\n{}",
@@ -55,11 +53,7 @@ async fn openssl_verifies_the_serving_certificate_by_ip() {
         ok.stderr
     );
     // The check is real: an IP the certificate does not name fails it.
-    let wrong = s_client(
-        dir.path(),
-        &[&base[..], &["-verify_ip", "192.0.2.1"]].concat(),
-    )
-    .await;
+    let wrong = s_client(&server, dir.path(), &["-verify_ip", "192.0.2.1"]).await;
     assert!(
         !wrong.ok,
         "an IP not in the certificate must fail verification:\n{}",
@@ -78,29 +72,14 @@ async fn openssl_verifies_the_serving_certificate_by_ip() {
 async fn a_tls12_session_is_never_resumed() {
     let server = start(|_| {}).await;
     let dir = tempdir();
-    write(dir.path(), "roots.pem", &server.roots_pem);
-    let connect = server.grpc.to_string();
-    let base = [
-        "s_client",
-        "-connect",
-        connect.as_str(),
-        "-CAfile",
-        "roots.pem",
-        "-alpn",
-        "h2",
-        "-tls1_2",
-        "-verify_return_error",
-    ];
     let first = s_client(
+        &server,
         dir.path(),
-        &[&base[..], &["-sess_out", "session.pem"]].concat(),
+        &["-tls1_2", "-sess_out", "session.pem"],
     )
     .await;
     assert!(first.ok, "{}\n{}", first.stdout, first.stderr);
     assert!(first.stdout.contains("New, TLSv1.2"), "{}", first.stdout);
-    // A server that offers no resumption gives no session ID or ticket, and
-    // openssl then has nothing to save; if it saved something, presenting it
-    // must still lead to a full handshake.
     // The server offers nothing to resume: an empty session ID, no ticket,
     // so openssl has no session to save. (Before the fix: a session ID, a
     // saved session, and `Reused, TLSv1.2` on the next connection.)
