@@ -17,7 +17,7 @@ impl CaConfig {
         Self::from_toml(&Self::read_file(path)?)
     }
 
-    /// Reads a configuration file's text (for [`EnvOverrides::apply`]).
+    /// Reads a configuration file's text (for [`EnvOverrides::apply`](super::EnvOverrides::apply)).
     pub fn read_file(path: &Path) -> Result<String, ConfigError> {
         std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
             path: path.to_path_buf(),
