@@ -33,6 +33,9 @@ pub mod jwt;
 pub mod spiffe_id;
 pub mod verify;
 
+#[cfg(test)]
+mod test_tls;
+
 pub use bundle::{BundleError, BundleSet, JwtAuthority, TrustBundle};
 pub use credential::{CredentialError, CredentialResolver, PrivateKey, X509Svid};
 pub use jwt::{BearerToken, Jwks, JwtError, JwtPolicy, JwtValidator, VerifiedJwt};

@@ -9,6 +9,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, Connection, Error, ServerConfig, ServerConnection};
 use sigil_test_util::{TestCa, TestCert};
 
+use crate::test_tls::pump;
+
 use super::*;
 use crate::bundle::{BundleSet, TrustBundle};
 use crate::spiffe_id::TrustDomain;
@@ -203,24 +205,6 @@ fn handshake(
         server_leaf: first(&c),
         client_leaf: first(&s),
     }
-}
-
-fn pump(from: &mut Connection, to: &mut Connection, to_err: &mut Option<Error>) -> bool {
-    let mut buf = Vec::new();
-    while from.wants_write() {
-        from.write_tls(&mut buf).unwrap();
-    }
-    if buf.is_empty() {
-        return false;
-    }
-    let mut rest = &buf[..];
-    while to_err.is_none() && !rest.is_empty() {
-        to.read_tls(&mut rest).unwrap();
-        if let Err(err) = to.process_new_packets() {
-            *to_err = Some(err);
-        }
-    }
-    true
 }
 
 #[test]

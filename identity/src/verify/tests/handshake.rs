@@ -14,6 +14,7 @@ use sigil_test_util::{TestCa, TestCert};
 
 use super::{TD_A, bundle, id, set};
 use crate::bundle::BundleSet;
+use crate::test_tls::pump;
 use crate::verify::{
     BundleHandle, IdMatcher, SpiffeClientVerifier, SpiffeServerVerifier, check_leaf,
 };
@@ -100,26 +101,6 @@ fn handshake(
         },
         _ => unreachable!("sides are fixed above"),
     }
-}
-
-/// Moves every pending TLS byte from `from` to `to`; records `to`'s first
-/// error. Returns whether any byte moved.
-fn pump(from: &mut Connection, to: &mut Connection, to_err: &mut Option<Error>) -> bool {
-    let mut buf = Vec::new();
-    while from.wants_write() {
-        from.write_tls(&mut buf).unwrap();
-    }
-    if buf.is_empty() {
-        return false;
-    }
-    let mut rest = &buf[..];
-    while to_err.is_none() && !rest.is_empty() {
-        to.read_tls(&mut rest).unwrap();
-        if let Err(err) = to.process_new_packets() {
-            *to_err = Some(err);
-        }
-    }
-    true
 }
 
 fn trusting(bundles: BundleSet, matcher: IdMatcher) -> (BundleHandle, IdMatcher) {
