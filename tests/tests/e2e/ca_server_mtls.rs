@@ -27,7 +27,7 @@ async fn svid_only_server() -> CaUnderTest {
 
 /// Issues an SVID for `id` with the server's CA, in-process: (chain PEM
 /// without the bundle, key PEM).
-fn issue_in_process(server: &CaUnderTest, id: &str) -> (String, String) {
+pub(crate) fn issue_in_process(server: &CaUnderTest, id: &str) -> (String, String) {
     let dir = server.dir.as_ref().unwrap().path().join("ca");
     let authority = source::load_dir(&dir, &td(), OffsetDateTime::now_utc()).unwrap();
     let issuer = CertIssuer::new(Arc::new(authority), IssuancePolicy::default());

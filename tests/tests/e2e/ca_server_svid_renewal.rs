@@ -5,16 +5,11 @@
 //! 90-day certificates; a token caller asking the same still gets what it
 //! asked, up to `max_ttl`.
 
-use std::sync::Arc;
-
+use crate::ca_server_mtls::issue_in_process;
+use crate::common::ID;
 use crate::common::ca::*;
-use crate::common::{ID, td};
-use sigil_ca::authority::source;
 use sigil_ca::config::AuthenticatorConfig;
-use sigil_ca::{CertIssuer, IssuancePolicy, IssueRequest};
-use sigil_identity::SpiffeId;
 use sigil_node_agent::ca_client::{CaClient, CsrRequest};
-use time::OffsetDateTime;
 
 const DAY: i64 = 86_400;
 /// What a thief would ask for: the default `max_ttl`.
@@ -27,24 +22,6 @@ async fn server(configure: impl FnOnce(&mut sigil_ca::config::CaConfig)) -> CaUn
         configure(c);
     })
     .await
-}
-
-/// Issues an SVID for `id` with the server's CA, in-process: (chain PEM
-/// without the bundle, key PEM).
-fn issue_in_process(server: &CaUnderTest, id: &str) -> (String, String) {
-    let dir = server.dir.as_ref().unwrap().path().join("ca");
-    let authority = source::load_dir(&dir, &td(), OffsetDateTime::now_utc()).unwrap();
-    let issuer = CertIssuer::new(Arc::new(authority), IssuancePolicy::default());
-    let (csr, key) = new_csr(id);
-    let chain = issuer
-        .issue(IssueRequest {
-            csr: csr.as_bytes(),
-            identity: &SpiffeId::parse(id).unwrap(),
-            ttl: None,
-        })
-        .unwrap();
-    let pems = chain.pem_certs();
-    (pems[..pems.len() - 1].concat(), key.serialize_pem())
 }
 
 async fn mtls_client(server: &CaUnderTest) -> CaClient {
