@@ -30,42 +30,19 @@ rounds="${1:-9}"
 secs="${2:-3}"
 conc="${3:-64}"
 ncpu="$(nproc)"
-if [ "$ncpu" -lt 2 ]; then
-  echo "needs at least 2 CPUs (server and load tool pinned apart)" >&2
-  exit 1
-fi
-cargo build --release -q -p sigil-cli
-sigil="$PWD/target/release/sigil"
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. tools/bench-lib.sh
+bench_setup
 
 start_server() { # $1: taskset CPU list
   (cd "$work" && exec taskset -c "$1" "$sigil" ca serve >>"$work/serve.log" 2>&1) &
   pid=$!
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:15014/readyz >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "the server did not become ready; log:" >&2
-  cat "$work/serve.log" >&2
-  exit 1
+  wait_ready
 }
 stop_server() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
-issued_ok() {
-  curl -sf http://127.0.0.1:15014/metrics |
-    awk '/^sigil_ca_certificates_issued_total\{outcome="ok"\}/ {printf "%.0f", $2}'
-}
 load() { # $1: CPU list, $2: seconds; prints the load tool's report
   taskset -c "$1" "$sigil" bench ca --duration "${2}s" --concurrency "$conc" \
     --ca-root "$work/sigil-data/ca/root-cert.pem" 2>/dev/null
 }
-field() { awk -v k="$1" -v n="$2" '$1 == k {print $n}'; }
 median() { sort -g | awk '{a[NR] = $1} END {m = (NR + 1) / 2; print (NR % 2) ? a[m] : (a[m - 0.5] + a[m + 0.5]) / 2}'; }
 
 echo "== machine: $ncpu CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

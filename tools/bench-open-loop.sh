@@ -47,20 +47,8 @@ load_cpu=0
 nice="${BENCH_NICE:-0}"
 sched=(nice -n "$nice")
 if [ -n "${BENCH_FIFO:-}" ]; then sched=(chrt -f 1); fi
-if [ "$(nproc)" -lt 2 ]; then
-  echo "needs at least 2 CPUs (server and load tool pinned apart)" >&2
-  exit 1
-fi
-cargo build --release -q -p sigil-cli
-sigil="$PWD/target/release/sigil"
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. tools/bench-lib.sh
+bench_setup
 
 if curl -s -o /dev/null "http://127.0.0.1:$admin_port/" 2>/dev/null; then
   echo "something already listens on 127.0.0.1:$admin_port; choose other ports with SIGIL_BENCH_PORT" >&2
@@ -71,32 +59,16 @@ fi
   SIGIL_CA__SERVER__ADMIN_ADDR="127.0.0.1:$admin_port" \
   exec "${sched[@]}" taskset -c "$server_cpu" "$sigil" ca serve >>"$work/serve.log" 2>&1) &
 pid=$!
-ready=""
-for _ in $(seq 1 100); do
-  kill -0 "$pid" 2>/dev/null || break
-  if curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; then ready=1; break; fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then
-  echo "the server did not become ready; log:" >&2
-  cat "$work/serve.log" >&2
-  exit 1
-fi
+wait_ready
 
-cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 now() { date +%s.%N; }
 cpu_busy_ns() { # $1: CPU; its busy time (every state but idle and iowait), all processes
   awk -v c="cpu$1" '$1 == c {printf "%.0f\n", ($2 + $3 + $4 + $7 + $8 + $9) * 10000000}' /proc/stat
-}
-issued_ok() {
-  curl -sf "http://127.0.0.1:$admin_port/metrics" |
-    awk '/^sigil_ca_certificates_issued_total\{outcome="ok"\}/ {printf "%.0f", $2}'
 }
 bench() { # arguments for `sigil bench ca`; prints its report, whatever its exit code
   "${sched[@]}" taskset -c "$load_cpu" "$sigil" bench ca --addr "https://127.0.0.1:$grpc_port" \
     --ca-root "$work/sigil-data/ca/root-cert.pem" "$@" 2>/dev/null || true
 }
-field() { awk -v k="$1" -v n="$2" '$1 == k {print $n}'; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 capacity() { # prints "certs/s certs-per-CPU-second p99-ms"
   local n0 c0 out n1 c1
