@@ -170,77 +170,42 @@ impl CaConfig {
     /// certificate), so `now + ttl` cannot overflow; timeouts and intervals
     /// positive and at most [`MAX_WAIT`].
     fn validate_durations(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, d: Duration, reason: &str| ConfigError::Invalid {
-            field: field.to_owned(),
-            value: fmt_d(d),
-            reason: reason.to_owned(),
-        };
         let i = &self.issuance;
-        if i.default_ttl.as_secs() == 0 {
-            return Err(invalid(
-                "issuance.default_ttl",
-                i.default_ttl,
-                "must be at least 1s",
-            ));
-        }
-        if i.max_ttl > MAX_CERT_TTL {
-            return Err(invalid(
-                "issuance.max_ttl",
-                i.max_ttl,
-                "must be at most 3650d (10 years)",
-            ));
-        }
-        if i.max_ttl < i.default_ttl {
-            return Err(invalid(
-                "issuance.max_ttl",
-                i.max_ttl,
-                "must not be shorter than issuance.default_ttl",
-            ));
-        }
-        if let Some(svid) = i.svid_max_ttl {
-            if svid.as_secs() == 0 {
-                return Err(invalid(
-                    "issuance.svid_max_ttl",
-                    svid,
-                    "must be at least 1s",
-                ));
-            }
-            if svid > i.max_ttl {
-                return Err(invalid(
-                    "issuance.svid_max_ttl",
-                    svid,
-                    "must not be longer than issuance.max_ttl",
-                ));
-            }
-        }
-        if i.clock_skew > Duration::from_secs(3600) {
-            return Err(invalid(
-                "issuance.clock_skew",
-                i.clock_skew,
-                "must be at most 1h",
-            ));
-        }
         let s = &self.server;
-        if s.server_cert_ttl < Duration::from_secs(60) {
-            return Err(invalid(
-                "server.server_cert_ttl",
-                s.server_cert_ttl,
-                "must be at least 1m",
-            ));
+        let (second, minute, hour) = (
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        // (setting, value, lowest allowed, highest allowed, and the rule
+        // each bound states); cross-field bounds read the other setting.
+        let mut bounds = vec![
+            Bound::new("issuance.default_ttl", i.default_ttl)
+                .at_least(second, "must be at least 1s"),
+            Bound::new("issuance.max_ttl", i.max_ttl)
+                .at_most(MAX_CERT_TTL, "must be at most 3650d (10 years)"),
+            Bound::new("issuance.max_ttl", i.max_ttl).at_least(
+                i.default_ttl,
+                "must not be shorter than issuance.default_ttl",
+            ),
+        ];
+        if let Some(svid) = i.svid_max_ttl {
+            bounds.push(
+                Bound::new("issuance.svid_max_ttl", svid)
+                    .at_least(second, "must be at least 1s")
+                    .at_most(i.max_ttl, "must not be longer than issuance.max_ttl"),
+            );
         }
-        if s.server_cert_ttl > MAX_SERVER_CERT_TTL {
-            return Err(invalid(
-                "server.server_cert_ttl",
-                s.server_cert_ttl,
-                "must be at most 365d",
-            ));
-        }
-        if self.authority.reload_interval < Duration::from_millis(100) {
-            return Err(invalid(
-                "authority.reload_interval",
-                self.authority.reload_interval,
-                "must be at least 100ms",
-            ));
+        bounds.extend([
+            Bound::new("issuance.clock_skew", i.clock_skew).at_most(hour, "must be at most 1h"),
+            Bound::new("server.server_cert_ttl", s.server_cert_ttl)
+                .at_least(minute, "must be at least 1m")
+                .at_most(MAX_SERVER_CERT_TTL, "must be at most 365d"),
+            Bound::new("authority.reload_interval", self.authority.reload_interval)
+                .at_least(Duration::from_millis(100), "must be at least 100ms"),
+        ]);
+        for bound in bounds {
+            bound.check()?;
         }
         for (field, d) in [
             ("server.handshake_timeout", s.handshake_timeout),
@@ -272,6 +237,51 @@ impl CaConfig {
             clock_skew: self.issuance.clock_skew,
             subject_organization: self.issuance.subject_organization.clone(),
             max_csr_bytes: self.server.max_message_bytes,
+        })
+    }
+}
+
+/// One duration setting and the range it must lie in.
+struct Bound {
+    field: &'static str,
+    value: Duration,
+    min: Option<(Duration, &'static str)>,
+    max: Option<(Duration, &'static str)>,
+}
+
+impl Bound {
+    fn new(field: &'static str, value: Duration) -> Self {
+        Self {
+            field,
+            value,
+            min: None,
+            max: None,
+        }
+    }
+
+    /// `value >= min`, else `rule`.
+    fn at_least(mut self, min: Duration, rule: &'static str) -> Self {
+        self.min = Some((min, rule));
+        self
+    }
+
+    /// `value <= max`, else `rule`.
+    fn at_most(mut self, max: Duration, rule: &'static str) -> Self {
+        self.max = Some((max, rule));
+        self
+    }
+
+    /// The error naming the field and the first rule broken.
+    fn check(&self) -> Result<(), ConfigError> {
+        let broken = match (self.min, self.max) {
+            (Some((min, rule)), _) if self.value < min => rule,
+            (_, Some((max, rule))) if self.value > max => rule,
+            _ => return Ok(()),
+        };
+        Err(ConfigError::Invalid {
+            field: self.field.to_owned(),
+            value: fmt_d(self.value),
+            reason: broken.to_owned(),
         })
     }
 }
