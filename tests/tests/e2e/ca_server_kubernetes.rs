@@ -39,14 +39,7 @@ async fn token_review_authenticates_and_is_cached() {
         ReviewResult::service_account("default", "web").with_audiences(&["other"]),
     );
     let url = fake.url();
-    let server = start_with_deps(
-        |c| {
-            use_kubernetes(c, &url);
-            c.kubernetes.publish_bundle = false;
-        },
-        kube_deps(&url),
-    )
-    .await;
+    let server = start_reviewing_with(&url).await;
     let mut client = server.client().await;
 
     for i in 0..5 {
@@ -86,14 +79,7 @@ async fn token_review_authenticates_and_is_cached() {
 async fn unauthenticated_callers_cannot_drive_token_reviews() {
     let fake = FakeApiServer::start().await;
     let url = fake.url();
-    let server = start_with_deps(
-        |c| {
-            use_kubernetes(c, &url);
-            c.kubernetes.publish_bundle = false;
-        },
-        kube_deps(&url),
-    )
-    .await;
+    let server = start_reviewing_with(&url).await;
     let mut client = server.client().await;
     let (csr, _key) = new_csr(ID);
     // Not JWT-shaped: refused without asking the API server.
@@ -212,4 +198,17 @@ async fn the_bundle_is_published_in_every_namespace() {
     // A namespace created later gets it at the next publication.
     fake.add_namespace("late");
     wait_for_bundle(&fake, &["late"], &server.roots_pem).await;
+}
+
+/// A server whose TokenReviews go to the fake API server at `url`, without
+/// bundle publication.
+async fn start_reviewing_with(url: &str) -> CaUnderTest {
+    start_with_deps(
+        |c| {
+            use_kubernetes(c, url);
+            c.kubernetes.publish_bundle = false;
+        },
+        kube_deps(url),
+    )
+    .await
 }

@@ -9,7 +9,7 @@
 //! plug-in key file readable by group or others is served but reported
 //! (`sigil_ca_plugin_key_insecure_mode` 1).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::ca::*;
@@ -37,6 +37,24 @@ fn install(dir: &Path, staging: &Path, cert_pem: &str, key_pem: &str, root_pem: 
     }
 }
 
+/// A temp dir holding `cacerts/` with `ca` installed (signing cert and key)
+/// and `roots_pem` as root-cert.pem: (the temp dir, `cacerts/`, a staging
+/// dir for later installs).
+fn plugin_dir(ca: &TestCa, roots_pem: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempdir();
+    let dir = tmp.path().join("cacerts");
+    let staging = tmp.path().join("staging");
+    std::fs::create_dir_all(&dir).unwrap();
+    install(
+        &dir,
+        &staging,
+        &ca.cert.pem,
+        &ca.cert.key.serialize_pem(),
+        roots_pem,
+    );
+    (tmp, dir, staging)
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Progress {
     ok: usize,
@@ -50,17 +68,7 @@ async fn swapping_the_plug_in_ca_under_load_fails_no_request() {
     let old_root = old.cert.der.to_vec();
     let new_root = new.cert.der.to_vec();
 
-    let tmp = tempdir();
-    let dir = tmp.path().join("cacerts");
-    let staging = tmp.path().join("staging");
-    std::fs::create_dir_all(&dir).unwrap();
-    install(
-        &dir,
-        &staging,
-        &old.cert.pem,
-        &old.cert.key.serialize_pem(),
-        &old.cert.pem,
-    );
+    let (_tmp, dir, staging) = plugin_dir(&old, &old.cert.pem);
     let plugin_dir = dir.clone();
     let server = start(move |c| {
         c.authority.source = AuthoritySource::Files;
@@ -185,18 +193,9 @@ async fn swapping_the_plug_in_ca_under_load_fails_no_request() {
 async fn during_a_root_rotation_the_last_element_carries_both_roots() {
     let old = TestCa::root("cluster.local");
     let new = TestCa::root("cluster.local");
-    let tmp = tempdir();
-    let dir = tmp.path().join("cacerts");
-    std::fs::create_dir_all(&dir).unwrap();
     // Still signing with the old CA; root-cert.pem already trusts both.
     let both = format!("{}{}", old.cert.pem, new.cert.pem);
-    install(
-        &dir,
-        &tmp.path().join("staging"),
-        &old.cert.pem,
-        &old.cert.key.serialize_pem(),
-        &both,
-    );
+    let (_tmp, dir, _staging) = plugin_dir(&old, &both);
     let plugin_dir = dir.clone();
     let server = start(move |c| {
         c.authority.source = AuthoritySource::Files;
@@ -252,17 +251,7 @@ async fn a_change_between_loading_and_serving_is_picked_up() {
     // was loaded, not against what it first sees.
     let old = TestCa::root("cluster.local");
     let new = TestCa::root("cluster.local");
-    let tmp = tempdir();
-    let dir = tmp.path().join("cacerts");
-    let staging = tmp.path().join("staging");
-    std::fs::create_dir_all(&dir).unwrap();
-    install(
-        &dir,
-        &staging,
-        &old.cert.pem,
-        &old.cert.key.serialize_pem(),
-        &old.cert.pem,
-    );
+    let (tmp, dir, staging) = plugin_dir(&old, &old.cert.pem);
     let mut config = test_config(tmp.path());
     config.authority.source = AuthoritySource::Files;
     config.authority.dir = dir.clone();
