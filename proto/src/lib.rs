@@ -7,8 +7,12 @@
 //!   (`/istio.v1.auth.IstioCertificateService/CreateCertificate`), which
 //!   `sigil-ca` serves so that istio-agent and ztunnel work unchanged.
 //!
-//! The SPIFFE Workload API and Envoy SDS definitions arrive with the node
-//! agent.
+//! - [`spiffe::workload`]: the SPIFFE Workload API (`/SpiffeWorkloadAPI/*`;
+//!   the proto has no package), which the node agent serves;
+//! - [`sigil::v1`]: Sigil's own identity service (JWT-SVID minting, bundle
+//!   fetch), which the CA serves next to Istio's.
+//!
+//! Envoy's SDS definitions come from the `envoy-types` crate.
 #![forbid(unsafe_code)]
 
 /// Istio's APIs.
@@ -27,6 +31,38 @@ pub mod istio {
         pub mod auth {
             tonic::include_proto!("istio.v1.auth");
         }
+    }
+}
+
+/// The SPIFFE Workload API.
+pub mod spiffe {
+    /// The Workload API service and messages (no protobuf package).
+    #[allow(
+        missing_docs,
+        unreachable_pub,
+        clippy::all,
+        clippy::pedantic,
+        clippy::allow_attributes_without_reason,
+        reason = "generated code"
+    )]
+    pub mod workload {
+        tonic::include_proto!("_");
+    }
+}
+
+/// Sigil's own APIs.
+pub mod sigil {
+    /// Version 1: the CA's identity service (`sigil.v1.IdentityService`).
+    #[allow(
+        missing_docs,
+        unreachable_pub,
+        clippy::all,
+        clippy::pedantic,
+        clippy::allow_attributes_without_reason,
+        reason = "generated code"
+    )]
+    pub mod v1 {
+        tonic::include_proto!("sigil.v1");
     }
 }
 
