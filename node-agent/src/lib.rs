@@ -6,9 +6,11 @@
 //!
 //! - [`ca_client`]: the client of the CA's certificate API;
 //! - [`source`]: the credentials as the socket servers see them;
-//! - [`peer`]: who is calling on a socket, and what they may hold.
+//! - [`peer`]: who is calling on a socket, and what they may hold;
+//! - [`testing`]: fakes of both seams for tests and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod ca_client;
 pub mod peer;
 pub mod source;
+pub mod testing;
