@@ -109,7 +109,7 @@ pub enum Mode {
 }
 
 /// The whole agent configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Node or sidecar. Default `node`.
@@ -133,23 +133,6 @@ pub struct AgentConfig {
     pub file_output: Option<FileOutputConfig>,
     /// The admin listener.
     pub admin: AdminConfig,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            mode: Mode::default(),
-            trust_domain: TrustDomain::default(),
-            ca: CaConfig::default(),
-            certificates: CertificatesConfig::default(),
-            sds: SdsConfig::default(),
-            workload_api: WorkloadApiConfig::default(),
-            attestation: AttestationConfig::default(),
-            kubernetes: KubernetesConfig::default(),
-            file_output: None,
-            admin: AdminConfig::default(),
-        }
-    }
 }
 
 /// `[ca]`: the CA's address and how the agent authenticates to it.

@@ -86,14 +86,14 @@ impl AgentConfig {
                 "must be at least 0 and less than certificates.renew_fraction",
             ));
         }
-        if let Some(ttl) = certs.ttl {
-            if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(90 * 24 * 3600) {
-                return Err(invalid(
-                    "certificates.ttl",
-                    humantime::format_duration(ttl),
-                    "must be between 2 s and 90 days",
-                ));
-            }
+        if let Some(ttl) = certs.ttl
+            && (ttl < Duration::from_secs(2) || ttl > Duration::from_secs(90 * 24 * 3600))
+        {
+            return Err(invalid(
+                "certificates.ttl",
+                humantime::format_duration(ttl),
+                "must be between 2 s and 90 days",
+            ));
         }
         wait("certificates.backoff_initial", certs.backoff_initial)?;
         wait("certificates.backoff_max", certs.backoff_max)?;
