@@ -316,3 +316,81 @@ fn signal_names() {
     assert_eq!(ReloadSignal::parse("KILL"), None);
     assert_eq!(ReloadSignal::parse(""), None);
 }
+
+// On a paused clock, a virtual sleep returns only once every other task
+// is idle (and blocking file writes hold the clock), so after it the
+// output has handled everything sent before it.
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_is_retried() {
+    let ca = TestCa::root("example.org");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A file where the directory should be: the write fails.
+    std::fs::write(&out, "in the way").unwrap();
+    let mut counter = Counter::start().await;
+    let pid_file = dir.path().join("app.pid");
+    std::fs::write(&pid_file, counter.pid().to_string()).unwrap();
+    let id = SpiffeId::parse(ID).unwrap();
+    let source = Arc::new(FakeSource::new());
+    source.set_svid(&id, SvidState::Ready(issued(&ca, 1)));
+    let mut settings = FileOutputSettings::new(id, &out);
+    settings.signal = Some(SignalTarget {
+        pid_file,
+        signal: ReloadSignal::Hup,
+    });
+    let metrics = FileOutputMetrics::default();
+    let running = Running::start(settings, &source, &metrics);
+    tokio::time::sleep(RETRY_INTERVAL / 2).await;
+    assert_eq!(count(&metrics.writes, "error"), 1);
+    assert_eq!(
+        count(&metrics.hooks, "ok"),
+        0,
+        "no hook after a failed write"
+    );
+
+    std::fs::remove_file(&out).unwrap();
+    assert_eq!(counter.next().await, "hup");
+    assert_eq!(mode(&out, DEFAULT_KEY_FILE_NAME), 0o600);
+    running.stop().await;
+    assert_eq!(count(&metrics.writes, "ok"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_leaves_the_files_as_they_are() {
+    let ca = TestCa::root("example.org");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut counter = Counter::start().await;
+    let pid_file = dir.path().join("app.pid");
+    std::fs::write(&pid_file, counter.pid().to_string()).unwrap();
+    let id = SpiffeId::parse(ID).unwrap();
+    let source = Arc::new(FakeSource::new());
+    let first = issued(&ca, 1);
+    source.set_svid(&id, SvidState::Ready(first.clone()));
+    let mut settings = FileOutputSettings::new(id.clone(), &out);
+    settings.signal = Some(SignalTarget {
+        pid_file,
+        signal: ReloadSignal::Hup,
+    });
+    let metrics = FileOutputMetrics::default();
+    let running = Running::start(settings, &source, &metrics);
+    assert_eq!(counter.next().await, "hup");
+    let chain = read(&out, DEFAULT_CERT_FILE_NAME);
+
+    source.set_svid(&id, SvidState::Unavailable("the CA is unreachable".into()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    source.set_svid(&id, SvidState::Pending);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The same certificate again (a bundle-only version bump with the same
+    // bundle): nothing to rewrite.
+    let mut same = first.clone();
+    same.version = 2;
+    source.set_svid(&id, SvidState::Ready(same));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_eq!(read(&out, DEFAULT_CERT_FILE_NAME), chain);
+    running.stop().await;
+    assert_eq!(count(&metrics.writes, "ok"), 1);
+    assert_eq!(count(&metrics.hooks, "ok"), 1);
+}
