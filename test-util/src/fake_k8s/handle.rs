@@ -73,12 +73,10 @@ fn answer(
         }
         // Cluster-wide lists (`GET /api/v1/pods?fieldSelector=spec.nodeName=…`,
         // as a node agent lists the pods on its node).
-        ("GET", ["api", "v1", resource]) if Kind::from_resource(resource).is_some() => {
-            match Kind::from_resource(resource) {
-                Some(kind) => list_kind(state, kind, None, &request.query),
-                None => not_found(resource, ""),
-            }
-        }
+        ("GET", ["api", "v1", resource]) => match Kind::from_resource(resource) {
+            Some(kind) => list_kind(state, kind, None, &request.query),
+            None => not_found(resource, ""),
+        },
         ("GET", ["api", "v1", "namespaces", ns]) => match state.namespaces.get(*ns) {
             Some(namespace) => (StatusCode::OK, namespace.clone()),
             None => not_found("namespaces", ns),
