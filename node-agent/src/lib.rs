@@ -8,11 +8,17 @@
 //! - [`config`]: the daemon's TOML configuration;
 //! - [`source`]: the credentials as the socket servers see them;
 //! - [`peer`]: who is calling on a socket, and what they may hold;
+//! - [`attest`]: workload attestation (selectors from /proc and the pod);
+//! - [`registry`]: registration entries mapping selectors to SPIFFE IDs;
+//! - [`files`]: SVID, key and bundle written to a directory on rotation;
 //! - [`testing`]: fakes of both seams for tests and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod ca_client;
 pub mod config;
+pub mod files;
 pub mod peer;
+pub mod registry;
 pub mod source;
 pub mod testing;

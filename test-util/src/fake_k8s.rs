@@ -9,7 +9,8 @@
 //!
 //! Served: `POST /apis/authentication.k8s.io/v1/tokenreviews`;
 //! `GET /api/v1/namespaces[/{ns}]`; `GET …/pods[/{name}]` (list with
-//! `fieldSelector`, `limit`, `continue`); `GET`/`POST …/secrets` and
+//! `fieldSelector`, `limit`, `continue`), also across namespaces
+//! (`GET /api/v1/pods`); `GET`/`POST …/secrets` and
 //! `…/configmaps`, `GET`/`PUT …/{secrets,configmaps}/{name}`. Semantics kept:
 //! `404 NotFound`, `POST` of an existing name → `409 AlreadyExists`, `PUT`
 //! with a stale `resourceVersion` → `409 Conflict`, a global
@@ -364,6 +365,13 @@ impl FakeApiServer {
             "spec": spec,
             "status": { "phase": phase },
         });
+        self.state().store(Kind::Pod, namespace, name, pod);
+    }
+
+    /// Stores a Pod object as given (e.g. with `metadata.labels` and
+    /// `status.containerStatuses`); server-set metadata is filled in, a
+    /// `metadata.uid` in `pod` is kept.
+    pub fn put_pod(&self, namespace: &str, name: &str, pod: Value) {
         self.state().store(Kind::Pod, namespace, name, pod);
     }
 

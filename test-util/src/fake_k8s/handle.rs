@@ -71,6 +71,12 @@ fn answer(
             let items: Vec<Value> = state.namespaces.values().cloned().collect();
             list(state, "NamespaceList", items, &request.query)
         }
+        // Cluster-wide lists (`GET /api/v1/pods?fieldSelector=spec.nodeName=…`,
+        // as a node agent lists the pods on its node).
+        ("GET", ["api", "v1", resource]) => match Kind::from_resource(resource) {
+            Some(kind) => list_kind(state, kind, None, &request.query),
+            None => not_found(resource, ""),
+        },
         ("GET", ["api", "v1", "namespaces", ns]) => match state.namespaces.get(*ns) {
             Some(namespace) => (StatusCode::OK, namespace.clone()),
             None => not_found("namespaces", ns),
@@ -80,7 +86,7 @@ fn answer(
                 return not_found(resource, "");
             };
             match (method, rest) {
-                ("GET", []) => list_kind(state, kind, ns, &request.query),
+                ("GET", []) => list_kind(state, kind, Some(ns), &request.query),
                 ("POST", []) if kind != Kind::Pod => create(state, kind, ns, body),
                 ("GET", [name]) => {
                     match state
@@ -171,7 +177,8 @@ fn token_review(state: &mut State, body: &[u8]) -> Answer {
     )
 }
 
-fn list_kind(state: &State, kind: Kind, ns: &str, query: &str) -> Answer {
+/// Lists `kind` in `ns`, or in every namespace when `ns` is `None`.
+fn list_kind(state: &State, kind: Kind, ns: Option<&str>, query: &str) -> Answer {
     let selector = query_param(query, "fieldSelector").unwrap_or_default();
     let mut requirements = Vec::new();
     for term in selector.split(',').filter(|t| !t.is_empty()) {
@@ -205,7 +212,7 @@ fn list_kind(state: &State, kind: Kind, ns: &str, query: &str) -> Answer {
     let items: Vec<Value> = state
         .objects
         .iter()
-        .filter(|((k, n, _), _)| *k == kind && n == ns)
+        .filter(|((k, n, _), _)| *k == kind && ns.is_none_or(|ns| n == ns))
         .map(|(_, object)| object)
         .filter(|object| {
             requirements.iter().all(|(pointer, value, equal)| {
