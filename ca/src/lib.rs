@@ -32,6 +32,7 @@ pub mod authority;
 pub mod authz;
 pub mod config;
 pub mod issue;
+pub mod jwtsvid;
 pub mod k8s;
 pub mod serial;
 pub mod server;
