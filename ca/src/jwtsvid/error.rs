@@ -29,12 +29,6 @@ pub enum JwtSvidError {
         /// Why.
         reason: String,
     },
-    /// The requested lifetime is not a positive number of seconds.
-    #[error("the requested lifetime must be positive, got {seconds} s")]
-    BadTtl {
-        /// The value given.
-        seconds: i64,
-    },
     /// A stored key does not parse.
     #[error("the stored {algorithm} JWT signing key is unusable: {reason}")]
     BadKey {

@@ -89,7 +89,7 @@ fn verify(
 fn rotation_publishes_the_next_key_before_it_signs_and_keeps_the_old_one_until_its_tokens_expire() {
     let ring = KeyRing::open(settings(None), at(0)).unwrap();
     let first = ring.active_kid().unwrap();
-    assert_eq!(kids(&ring), [first.clone()], "one key, signing at once");
+    assert_eq!(kids(&ring), vec![first.clone()], "one key, signing at once");
 
     assert!(!ring.advance(at(LIFETIME / 2 - 1)).unwrap());
     assert_eq!(ring.next_event(), at(LIFETIME / 2));
@@ -126,7 +126,7 @@ fn rotation_publishes_the_next_key_before_it_signs_and_keeps_the_old_one_until_i
     assert!(!ring.advance(at(drop_at - 1)).unwrap());
     assert_eq!(kids(&ring).len(), 2);
     assert!(ring.advance(at(drop_at)).unwrap());
-    assert_eq!(kids(&ring), [second.clone()]);
+    assert_eq!(kids(&ring), vec![second.clone()]);
 
     // The cycle repeats from the new key's activation.
     let generation = ring.generation();
