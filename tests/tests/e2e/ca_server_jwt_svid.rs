@@ -376,3 +376,42 @@ async fn a_restart_keeps_the_keys_so_earlier_tokens_still_verify() {
     assert_eq!(keys_after, keys_before, "the same keys after a restart");
     verify(&answer.token, &keys_after, ID, "a");
 }
+
+/// The third-party `spiffe` crate (0.19, rust-crypto verifier) accepts a
+/// minted token against the CA's JWT keys served as the Workload API's
+/// `FetchJWTBundles` would serve them (JWKS of the `jwt-svid` keys, `kid`
+/// kept, `use` dropped), and refuses it for another audience.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spiffe_crate_validates_a_minted_token() {
+    let server = start(|_| {}).await;
+    let mut client = identity_client(&server, None).await;
+    let answer = mint(
+        &mut client,
+        Some(WEB_TOKEN),
+        ask(&["svc-a", "svc-b"], 0, ""),
+    )
+    .await
+    .unwrap();
+    let keys: Vec<Value> = bundle_jwt_keys(&server)
+        .await
+        .into_iter()
+        .map(|mut key| {
+            key.as_object_mut().unwrap().remove("use");
+            key
+        })
+        .collect();
+    let jwks = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
+    let td = spiffe::TrustDomain::new(crate::common::TD).unwrap();
+    let mut bundles = spiffe::JwtBundleSet::new();
+    bundles.add_bundle(spiffe::JwtBundle::from_jwt_authorities(td, &jwks).unwrap());
+
+    let svid = spiffe::JwtSvid::parse_and_validate(&answer.token, &bundles, &["svc-b"])
+        .unwrap_or_else(|e| panic!("the spiffe crate refuses the token: {e}"));
+    assert_eq!(svid.spiffe_id().to_string(), ID);
+    assert_eq!(svid.audience(), ["svc-a", "svc-b"]);
+    assert_eq!(svid.expiry().unix_timestamp(), answer.expires_at);
+    assert!(
+        spiffe::JwtSvid::parse_and_validate(&answer.token, &bundles, &["svc-c"]).is_err(),
+        "another audience"
+    );
+}
