@@ -10,6 +10,10 @@
 //!    plug-in directory)
 //! ```
 //!
+//! JWT-SVIDs: [`jwtsvid::KeyRing`] holds the CA's JWT signing keys (ES256 by
+//! default, rotated with overlap, persisted 0600) and mints tokens for an
+//! identity the server has authorized.
+//!
 //! What it does not do: authenticate callers or decide which identity a
 //! caller may hold. [`issue::IssueRequest::identity`] is the *result* of that
 //! decision, made by the server in front of this library; the CSR can only
@@ -32,6 +36,7 @@ pub mod authority;
 pub mod authz;
 pub mod config;
 pub mod issue;
+pub mod jwtsvid;
 pub mod k8s;
 pub mod serial;
 pub mod server;

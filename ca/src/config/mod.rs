@@ -26,6 +26,13 @@
 //!
 //! [[authenticators]]
 //! type = "svid"
+//!
+//! [jwt_svid]                      # JWT-SVIDs (sigil.v1.IdentityService/MintJwtSvid)
+//! algorithm = "ES256"             # or "ES384", "EdDSA"
+//! key_lifetime = "24h"            # next key published at 1/2, signs at 5/6
+//! default_ttl = "5m"
+//! max_ttl = "1h"
+//! # key_dir = "/var/lib/sigil/jwt-svid"   # default: <authority.dir>/jwt-svid for self-signed, else memory
 //! ```
 
 mod authn;
@@ -50,6 +57,10 @@ pub use env::{EnvOverrides, Environment, ProcessEnvironment};
 pub use error::ConfigError;
 
 use crate::issue::IssuancePolicy;
+use crate::jwtsvid::{
+    DEFAULT_KEY_LIFETIME, DEFAULT_MAX_TTL as DEFAULT_JWT_MAX_TTL, DEFAULT_TTL as DEFAULT_JWT_TTL,
+    JwtAlgorithm, JwtSvidSettings,
+};
 
 /// Default trust domain (what `TrustDomain::default()` returns).
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -125,6 +136,8 @@ pub struct CaConfig {
     pub authorization: AuthorizationConfig,
     /// Kubernetes integration (off by default).
     pub kubernetes: KubernetesConfig,
+    /// JWT-SVID signing keys and token lifetimes.
+    pub jwt_svid: JwtSvidConfig,
 }
 
 impl CaConfig {
@@ -424,6 +437,69 @@ impl Default for KubernetesConfig {
             bundle_configmap: "sigil-ca-root-cert".to_owned(),
             publish_interval: DEFAULT_PUBLISH_INTERVAL,
             check_impersonation_node: true,
+        }
+    }
+}
+
+/// The subdirectory of a self-signed CA's `authority.dir` holding the JWT
+/// signing keys when `jwt_svid.key_dir` is unset.
+pub const DEFAULT_JWT_KEY_SUBDIR: &str = "jwt-svid";
+
+/// `[jwt_svid]`: the JWT-SVID signing keys and token lifetimes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSvidConfig {
+    /// Algorithm of new signing keys: `ES256` (default), `ES384` or
+    /// `EdDSA`. A change applies from the next rotation.
+    pub algorithm: JwtAlgorithm,
+    /// Lifetime of a signing key: the next key is created and published at
+    /// half of it and signs from 5/6 of it (at least a third of it after its
+    /// publication). Default 24 h; at least 1 min and `max_ttl`, at most 365 d.
+    #[serde(with = "humantime_serde")]
+    pub key_lifetime: Duration,
+    /// Token lifetime when the request asks for none. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Longest token lifetime; longer requests are cut to it. Default 1 h;
+    /// at least `default_ttl`, at most 1 d.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Directory of the key file (`keys.json`, mode 0600), so a restart
+    /// keeps the keys and tokens stay verifiable. Unset: `<authority.dir>/jwt-svid`
+    /// for a `self-signed` authority; in memory (a new key at every start)
+    /// for `files` and `kubernetes-secret`. Replicas that do not share it
+    /// sign with different keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_dir: Option<PathBuf>,
+}
+
+impl Default for JwtSvidConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::default(),
+            key_lifetime: DEFAULT_KEY_LIFETIME,
+            default_ttl: DEFAULT_JWT_TTL,
+            max_ttl: DEFAULT_JWT_MAX_TTL,
+            key_dir: None,
+        }
+    }
+}
+
+impl CaConfig {
+    /// The key ring settings `[jwt_svid]` describes (with the default key
+    /// directory resolved).
+    pub fn jwt_svid_settings(&self) -> JwtSvidSettings {
+        let j = &self.jwt_svid;
+        let key_dir = j.key_dir.clone().or_else(|| {
+            (self.authority.source == AuthoritySource::SelfSigned)
+                .then(|| self.authority.dir.join(DEFAULT_JWT_KEY_SUBDIR))
+        });
+        JwtSvidSettings {
+            algorithm: j.algorithm,
+            key_lifetime: j.key_lifetime,
+            default_ttl: j.default_ttl,
+            max_ttl: j.max_ttl,
+            key_dir,
         }
     }
 }

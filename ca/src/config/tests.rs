@@ -559,3 +559,66 @@ fn connection_timeouts_must_be_positive_and_bounded() {
     assert_eq!(config.server.max_connection_age, DEFAULT_MAX_CONNECTION_AGE);
     assert_eq!(config.server.max_connections_per_ip, 0, "off by default");
 }
+
+#[test]
+fn jwt_svid_defaults_parse_and_bounds() {
+    let svid = "[[authenticators]]\ntype = \"svid\"\n";
+    let config = CaConfig::from_toml(svid).unwrap();
+    assert_eq!(config.jwt_svid, JwtSvidConfig::default());
+    let settings = config.jwt_svid_settings();
+    assert_eq!(settings.algorithm, JwtAlgorithm::Es256);
+    assert_eq!(settings.default_ttl, Duration::from_secs(300));
+    assert_eq!(settings.max_ttl, Duration::from_secs(3600));
+    assert_eq!(settings.key_lifetime, Duration::from_secs(86_400));
+    assert_eq!(
+        settings.key_dir,
+        Some(Path::new(DEFAULT_CA_DIR).join(DEFAULT_JWT_KEY_SUBDIR)),
+        "a self-signed CA keeps its JWT keys next to its own"
+    );
+
+    let config = CaConfig::from_toml(&format!(
+        "{svid}[authority]\nsource = \"files\"\n[jwt_svid]\nalgorithm = \"EdDSA\"\n\
+         key_lifetime = \"2h\"\ndefault_ttl = \"1m\"\nmax_ttl = \"10m\"\n"
+    ))
+    .unwrap();
+    let settings = config.jwt_svid_settings();
+    assert_eq!(settings.algorithm, JwtAlgorithm::EdDsa);
+    assert_eq!(
+        settings.key_dir, None,
+        "a plug-in directory is not written to"
+    );
+    let config = CaConfig::from_toml(&format!(
+        "{svid}[authority]\nsource = \"files\"\n[jwt_svid]\nkey_dir = \"/var/lib/jwt\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.jwt_svid_settings().key_dir,
+        Some("/var/lib/jwt".into())
+    );
+
+    for (text, field) in [
+        ("default_ttl = \"0s\"", "jwt_svid.default_ttl"),
+        ("max_ttl = \"2d\"", "jwt_svid.max_ttl"),
+        (
+            "default_ttl = \"10m\"\nmax_ttl = \"5m\"",
+            "jwt_svid.max_ttl",
+        ),
+        ("key_lifetime = \"30s\"", "jwt_svid.key_lifetime"),
+        ("key_lifetime = \"30m\"", "jwt_svid.key_lifetime"),
+        ("key_lifetime = \"400d\"", "jwt_svid.key_lifetime"),
+    ] {
+        assert_eq!(
+            invalid_field(&format!("{svid}[jwt_svid]\n{text}\n")),
+            field,
+            "{text}"
+        );
+    }
+    assert!(matches!(
+        CaConfig::from_toml(&format!("{svid}[jwt_svid]\nalgorithm = \"HS256\"\n")),
+        Err(ConfigError::Parse { .. })
+    ));
+    assert!(matches!(
+        CaConfig::from_toml(&format!("{svid}[jwt_svid]\nttl = \"1m\"\n")),
+        Err(ConfigError::Parse { .. })
+    ));
+}

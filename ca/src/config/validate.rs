@@ -10,6 +10,7 @@ use super::{
     MAX_WAIT, MAX_WORKERS,
 };
 use crate::issue::{IssuancePolicy, Ttl};
+use crate::jwtsvid::MAX_TTL_LIMIT;
 
 impl CaConfig {
     /// Reads and validates a TOML file.
@@ -203,6 +204,20 @@ impl CaConfig {
                 .at_most(MAX_SERVER_CERT_TTL, "must be at most 365d"),
             Bound::new("authority.reload_interval", self.authority.reload_interval)
                 .at_least(Duration::from_millis(100), "must be at least 100ms"),
+        ]);
+        let j = &self.jwt_svid;
+        bounds.extend([
+            Bound::new("jwt_svid.default_ttl", j.default_ttl).at_least(second, "must be at least 1s"),
+            Bound::new("jwt_svid.max_ttl", j.max_ttl)
+                .at_least(j.default_ttl, "must not be shorter than jwt_svid.default_ttl")
+                .at_most(MAX_TTL_LIMIT, "must be at most 1d"),
+            Bound::new("jwt_svid.key_lifetime", j.key_lifetime)
+                .at_least(minute, "must be at least 1m")
+                .at_most(Duration::from_secs(365 * 86_400), "must be at most 365d"),
+            Bound::new("jwt_svid.key_lifetime", j.key_lifetime).at_least(
+                j.max_ttl,
+                "must not be shorter than jwt_svid.max_ttl (a retired key stays published for max_ttl)",
+            ),
         ]);
         for bound in bounds {
             bound.check()?;

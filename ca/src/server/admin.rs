@@ -5,7 +5,7 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once the authority is loaded and the gRPC listener serves; 503 before, while draining, and while the signing certificate is expired or not yet valid |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
-//! | `GET /bundle` | the trust bundle as SPIFFE bundle JSON |
+//! | `GET /bundle` | the trust bundle as SPIFFE bundle JSON: the X.509 roots (`use: x509-svid`) and every published JWT-SVID signing key (`use: jwt-svid`, `kid`) |
 //! | `GET /root.pem` | the trust bundle as PEM (all current roots) |
 //!
 //! Served over HTTP/1.1 by `sigil_runtime::admin::serve`, with bounds so

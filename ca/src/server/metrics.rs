@@ -8,6 +8,7 @@
 //! | `sigil_ca_cert_expiry_seconds` | gauge | — (seconds until the signing certificate expires) |
 //! | `sigil_ca_authority_reloads_total` | counter | `result` (`ok`, `rejected`) |
 //! | `sigil_ca_plugin_key_insecure_mode` | gauge | — (1 while the loaded plug-in key file is group- or world-readable) |
+//! | `sigil_ca_jwt_svids_minted_total` | counter | `outcome` (`ok` or the gRPC code name) |
 //! | `sigil_ca_unbounded_impersonation` | gauge | — (1: node agents may impersonate any workload from any node, `authorization.unbounded_impersonation`) |
 //!
 //! Labels are low-cardinality by construction: fixed sets of names.
@@ -60,6 +61,8 @@ pub struct Metrics {
     pub plugin_key_insecure_mode: Gauge<i64, AtomicI64>,
     /// 1 while node agents may impersonate without the node check.
     pub unbounded_impersonation: Gauge<i64, AtomicI64>,
+    /// `MintJwtSvid` requests by outcome.
+    pub jwt_svids_minted: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +83,7 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let plugin_key_insecure_mode = Gauge::<i64, AtomicI64>::default();
         let unbounded_impersonation = Gauge::<i64, AtomicI64>::default();
+        let jwt_svids_minted = Family::<OutcomeLabel, Counter>::default();
         {
             let sub = registry.sub_registry_with_prefix("sigil_ca");
             sub.register(
@@ -117,6 +121,11 @@ impl Metrics {
                 "1 when node agents may impersonate any workload from any node",
                 unbounded_impersonation.clone(),
             );
+            sub.register(
+                "jwt_svids_minted",
+                "MintJwtSvid requests by outcome",
+                jwt_svids_minted.clone(),
+            );
         }
         // Every known label value exists from the start at 0, so the first
         // event is a visible increase for `rate()`/`increase()` alerts.
@@ -130,6 +139,7 @@ impl Metrics {
             "internal",
         ] {
             let _ = issued.get_or_create(&OutcomeLabel { outcome });
+            let _ = jwt_svids_minted.get_or_create(&OutcomeLabel { outcome });
         }
         for reason in [
             "no_credential",
@@ -152,6 +162,7 @@ impl Metrics {
             reloads,
             plugin_key_insecure_mode,
             unbounded_impersonation,
+            jwt_svids_minted,
         }
     }
 

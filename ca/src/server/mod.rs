@@ -1,5 +1,6 @@
-//! The CA as a network service: Istio's certificate API over TLS on the
-//! gRPC port, and an admin port for health, metrics and the trust bundle.
+//! The CA as a network service: Istio's certificate API and Sigil's
+//! `IdentityService` (JWT-SVIDs, the bundle) over TLS on the gRPC port, and
+//! an admin port for health, metrics and the trust bundle.
 //!
 //! ```text
 //! CaServer::bind(config, deps) ──▶ Bound { grpc_addr, admin_addr }   (sockets bound, CA loaded)
@@ -11,19 +12,22 @@
 //! single-threaded runtime (see `workers`). Background tasks on the
 //! caller's runtime (all tracked and cancelled at shutdown): the TCP accept
 //! loop, the serving-certificate renewer (half-life, and whenever the
-//! authority changes), the plug-in directory watcher, and the bundle
+//! authority changes), the JWT signing key rotation, the plug-in directory watcher, and the bundle
 //! ConfigMap publisher.
 
 mod admin;
 mod authenticators;
 mod authority;
+mod call;
 mod coalesce;
 mod conn;
 mod error;
 mod grpc;
+mod identity;
 mod metrics;
 mod reload;
 mod renew;
+mod route;
 mod state;
 mod tls;
 mod workers;
@@ -53,6 +57,7 @@ use crate::authn::{
 use crate::authz::Authorizer;
 use crate::config::{AuthenticatorConfig, CaConfig};
 use crate::issue::{CertIssuer, Ttl};
+use crate::jwtsvid::KeyRing;
 use crate::k8s::{BundlePublisher, CaSecretStore, PodDirectory, TokenReviewer};
 use state::Shared;
 
@@ -136,6 +141,19 @@ impl CaServer {
             client_bundles.clone(),
             config.trust_domain.clone(),
         )?;
+        let jwt_settings = config.jwt_svid_settings();
+        let jwt = tokio::task::spawn_blocking(move || {
+            KeyRing::open(jwt_settings, std::time::SystemTime::now())
+        })
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))?
+        .map_err(|e| ServeError::component("jwt_svid", e))?;
+        tracing::info!(
+            key_dir = jwt.settings().key_dir.as_ref().map(|d| tracing::field::display(d.display())),
+            algorithm = %jwt.settings().algorithm,
+            active_kid = jwt.active_kid().as_deref().unwrap_or(""),
+            "JWT-SVID signing keys ready"
+        );
         let (authority_changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             issuer: ArcSwap::from_pointee(issuer),
@@ -147,6 +165,7 @@ impl CaServer {
             bundle_sequence: AtomicU64::new(1),
             client_bundles,
             authority_changed,
+            jwt: Arc::new(jwt),
         });
         reload::report(shared.issuer.load().authority(), &shared.metrics);
 
@@ -265,6 +284,8 @@ impl Bound {
             config.clone(),
             stop.clone(),
         ));
+        // JWT signing key rotation.
+        tasks.spawn(identity::rotate_jwt_keys(shared.clone(), stop.clone()));
         // Plug-in directory watcher (`authority.source = "files"`).
         if let Some(loaded) = plugin_fingerprint {
             tasks.spawn(reload::watch_dir(

@@ -13,6 +13,7 @@ use super::metrics::Metrics;
 use crate::authn::AuthnChain;
 use crate::authz::Authorizer;
 use crate::issue::CertIssuer;
+use crate::jwtsvid::KeyRing;
 
 /// Everything the request path reads.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) client_bundles: BundleHandle,
     /// Notifies background tasks that the authority changed.
     pub(crate) authority_changed: watch::Sender<u64>,
+    /// The JWT-SVID signing keys.
+    pub(crate) jwt: Arc<KeyRing>,
 }
 
 impl Shared {
@@ -56,14 +59,22 @@ impl Shared {
         self.authority_changed.send_modify(|n| *n += 1);
     }
 
-    /// The current trust bundle, with its sequence number.
+    /// The current trust bundle: the X.509 roots and every published JWT
+    /// signing key, with a sequence number that grows when either changes.
     pub(crate) fn bundle(&self) -> TrustBundle {
         let issuer = self.issuer.load();
         let mut bundle = TrustBundle::with_x509_authorities(
             issuer.authority().trust_domain().clone(),
             issuer.authority().roots().iter().cloned(),
         );
-        bundle.set_sequence(Some(self.bundle_sequence.load(Ordering::SeqCst)));
+        for authority in self.jwt.authorities() {
+            bundle.upsert_jwt_authority(authority);
+        }
+        let sequence = self
+            .bundle_sequence
+            .load(Ordering::SeqCst)
+            .saturating_add(self.jwt.generation());
+        bundle.set_sequence(Some(sequence));
         bundle
     }
 }

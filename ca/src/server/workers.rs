@@ -5,7 +5,7 @@
 //! servers).
 //!
 //! ```text
-//! accept loop (main runtime) ──round-robin──▶ worker 0: handshake ─▶ HTTP/2 (conn) ─▶ tonic ─▶ CaService
+//! accept loop (main runtime) ──round-robin──▶ worker 0: handshake ─▶ HTTP/2 (conn) ─▶ route ─▶ tonic ─▶ CaService | IdentityApi
 //!                                         └─▶ worker 1: …
 //! ```
 //!
@@ -36,10 +36,16 @@ use tokio_util::task::TaskTracker;
 use super::conn::{self, ConnLimits};
 use super::error::{OversizeAsResourceExhausted, ServeError};
 use super::grpc::CaService;
+use super::identity::IdentityApi;
+use super::route::TwoServices;
 use super::state::Shared;
 use super::tls::{self, Accepted};
 use crate::config::ServerConfig;
 use sigil_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
+use sigil_proto::sigil::v1::identity_service_server::IdentityServiceServer;
+
+/// The path prefix of Sigil's `IdentityService`.
+const IDENTITY_PREFIX: &str = "/sigil.v1.IdentityService/";
 
 /// What every worker needs to serve connections.
 #[derive(Clone)]
@@ -166,13 +172,18 @@ async fn serve(
         acceptor,
         server,
     } = setup;
-    let service = IstioCertificateServiceServer::new(CaService::new(shared))
-        // tonic's own bound, above ours, so oversized messages reach
-        // our handler's size check and get RESOURCE_EXHAUSTED.
-        .max_decoding_message_size(server.max_message_bytes.saturating_mul(2).max(4096));
+    // tonic's own bound, above ours, so oversized messages reach
+    // our handler's size check and get RESOURCE_EXHAUSTED.
+    let max_decoding = server.max_message_bytes.saturating_mul(2).max(4096);
+    let istio = IstioCertificateServiceServer::new(CaService::new(shared.clone()))
+        .max_decoding_message_size(max_decoding);
+    // Sigil's messages have no field of their own to check: tonic's bound
+    // is the message limit (OUT_OF_RANGE, rewritten below).
+    let identity = IdentityServiceServer::new(IdentityApi::new(shared))
+        .max_decoding_message_size(server.max_message_bytes);
     let service = tower::ServiceBuilder::new()
         .layer(OversizeAsResourceExhausted::layer())
-        .service(service);
+        .service(TwoServices::new(istio, identity, IDENTITY_PREFIX));
     let limits = ConnLimits {
         max_streams: server.max_streams_per_connection,
         request_timeout: server.request_timeout,

@@ -21,6 +21,7 @@ mod ca_server_impersonation;
 mod ca_server_issue;
 mod ca_server_jwks_file;
 mod ca_server_jwt;
+mod ca_server_jwt_svid;
 mod ca_server_kubernetes;
 mod ca_server_lifecycle;
 mod ca_server_limits;

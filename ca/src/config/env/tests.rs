@@ -435,3 +435,22 @@ fn overrides_are_applied_in_name_order_with_their_settings() {
         ]
     );
 }
+
+#[test]
+fn jwt_svid_settings_map_from_their_variables() {
+    let config = load(
+        SVID,
+        &[
+            ("SIGIL_CA__JWT_SVID__DEFAULT_TTL", "2m"),
+            ("SIGIL_CA__JWT_SVID__ALGORITHM", "ES384"),
+            ("SIGIL_CA__JWT_SVID__KEY_DIR", "/keys"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.jwt_svid.default_ttl, Duration::from_secs(120));
+    assert_eq!(
+        config.jwt_svid.algorithm,
+        crate::jwtsvid::JwtAlgorithm::Es384
+    );
+    assert_eq!(config.jwt_svid.key_dir, Some("/keys".into()));
+}

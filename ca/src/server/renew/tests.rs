@@ -88,6 +88,13 @@ pub(crate) fn shared_with(issuer: CertIssuer, client_bundles: BundleHandle) -> A
         bundle_sequence: AtomicU64::new(1),
         client_bundles,
         authority_changed: watch::channel(0).0,
+        jwt: Arc::new(
+            crate::jwtsvid::KeyRing::open(
+                crate::jwtsvid::JwtSvidSettings::default(),
+                std::time::SystemTime::now(),
+            )
+            .unwrap(),
+        ),
     })
 }
 
