@@ -11,7 +11,9 @@
 //! - [`attest`]: workload attestation (selectors from /proc and the pod);
 //! - [`registry`]: registration entries mapping selectors to SPIFFE IDs;
 //! - [`files`]: SVID, key and bundle written to a directory on rotation;
-//! - [`testing`]: fakes of both seams for tests and benchmarks.
+//! - [`testing`]: fakes of both seams for tests and benchmarks;
+//! - [`uds`]: the unix-socket HTTP/2 listener the socket servers share;
+//! - [`workload`]: the SPIFFE Workload API server.
 #![forbid(unsafe_code)]
 
 pub mod attest;
@@ -22,3 +24,5 @@ pub mod peer;
 pub mod registry;
 pub mod source;
 pub mod testing;
+pub mod uds;
+pub mod workload;
