@@ -49,6 +49,10 @@ pub use streams::UpdateStream;
 /// The metadata key every Workload API request must carry, with value `true`.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 
+/// The largest request message accepted (a `ValidateJWTSVID` token is at
+/// most 16 KiB; the other requests are a few audiences long).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// The Workload API service; wrap it with [`WorkloadApi::into_server`]
 /// (or [`SpiffeWorkloadApiServer::new`]) and serve it with
 /// [`crate::uds::serve`].
@@ -84,9 +88,10 @@ impl WorkloadApi {
     }
 
     /// The tonic server (a tower service) to pass to [`crate::uds::serve`]
-    /// or to add to a `tonic::service::Routes`.
+    /// or to add to a `tonic::service::Routes`; request messages over
+    /// [`MAX_REQUEST_BYTES`] are refused.
     pub fn into_server(self) -> SpiffeWorkloadApiServer<Self> {
-        SpiffeWorkloadApiServer::new(self)
+        SpiffeWorkloadApiServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     /// Checks the security header and attests the caller: its identities,

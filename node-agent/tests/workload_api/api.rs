@@ -487,3 +487,24 @@ async fn two_spiffe_crate_workloads_do_mtls_with_the_svids_they_got() {
     assert_eq!(server.await.unwrap(), backend);
     fx.server.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused() {
+    let fx = start(callers_for_me(vec![id("spiffe://example.org/web")]));
+    let mut raw = SpiffeWorkloadApiClient::new(uds_channel(&fx.server.path).await);
+    let status = raw
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "a".into(),
+            svid: "x".repeat(sigil_node_agent::workload::MAX_REQUEST_BYTES + 1),
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{status:?}"
+    );
+    fx.server.stop().await;
+}
