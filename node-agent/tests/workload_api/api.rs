@@ -309,6 +309,11 @@ async fn x509_stream_sends_each_change_once_and_waits_for_the_first_svid() {
     fx.server.shutdown.cancel();
     assert!(stream.next().await.is_none());
     fx.server.stop().await;
+    let text = fx.server.metrics_text();
+    assert!(
+        text.contains(r#"workload_api_streams_open{method="FetchX509SVID"} 0"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
