@@ -6,6 +6,8 @@
 //!
 //! - [`ca_client`]: the client of the CA's certificate API;
 //! - [`config`]: the daemon's TOML configuration;
+//! - [`keys`]: workload key generation and CSRs;
+//! - [`manager`]: the certificate manager (issuance, rotation, JWT-SVIDs);
 //! - [`source`]: the credentials as the socket servers see them;
 //! - [`peer`]: who is calling on a socket, and what they may hold;
 //! - [`attest`]: workload attestation (selectors from /proc and the pod);
@@ -20,6 +22,8 @@ pub mod attest;
 pub mod ca_client;
 pub mod config;
 pub mod files;
+pub mod keys;
+pub mod manager;
 pub mod peer;
 pub mod registry;
 pub mod source;
