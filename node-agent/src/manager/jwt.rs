@@ -133,7 +133,9 @@ pub(super) fn jwt_svid(
     let mint: Mint = Box::pin(mint(shared.clone(), key.clone(), tag, stale));
     let request = mint.shared();
     if let Some(weak) = request.downgrade() {
-        cache.slots.insert(key, Slot::Minting { request: weak, tag });
+        cache
+            .slots
+            .insert(key, Slot::Minting { request: weak, tag });
     }
     Box::pin(request)
 }

@@ -106,6 +106,8 @@ impl ManagerMetrics {
     }
 
     pub(super) fn jwt(&self, result: &'static str) {
-        self.jwt_requests.get_or_create(&ResultLabel { result }).inc();
+        self.jwt_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 }

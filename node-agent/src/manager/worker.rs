@@ -232,9 +232,9 @@ fn parse_answer(
     let mut ders: Vec<CertificateDer<'static>> = Vec::new();
     for (i, pem) in certs.iter().enumerate() {
         for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            ders.push(der.map_err(|e| {
-                Failure::response(format!("element {i} of the CA's answer: {e}"))
-            })?);
+            ders.push(
+                der.map_err(|e| Failure::response(format!("element {i} of the CA's answer: {e}")))?,
+            );
         }
     }
     let svid = X509Svid::new(ders, key)
@@ -298,7 +298,8 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let settings = shared.settings.clone();
-    let sweep_period = (settings.idle_drop / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let sweep_period =
+        (settings.idle_drop / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut clock_check =
         tokio::time::interval_at(Instant::now() + settings.clock_check, settings.clock_check);
     let mut sweep = tokio::time::interval_at(Instant::now() + sweep_period, sweep_period);
@@ -364,7 +365,9 @@ impl Worker {
     /// The tokio instant at which the wall clock reads `at` (now if past).
     fn instant_of(&self, at: SystemTime) -> Instant {
         let now = Instant::now();
-        let ahead = at.duration_since(self.shared.clock.now()).unwrap_or_default();
+        let ahead = at
+            .duration_since(self.shared.clock.now())
+            .unwrap_or_default();
         now.checked_add(ahead)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
     }
