@@ -47,6 +47,7 @@
 //! keys, and `jwt_svid` answers [`SourceError::Unavailable`].
 
 mod clock;
+mod issue;
 mod jwt;
 mod metrics;
 mod signer;

@@ -2,6 +2,7 @@
 //! and a fake wall clock.
 
 mod fake;
+mod real_ca;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -12,21 +12,18 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_identity::verify::{Usage, verify_x509_svid};
-use sigil_identity::{BundleSet, SpiffeId, TrustBundle, TrustDomain, X509Svid};
+use sigil_identity::{BundleSet, SpiffeId, TrustBundle, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::issue::{Failure, Issued, Outcome, issue, scaled, wall};
 use super::{
     CLOCK_JUMP_TOLERANCE, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_BUNDLE_REFRESH,
     DEFAULT_CLOCK_CHECK, DEFAULT_IDLE_DROP, DEFAULT_JITTER_FRACTION, DEFAULT_RENEW_FRACTION,
     MIN_BUNDLE_REFETCH, ManagerSettings, Shared,
 };
 use crate::ca_client::CaClientError;
-use crate::keys;
 use crate::source::{IssuedSvid, SvidState};
 
 /// What the handles ask of the worker.
@@ -152,126 +149,6 @@ impl PartialEq for Timer {
 }
 
 impl Eq for Timer {}
-
-// === one CA request ===
-
-struct Issued {
-    svid: X509Svid,
-    bundle: TrustBundle,
-}
-
-/// A failed request: metrics reason, CA code label, operator message.
-struct Failure {
-    reason: &'static str,
-    code: Option<&'static str>,
-    message: String,
-}
-
-impl Failure {
-    fn response(message: impl Into<String>) -> Self {
-        Self {
-            reason: "response",
-            code: None,
-            message: message.into(),
-        }
-    }
-}
-
-type Outcome = (SpiffeId, Result<Issued, Failure>);
-
-async fn issue(shared: Arc<Shared>, id: SpiffeId) -> Outcome {
-    let result = issue_inner(&shared, &id).await;
-    (id, result)
-}
-
-async fn issue_inner(shared: &Shared, id: &SpiffeId) -> Result<Issued, Failure> {
-    let algorithm = shared.settings.key_algorithm;
-    let key_failure = |message: String| Failure {
-        reason: "key",
-        code: None,
-        message,
-    };
-    let made = if algorithm.is_slow() {
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || keys::key_and_csr(algorithm, &id))
-            .await
-            .map_err(|e| key_failure(format!("key generation stopped: {e}")))?
-    } else {
-        keys::key_and_csr(algorithm, id)
-    };
-    let (key, csr) = made.map_err(|e| key_failure(e.to_string()))?;
-    let chain = shared
-        .signer
-        .sign(id, csr, shared.settings.requested_ttl)
-        .await
-        .map_err(|e: CaClientError| Failure {
-            reason: "ca",
-            code: Some(e.label()),
-            message: e.to_string(),
-        })?;
-    parse_answer(&chain, key, id, shared.clock.now())
-}
-
-/// The CA's answer `[leaf, intermediates..., bundle]` as a credential for
-/// `id` with `key`: the leaf must name `id`, match the key, chain to the
-/// bundle and be valid `now`.
-fn parse_answer(
-    chain: &[String],
-    key: sigil_identity::PrivateKey,
-    id: &SpiffeId,
-    now: SystemTime,
-) -> Result<Issued, Failure> {
-    let Some((bundle_pem, certs)) = chain.split_last() else {
-        return Err(Failure::response("the CA's answer is empty"));
-    };
-    if certs.is_empty() {
-        return Err(Failure::response(
-            "the CA's answer holds only one element (a certificate and the trust bundle expected)",
-        ));
-    }
-    let mut ders: Vec<CertificateDer<'static>> = Vec::new();
-    for (i, pem) in certs.iter().enumerate() {
-        for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            ders.push(
-                der.map_err(|e| Failure::response(format!("element {i} of the CA's answer: {e}")))?,
-            );
-        }
-    }
-    let svid = X509Svid::new(ders, key)
-        .map_err(|e| Failure::response(format!("the issued certificate: {e}")))?;
-    if svid.spiffe_id() != id {
-        return Err(Failure::response(format!(
-            "the CA issued {} instead of the identity asked for",
-            svid.spiffe_id()
-        )));
-    }
-    let bundle = TrustBundle::from_pem(id.trust_domain().clone(), bundle_pem.as_bytes())
-        .map_err(|e| Failure::response(format!("the trust bundle (last element): {e}")))?;
-    let unix_now = UnixTime::since_unix_epoch(
-        now.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    );
-    verify_x509_svid(
-        svid.chain(),
-        &BundleSet::from(bundle.clone()),
-        unix_now,
-        Usage::ClientAuth,
-    )
-    .map_err(|e| {
-        Failure::response(format!(
-            "the issued chain does not verify against the bundle: {e}"
-        ))
-    })?;
-    Ok(Issued { svid, bundle })
-}
-
-fn wall(time: UnixTime) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(time.as_secs())
-}
-
-fn scaled(d: Duration, factor: f64) -> Duration {
-    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
-}
 
 // === the worker ===
 

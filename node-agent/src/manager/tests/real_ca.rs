@@ -1,0 +1,187 @@
+//! The manager against a real in-process Sigil CA over TLS on loopback
+//! (development authenticator, self-signed authority in a temp dir), in
+//! sidecar mode with the token read from a file: every key algorithm is
+//! accepted, a short certificate is rotated with a new key, and the
+//! answer's last element becomes the trust bundle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_ca::config::{AuthenticatorConfig, CaConfig};
+use sigil_ca::server::{CaServer, ServerDeps};
+use sigil_identity::{SpiffeId, TrustBundle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ca_client::{CaClient, CaClientConfig, TokenSource};
+use crate::keys::KeyAlgorithm;
+use crate::manager::{
+    CaSigner, CertManager, ManagerMetrics, ManagerSettings, SignerMode, SystemClock,
+};
+use crate::source::{CredentialSource, SourceError, SvidState};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct RealCa {
+    addr: SocketAddr,
+    roots_pem: String,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealCa {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start_ca() -> RealCa {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CaConfig::default();
+    config.server.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.shutdown_grace = Duration::from_secs(1);
+    config.authority.dir = dir.path().join("ca");
+    config.authenticators = vec![AuthenticatorConfig::Development];
+    let bound = CaServer::bind(config, ServerDeps::default()).await.unwrap();
+    let addr = bound.grpc_addr().unwrap();
+    let roots_pem = bound.roots_pem();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(bound.run(shutdown.clone()));
+    RealCa {
+        addr,
+        roots_pem,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+async fn manager_for(
+    ca: &RealCa,
+    token_file: &std::path::Path,
+    settings: ManagerSettings,
+) -> (CertManager, CancellationToken) {
+    let config = CaClientConfig::new(
+        format!("https://{}", ca.addr),
+        ca.roots_pem.as_bytes().to_vec(),
+        "localhost",
+    );
+    let client = CaClient::connect_lazy(&config).await.unwrap();
+    let signer = CaSigner::new(
+        client,
+        TokenSource::File(token_file.to_owned()),
+        SignerMode::Sidecar,
+    );
+    let shutdown = CancellationToken::new();
+    let manager = CertManager::start(
+        settings,
+        Arc::new(signer),
+        Arc::new(SystemClock),
+        ManagerMetrics::default(),
+        shutdown.clone(),
+        &TaskTracker::new(),
+    );
+    (manager, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_ca_issues_for_every_key_algorithm_and_rotates_with_a_new_key() {
+    let ca = start_ca().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "dev:default:web\n").unwrap();
+    let web = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+    let roots = TrustBundle::from_pem(web.trust_domain().clone(), ca.roots_pem.as_bytes()).unwrap();
+
+    for algorithm in KeyAlgorithm::ALL {
+        let settings = ManagerSettings {
+            key_algorithm: algorithm,
+            ..ManagerSettings::default()
+        };
+        let (manager, stop) = manager_for(&ca, &token, settings).await;
+        let issued = tokio::time::timeout(WAIT, manager.wait_ready(&web))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(issued.svid.spiffe_id(), &web, "{algorithm}");
+        assert_eq!(
+            *issued.bundle, roots,
+            "{algorithm}: the bundle is the last element"
+        );
+        stop.cancel();
+    }
+
+    // A 60 s certificate renewed at 2.4-3 s: a rotation with a new key.
+    let settings = ManagerSettings {
+        requested_ttl: Some(Duration::from_secs(60)),
+        renew_fraction: 0.05,
+        jitter_fraction: 0.01,
+        ..ManagerSettings::default()
+    };
+    let (manager, stop) = manager_for(&ca, &token, settings).await;
+    let mut rx = manager.watch_x509(&web);
+    let mut keys = Vec::new();
+    for version in 1..=2 {
+        let state = tokio::time::timeout(
+            WAIT,
+            rx.wait_for(|s| matches!(s, SvidState::Ready(i) if i.version >= version)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        let SvidState::Ready(issued) = state else {
+            unreachable!()
+        };
+        keys.push(issued.svid.private_key().secret_der().to_vec());
+    }
+    assert_ne!(keys[0], keys[1], "the renewal has a new key");
+    assert_eq!(manager.status()[0].rotations, 1);
+
+    // A CA without sigil.v1.IdentityService: no JWT keys, JWT-SVIDs
+    // unavailable; a CA with it: a JWT-SVID for the identity.
+    match manager.jwt_svid(&web, &["api".to_owned()]).await {
+        Ok(jwt) => assert_eq!(jwt.spiffe_id, web),
+        Err(SourceError::Unavailable(reason)) => {
+            let bundles = manager.watch_bundles().borrow().clone();
+            assert!(
+                bundles
+                    .get(web.trust_domain())
+                    .is_some_and(|b| b.jwt_authorities().is_empty()),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("{other}"),
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_token_file_makes_the_identity_unavailable_naming_the_path() {
+    let ca = start_ca().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("missing-token");
+    let web = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+    let (manager, stop) = manager_for(&ca, &token, ManagerSettings::default()).await;
+    let mut rx = manager.watch_x509(&web);
+    let state = tokio::time::timeout(
+        WAIT,
+        rx.wait_for(|s| matches!(s, SvidState::Unavailable(_))),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    let SvidState::Unavailable(reason) = state else {
+        unreachable!()
+    };
+    assert!(reason.contains("missing-token"), "{reason}");
+    // The kubelet writes the token: the next retry (1 s backoff) works.
+    std::fs::write(&token, "dev:default:web").unwrap();
+    tokio::time::timeout(WAIT, manager.wait_ready(&web))
+        .await
+        .unwrap()
+        .unwrap();
+    stop.cancel();
+}
