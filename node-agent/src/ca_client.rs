@@ -392,17 +392,25 @@ impl CaClient {
         }
     }
 
-    /// Replaces the in-memory client SVID; later requests use a new
-    /// connection presenting it.
+    /// Replaces the client SVID with `svid`; later requests use a new
+    /// connection presenting it. With [`ClientIdentity::Files`]
+    /// configured, the latest change wins: the files are read again only
+    /// once they change after this call.
     pub async fn set_client_svid(&self, svid: Arc<X509Svid>) -> Result<(), CaClientError> {
         let (endpoint, _) = endpoint(&self.inner.config, Some(&ClientIdentity::Svid(svid))).await?;
+        let files = match &self.inner.config.client_identity {
+            Some(ClientIdentity::Files { chain, key }) => {
+                Some([stamp(chain).await?, stamp(key).await?])
+            }
+            _ => None,
+        };
         let mut state = self
             .inner
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         state.channel = endpoint.connect_lazy();
-        state.stamp = None;
+        state.stamp = files;
         Ok(())
     }
 

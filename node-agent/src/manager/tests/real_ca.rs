@@ -185,3 +185,93 @@ async fn a_missing_token_file_makes_the_identity_unavailable_naming_the_path() {
         .unwrap();
     stop.cancel();
 }
+
+/// An SVID for `id` from the CA with a development token: (chain PEM
+/// without the bundle, PKCS#8 key PEM, the credential).
+async fn dev_svid(client: &CaClient, id: &SpiffeId) -> (String, String, sigil_identity::X509Svid) {
+    let (key, csr) = crate::keys::key_and_csr(KeyAlgorithm::EcdsaP256, id).unwrap();
+    let token = format!("dev:default:{}", id.path().rsplit('/').next().unwrap());
+    let chain = client
+        .sign(crate::ca_client::CsrRequest {
+            csr_pem: &csr,
+            token: Some(&token),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let chain_pem = chain[..chain.len() - 1].concat();
+    let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", key.secret_der().to_vec()));
+    let svid =
+        sigil_identity::X509Svid::from_pem(chain_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    (chain_pem, key_pem, svid)
+}
+
+/// Asks for `id` with no token: only the client certificate authenticates.
+async fn ask_by_mtls(
+    client: &CaClient,
+    id: &SpiffeId,
+) -> Result<Vec<String>, crate::ca_client::CaClientError> {
+    let (_key, csr) = crate::keys::key_and_csr(KeyAlgorithm::EcdsaP256, id).unwrap();
+    client
+        .sign(crate::ca_client::CsrRequest {
+            csr_pem: &csr,
+            ..Default::default()
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_files_are_reread_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let mut config = CaConfig::default();
+    config.server.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.authority.dir = ca_dir.path().join("ca");
+    config.authenticators = vec![AuthenticatorConfig::Development, AuthenticatorConfig::Svid];
+    let bound = CaServer::bind(config, ServerDeps::default()).await.unwrap();
+    let ca = RealCa {
+        addr: bound.grpc_addr().unwrap(),
+        roots_pem: bound.roots_pem(),
+        shutdown: CancellationToken::new(),
+        _dir: ca_dir,
+    };
+    tokio::spawn(bound.run(ca.shutdown.clone()));
+    let plain = CaClientConfig::new(
+        format!("https://{}", ca.addr),
+        ca.roots_pem.as_bytes().to_vec(),
+        "localhost",
+    );
+    let bootstrap = CaClient::connect(&plain).await.unwrap();
+    let web = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+    let reviews = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/reviews").unwrap();
+    let (web_chain, web_key, web_svid) = dev_svid(&bootstrap, &web).await;
+    let (reviews_chain, reviews_key, _) = dev_svid(&bootstrap, &reviews).await;
+
+    let (chain_file, key_file) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    std::fs::write(&chain_file, &web_chain).unwrap();
+    std::fs::write(&key_file, &web_key).unwrap();
+    let mut config = plain.clone();
+    config.client_identity = Some(crate::ca_client::ClientIdentity::Files {
+        chain: chain_file.clone(),
+        key: key_file.clone(),
+    });
+    let client = CaClient::connect_lazy(&config).await.unwrap();
+    ask_by_mtls(&client, &web).await.unwrap();
+    let refused = ask_by_mtls(&client, &reviews).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::PermissionDenied),
+        "{refused}"
+    );
+
+    // The files are replaced (another identity): the next request presents it.
+    std::fs::write(&chain_file, &reviews_chain).unwrap();
+    std::fs::write(&key_file, &reviews_key).unwrap();
+    ask_by_mtls(&client, &reviews).await.unwrap();
+    assert!(ask_by_mtls(&client, &web).await.is_err());
+
+    // An in-memory SVID replaces the files' one.
+    client.set_client_svid(Arc::new(web_svid)).await.unwrap();
+    ask_by_mtls(&client, &web).await.unwrap();
+}
