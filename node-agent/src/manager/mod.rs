@@ -80,15 +80,16 @@ pub const DEFAULT_RENEW_FRACTION: f64 = 0.5;
 pub const DEFAULT_JITTER_FRACTION: f64 = 0.1;
 /// Default first retry delay after a failure: 1 s.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-/// Default retry delay cap: 2 min. Short enough that an identity recovers
-/// soon after the CA returns (ztunnel caps at 150 s); long enough that
-/// 10,000 identities retrying against a down CA send under 100 requests/s.
-pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(120);
+/// Default retry delay cap: 60 s (the agent config's default). Short
+/// enough that an identity recovers within a minute of the CA's return
+/// (ztunnel caps at 150 s); 10,000 identities retrying against a down CA
+/// send at most ~170 requests/s, which Sigil's CA absorbs.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Default idle time after which an identity nobody watches is dropped:
 /// 10 min (a workload that restarts within that keeps its certificate).
 pub const DEFAULT_IDLE_DROP: Duration = Duration::from_secs(600);
 /// Default bound on concurrent CA requests (certificates).
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 /// Default bound on cached JWT-SVIDs (identity × audience set).
 pub const DEFAULT_JWT_CACHE_SIZE: usize = 4096;
 /// Default period of `FetchBundle` (JWT authorities): 5 min.

@@ -1,8 +1,9 @@
 //! The manager against a real in-process Sigil CA over TLS on loopback
 //! (development authenticator, self-signed authority in a temp dir), in
 //! sidecar mode with the token read from a file: every key algorithm is
-//! accepted, a short certificate is rotated with a new key, and the
-//! answer's last element becomes the trust bundle.
+//! accepted, a short certificate is rotated with a new key, the
+//! answer's last element becomes the trust bundle, and JWT-SVIDs are minted
+//! and their key appears in the bundles.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::keys::KeyAlgorithm;
 use crate::manager::{
     CaSigner, CertManager, ManagerMetrics, ManagerSettings, SignerMode, SystemClock,
 };
-use crate::source::{CredentialSource, SourceError, SvidState};
+use crate::source::{CredentialSource, SvidState};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -139,21 +140,23 @@ async fn a_real_ca_issues_for_every_key_algorithm_and_rotates_with_a_new_key() {
     assert_ne!(keys[0], keys[1], "the renewal has a new key");
     assert_eq!(manager.status()[0].rotations, 1);
 
-    // A CA without sigil.v1.IdentityService: no JWT keys, JWT-SVIDs
-    // unavailable; a CA with it: a JWT-SVID for the identity.
-    match manager.jwt_svid(&web, &["api".to_owned()]).await {
-        Ok(jwt) => assert_eq!(jwt.spiffe_id, web),
-        Err(SourceError::Unavailable(reason)) => {
-            let bundles = manager.watch_bundles().borrow().clone();
-            assert!(
-                bundles
-                    .get(web.trust_domain())
-                    .is_some_and(|b| b.jwt_authorities().is_empty()),
-                "{reason}"
-            );
-        }
-        Err(other) => panic!("{other}"),
-    }
+    // JWT-SVIDs from sigil.v1.IdentityService; the signing key's kid
+    // reaches the bundles through FetchBundle.
+    let jwt = manager.jwt_svid(&web, &["api".to_owned()]).await.unwrap();
+    assert_eq!(jwt.spiffe_id, web);
+    assert_eq!(jwt.audiences, vec!["api".to_owned()]);
+    let kid = crate::manager::jwt::kid_of(jwt.expose_secret()).unwrap();
+    let mut bundles = manager.watch_bundles();
+    tokio::time::timeout(
+        WAIT,
+        bundles.wait_for(|b| {
+            b.get(web.trust_domain())
+                .is_some_and(|t| t.jwt_authorities().iter().any(|a| a.key_id() == kid))
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     stop.cancel();
 }
 
