@@ -6,12 +6,12 @@ mod sds_support;
 
 use std::time::Duration;
 
-use sigil_identity::TrustBundle;
-use sigil_node_agent::sds::{DEFAULT_RESOURCE, ROOTCA_RESOURCE, SdsSettings};
-use sigil_node_agent::source::SvidState;
 use sds_support::{
     Harness, Pki, UID, XdsStream, assert_default, peer, request, secrets, trusted_ca, web,
 };
+use sigil_identity::TrustBundle;
+use sigil_node_agent::sds::{DEFAULT_RESOURCE, ROOTCA_RESOURCE, SdsSettings};
+use sigil_node_agent::source::SvidState;
 use tonic::Code;
 
 const BOTH: &[&str] = &[DEFAULT_RESOURCE, ROOTCA_RESOURCE];
@@ -57,10 +57,21 @@ async fn default_and_rootca_are_served_acked_and_pushed_on_rotation() {
     // that answer arrives every earlier request has been handled, so the
     // counters are exact.
     stream.ack(&pushed, BOTH).await;
-    stream.send(request(&[DEFAULT_RESOURCE], &pushed.version_info, &pushed.nonce)).await;
-    stream.send(request(BOTH, &pushed.version_info, &pushed.nonce)).await;
+    stream
+        .send(request(
+            &[DEFAULT_RESOURCE],
+            &pushed.version_info,
+            &pushed.nonce,
+        ))
+        .await;
+    stream
+        .send(request(BOTH, &pushed.version_info, &pushed.nonce))
+        .await;
     let rootca_again = stream.next().await;
-    assert_eq!(secrets(&rootca_again).keys().collect::<Vec<_>>(), [ROOTCA_RESOURCE]);
+    assert_eq!(
+        secrets(&rootca_again).keys().collect::<Vec<_>>(),
+        [ROOTCA_RESOURCE]
+    );
     // The ACK of the initial response is stale if the rotation was pushed
     // before the server read it; the other three are current.
     assert!((3..=4).contains(&harness.metrics.acks.get()));
@@ -83,7 +94,10 @@ async fn a_nack_is_counted_not_resent_and_the_stream_keeps_working() {
         .nack(&initial, BOTH, "Failed to load certificate chain")
         .await;
     let answer = stream.next().await;
-    assert_eq!(secrets(&answer).keys().collect::<Vec<_>>(), [ROOTCA_RESOURCE]);
+    assert_eq!(
+        secrets(&answer).keys().collect::<Vec<_>>(),
+        [ROOTCA_RESOURCE]
+    );
     assert_eq!(harness.metrics.nacks.get(), 1);
     assert_eq!(harness.metrics.acks.get(), 0);
 
@@ -115,7 +129,10 @@ async fn stale_nonces_are_ignored() {
     stream.nack(&initial, &[DEFAULT_RESOURCE], "old news").await;
     stream.ack(&pushed, BOTH).await;
     let answer = stream.next().await;
-    assert_eq!(secrets(&answer).keys().collect::<Vec<_>>(), [ROOTCA_RESOURCE]);
+    assert_eq!(
+        secrets(&answer).keys().collect::<Vec<_>>(),
+        [ROOTCA_RESOURCE]
+    );
     assert_eq!(harness.metrics.nacks.get(), 0);
     assert_eq!(harness.metrics.acks.get(), 1);
 }
@@ -137,14 +154,18 @@ async fn an_unavailable_certificate_is_withheld_until_a_valid_one_exists() {
     let harness = Harness::for_uid(UID).await;
     let pki = Pki::new();
     harness.source.set_bundles(pki.bundles());
-    harness
-        .source
-        .set_svid(&web(), SvidState::Unavailable("expired; CA unreachable".into()));
+    harness.source.set_svid(
+        &web(),
+        SvidState::Unavailable("expired; CA unreachable".into()),
+    );
     let mut stream = harness.open().await.unwrap();
     stream.subscribe(BOTH).await;
     // Only ROOTCA: no stale or expired certificate goes out.
     let first = stream.next().await;
-    assert_eq!(secrets(&first).keys().collect::<Vec<_>>(), [ROOTCA_RESOURCE]);
+    assert_eq!(
+        secrets(&first).keys().collect::<Vec<_>>(),
+        [ROOTCA_RESOURCE]
+    );
     stream.ack(&first, BOTH).await;
 
     let issued = pki.issue(sds_support::WEB, 7);
@@ -169,7 +190,10 @@ async fn fetch_secrets_answers_the_named_resources() {
         .unwrap();
     assert_eq!(roots.x509_authorities(), [pki.ca.cert.der.clone()]);
 
-    let status = client.fetch_secrets(request(&[], "", "")).await.unwrap_err();
+    let status = client
+        .fetch_secrets(request(&[], "", ""))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
@@ -187,7 +211,11 @@ async fn fetch_secrets_does_not_answer_a_pending_certificate() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("being issued"), "{}", status.message());
+    assert!(
+        status.message().contains("being issued"),
+        "{}",
+        status.message()
+    );
 }
 
 /// Names an attacker (or a misconfigured istio-style bootstrap) may send.
@@ -241,7 +269,10 @@ async fn unknown_resource_names_close_the_stream_and_nothing_is_read() {
     stream.subscribe(&[DEFAULT_RESOURCE]).await;
     let initial = stream.next().await;
     stream
-        .ack(&initial, &[DEFAULT_RESOURCE, "file-cert:/etc/passwd~/etc/passwd"])
+        .ack(
+            &initial,
+            &[DEFAULT_RESOURCE, "file-cert:/etc/passwd~/etc/passwd"],
+        )
         .await;
     assert_refused_without_content(&stream.error().await, "mid-stream");
 }
@@ -256,8 +287,19 @@ fn the_sds_module_has_no_file_access() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for needle in ["std::fs", "tokio::fs", "File::", "fs::read", "OpenOptions", "Filename("] {
-            assert!(!text.contains(needle), "{} contains {needle}", path.display());
+        for needle in [
+            "std::fs",
+            "tokio::fs",
+            "File::",
+            "fs::read",
+            "OpenOptions",
+            "Filename(",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} contains {needle}",
+                path.display()
+            );
         }
         checked += 1;
     }
@@ -277,7 +319,11 @@ async fn other_invalid_requests_are_refused() {
     stream.subscribe(&[DEFAULT_RESOURCE; 17]).await;
     let status = stream.error().await;
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("limit 16"), "{}", status.message());
+    assert!(
+        status.message().contains("limit 16"),
+        "{}",
+        status.message()
+    );
 
     let mut client = harness.client().await;
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
@@ -308,12 +354,19 @@ async fn a_caller_without_identity_gets_permission_denied() {
 #[tokio::test]
 async fn attestation_failure_and_missing_peer_credentials_are_unavailable() {
     let harness = Harness::for_uid(666).await;
-    assert_eq!(harness.open().await.err().unwrap().code(), Code::Unavailable);
+    assert_eq!(
+        harness.open().await.err().unwrap().code(),
+        Code::Unavailable
+    );
 
     let harness = Harness::start(None, SdsSettings::default()).await;
     let status = harness.open().await.err().unwrap();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("no peer credentials"), "{}", status.message());
+    assert!(
+        status.message().contains("no peer credentials"),
+        "{}",
+        status.message()
+    );
     let status = harness
         .client()
         .await

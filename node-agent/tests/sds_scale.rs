@@ -4,9 +4,9 @@
 
 mod sds_support;
 
+use sds_support::{Harness, Pki, UID, WEB, peer, web};
 use sigil_node_agent::sds::load::{LoadSettings, rotation_latency};
 use sigil_node_agent::sds::{DEFAULT_RESOURCE, SdsSettings};
-use sds_support::{Harness, Pki, UID, WEB, peer, web};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,9 @@ async fn a_thousand_streams_all_get_every_rotation() {
     harness.source.set_svid(&web(), pki.issue(WEB, 0).state);
     // Certificates are made before the clock starts: `rotate` only
     // publishes.
-    let mut next: Vec<_> = (1..=ROUNDS as u64).map(|v| pki.issue(WEB, v).state).collect();
+    let mut next: Vec<_> = (1..=ROUNDS as u64)
+        .map(|v| pki.issue(WEB, v).state)
+        .collect();
     next.reverse();
     // Twenty connections of fifty streams, like proxies on a node.
     let mut channels = Vec::new();
@@ -34,12 +36,21 @@ async fn a_thousand_streams_all_get_every_rotation() {
     })
     .await
     .unwrap();
+    eprintln!(
+        "p50 {:?} p99 {:?} max {:?}",
+        report.quantile(0.5),
+        report.quantile(0.99),
+        report.max()
+    );
     assert_eq!(report.latencies().len(), STREAMS * ROUNDS);
     assert!(report.quantile(0.5) <= report.quantile(0.99));
     assert_eq!(report.quantile(1.0), report.max());
     assert_eq!(harness.metrics.streams_open.get(), STREAMS as i64);
     // The initial response and one push per rotation, nothing else.
-    assert_eq!(harness.metrics.pushes.get(), (STREAMS * (ROUNDS + 1)) as u64);
+    assert_eq!(
+        harness.metrics.pushes.get(),
+        (STREAMS * (ROUNDS + 1)) as u64
+    );
     assert_eq!(harness.source.watchers(&web()), STREAMS);
 }
 
@@ -67,6 +78,9 @@ async fn the_stream_limit_refuses_one_too_many() {
         prometheus_client::encoding::text::encode(&mut out, &harness.registry).unwrap();
         out
     };
-    assert!(text.contains("sds_errors_total{reason=\"stream_limit\"} 1"), "{text}");
+    assert!(
+        text.contains("sds_errors_total{reason=\"stream_limit\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("sds_streams_open 2"), "{text}");
 }

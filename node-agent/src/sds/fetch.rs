@@ -32,7 +32,7 @@ impl Shared {
         let deadline = tokio::time::sleep(self.settings.fetch_timeout);
         tokio::pin!(deadline);
         loop {
-            let (batch, missing) = Self::collect(&mut view, names);
+            let (batch, missing) = self.collect(&mut view, names);
             if let Some(missing) = missing {
                 tokio::select! {
                     biased;
@@ -49,13 +49,13 @@ impl Shared {
 
     /// The requested resources available now, and what the call would
     /// fail with if one is missing.
-    fn collect(view: &mut CallerView, names: Names) -> (Batch, Option<SdsError>) {
+    fn collect(&self, view: &mut CallerView, names: Names) -> (Batch, Option<SdsError>) {
         let now = view.snapshot();
         let mut batch = Batch::default();
         let mut missing = None;
         if names.default {
             match &now.svid {
-                SvidState::Ready(issued) => batch.push_default(issued),
+                SvidState::Ready(issued) => batch.push_default(&self.encoded, &issued.svid),
                 SvidState::Pending => {
                     missing = Some(SdsError::NotReady {
                         resource: DEFAULT_RESOURCE,

@@ -73,6 +73,7 @@
 //! [`load`] drives many streams against a server and measures the time from
 //! a rotation to its push arriving (for the benchmark).
 
+mod cache;
 mod config;
 mod error;
 mod fetch;
@@ -107,6 +108,7 @@ pub use self::metrics::{ReasonLabel, SdsMetrics};
 pub use self::resource::{DEFAULT_RESOURCE, ROOTCA_RESOURCE, SECRET_TYPE_URL};
 pub use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 
+use self::cache::EncodedDefaults;
 use self::stream::SecretStream;
 use self::view::CallerView;
 use crate::peer::{CallerIdentities, PeerInfo};
@@ -132,6 +134,8 @@ pub(crate) struct Shared {
     open: AtomicUsize,
     /// Versions and nonces.
     counter: AtomicU64,
+    /// `default` secrets, encoded once per certificate.
+    encoded: EncodedDefaults,
 }
 
 impl Sds {
@@ -155,6 +159,7 @@ impl Sds {
                 shutdown,
                 open: AtomicUsize::new(0),
                 counter: AtomicU64::new(0),
+                encoded: EncodedDefaults::default(),
             }),
         }
     }
@@ -224,12 +229,12 @@ impl Shared {
             .ok_or(SdsError::NoPeer)?;
         let ids = self.callers.identities(peer).await?;
         let id = ids.into_iter().next().ok_or(SdsError::NoIdentity)?;
-        Ok(CallerView {
-            svid: self.source.watch_x509(&id),
-            bundles: self.source.watch_bundles(),
-            scope: self.settings.root_ca,
-            id,
-        })
+        Ok(CallerView::new(
+            id.clone(),
+            self.source.watch_x509(&id),
+            self.source.watch_bundles(),
+            self.settings.root_ca,
+        ))
     }
 
     fn refuse(&self, e: SdsError) -> Status {

@@ -5,6 +5,8 @@
 //! Names map to a closed enum: a name is either one of the two or an
 //! error, so no name can reach a lookup, let alone a file.
 
+use std::sync::{Arc, Weak};
+
 use base64::Engine as _;
 use envoy_types::pb::envoy::config::core::v3::DataSource;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
@@ -18,7 +20,6 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::config::RootCaScope;
 use super::error::SdsError;
-use crate::source::IssuedSvid;
 
 /// The xDS type URL of every SDS resource (and response).
 pub const SECRET_TYPE_URL: &str =
@@ -94,25 +95,25 @@ impl Names {
     }
 }
 
-/// What identifies the `default` content a client holds: the identity's
-/// version and its leaf certificate (public).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct DefaultKey {
-    version: u64,
-    leaf: Vec<u8>,
-}
+/// Which certificate a client was last sent as `default`: a weak
+/// reference, which neither keeps the key alive nor copies anything.
+/// The allocation outlives a weak reference, so a new certificate never
+/// compares equal to an old one.
+#[derive(Debug, Clone)]
+pub(super) struct DefaultKey(Weak<X509Svid>);
 
 impl DefaultKey {
-    pub(super) fn of(issued: &IssuedSvid) -> Self {
-        Self {
-            version: issued.version,
-            leaf: issued
-                .svid
-                .chain()
-                .first()
-                .map(|c| c.as_ref().to_vec())
-                .unwrap_or_default(),
-        }
+    pub(super) fn of(svid: &Arc<X509Svid>) -> Self {
+        Self(Arc::downgrade(svid))
+    }
+
+    pub(super) fn is(&self, svid: &Arc<X509Svid>) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(svid))
+    }
+
+    /// The certificate still exists.
+    pub(super) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 

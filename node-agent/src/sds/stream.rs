@@ -40,6 +40,10 @@ pub(super) struct SecretStream {
     /// The nonce of the last response; requests carrying another one are
     /// stale.
     last_nonce: Option<String>,
+    /// Something changed since the last look (a watch channel or the
+    /// subscription): only then is the response due worked out, so an ACK
+    /// costs no encoding.
+    dirty: bool,
     /// A NACK was logged at `warn` already (later ones go to `debug`).
     nack_warned: bool,
     /// An unavailable certificate was logged at `warn` already.
@@ -71,6 +75,7 @@ impl SecretStream {
             sent_default: None,
             sent_root: None,
             last_nonce: None,
+            dirty: false,
             nack_warned: false,
             unavailable_warned: false,
             finished: false,
@@ -116,7 +121,7 @@ impl SecretStream {
                     debug!(code = ?status.code(), "SDS stream broken");
                     return None;
                 }
-                Event::Changed(Ok(())) => {}
+                Event::Changed(Ok(())) => self.dirty = true,
                 // The source dropped its sender: the agent is stopping.
                 Event::Changed(Err(_)) | Event::Shutdown => {
                     return Some(self.fail(SdsError::ShuttingDown));
@@ -152,6 +157,7 @@ impl SecretStream {
         if request.response_nonce.is_empty() {
             self.sent_default = None;
             self.sent_root = None;
+            self.dirty = true;
         } else if self.last_nonce.as_deref() != Some(request.response_nonce.as_str()) {
             debug!(
                 nonce = %bounded(&request.response_nonce),
@@ -176,6 +182,9 @@ impl SecretStream {
         if !names.root_ca {
             self.sent_root = None;
         }
+        if names != self.names {
+            self.dirty = true;
+        }
         self.names = names;
         Ok(())
     }
@@ -187,13 +196,20 @@ impl SecretStream {
     /// stale or expired one); the stream stays open and the certificate
     /// is pushed once it is ready. `ROOTCA` goes out on its own meanwhile.
     fn pending(&mut self) -> Option<DiscoveryResponse> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
         let now = self.view.snapshot();
         let mut batch = Batch::default();
         if self.names.default {
             match &now.svid {
                 SvidState::Ready(issued) => {
-                    if self.sent_default.as_ref() != Some(&DefaultKey::of(issued)) {
-                        batch.push_default(issued);
+                    if !self
+                        .sent_default
+                        .as_ref()
+                        .is_some_and(|k| k.is(&issued.svid))
+                    {
+                        batch.push_default(&self.shared.encoded, &issued.svid);
                     }
                     self.unavailable_warned = false;
                 }

@@ -232,7 +232,10 @@ impl XdsStream {
     pub(crate) async fn error(&mut self) -> tonic::Status {
         match self.inbound.message().await {
             Err(status) => status,
-            Ok(Some(response)) => panic!("expected an error, got {} resources", response.resources.len()),
+            Ok(Some(response)) => panic!(
+                "expected an error, got {} resources",
+                response.resources.len()
+            ),
             Ok(None) => panic!("expected an error, the stream ended"),
         }
     }
