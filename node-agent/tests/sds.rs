@@ -38,7 +38,10 @@ async fn default_and_rootca_are_served_acked_and_pushed_on_rotation() {
     assert_default(&got[DEFAULT_RESOURCE], &first);
     let roots = TrustBundle::from_pem(pki.trust_domain.clone(), &trusted_ca(&got[ROOTCA_RESOURCE]))
         .unwrap();
-    assert_eq!(roots.x509_authorities(), [pki.ca.cert.der.clone()]);
+    assert_eq!(
+        roots.x509_authorities(),
+        std::slice::from_ref(&pki.ca.cert.der)
+    );
     assert!(!initial.nonce.is_empty() && !initial.version_info.is_empty());
     stream.ack(&initial, BOTH).await;
 
@@ -188,7 +191,10 @@ async fn fetch_secrets_answers_the_named_resources() {
     assert_default(&got[DEFAULT_RESOURCE], &first);
     let roots = TrustBundle::from_pem(pki.trust_domain.clone(), &trusted_ca(&got[ROOTCA_RESOURCE]))
         .unwrap();
-    assert_eq!(roots.x509_authorities(), [pki.ca.cert.der.clone()]);
+    assert_eq!(
+        roots.x509_authorities(),
+        std::slice::from_ref(&pki.ca.cert.der)
+    );
 
     let status = client
         .fetch_secrets(request(&[], "", ""))

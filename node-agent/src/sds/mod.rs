@@ -9,7 +9,7 @@
 //! ```
 //!
 //! [`Sds`] is a plain tonic service: the unix-socket listener puts a
-//! [`PeerInfo`](crate::peer::PeerInfo) into every request's extensions; a
+//! [`PeerInfo`] into every request's extensions; a
 //! request without one is refused (`Unavailable`, fail closed).
 //!
 //! # Resources

@@ -6,6 +6,13 @@
     dead_code,
     reason = "each test crate uses a different part of the harness"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test harness: a failure here is a test failure"
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
