@@ -84,6 +84,27 @@ async fn default_and_rootca_are_served_acked_and_pushed_on_rotation() {
 }
 
 #[tokio::test]
+async fn a_bundle_change_pushes_rootca_alone() {
+    let (harness, pki, _) = ready().await;
+    let mut stream = harness.open().await.unwrap();
+    stream.subscribe(BOTH).await;
+    let initial = stream.next().await;
+    stream.ack(&initial, BOTH).await;
+
+    // A root rotation: the new root joins the bundle.
+    let next_root = sigil_test_util::TestCa::root("example.org");
+    let mut bundle = pki.bundle();
+    bundle.add_x509_authority(next_root.cert.der.clone());
+    harness.source.set_bundles(bundle.clone().into());
+    let pushed = stream.next().await;
+    let got = secrets(&pushed);
+    assert_eq!(got.keys().collect::<Vec<_>>(), [ROOTCA_RESOURCE]);
+    let roots = TrustBundle::from_pem(pki.trust_domain.clone(), &trusted_ca(&got[ROOTCA_RESOURCE]))
+        .unwrap();
+    assert_eq!(roots.x509_authorities(), bundle.x509_authorities());
+}
+
+#[tokio::test]
 async fn a_nack_is_counted_not_resent_and_the_stream_keeps_working() {
     let (harness, pki, first) = ready().await;
     let mut stream = harness.open().await.unwrap();
