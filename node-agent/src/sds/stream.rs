@@ -160,7 +160,7 @@ impl SecretStream {
             self.dirty = true;
         } else if self.last_nonce.as_deref() != Some(request.response_nonce.as_str()) {
             debug!(
-                nonce = %bounded(&request.response_nonce),
+                nonce = ?bounded(&request.response_nonce),
                 "stale SDS request ignored"
             );
             return Ok(());
@@ -168,10 +168,10 @@ impl SecretStream {
             self.shared.metrics.nacks.inc();
             let message = bounded(&detail.message);
             if self.nack_warned {
-                debug!(version = %bounded(&request.version_info), code = detail.code, message = %message, "SDS client rejected a response (NACK)");
+                debug!(version = ?bounded(&request.version_info), code = detail.code, message = ?message, "SDS client rejected a response (NACK)");
             } else {
                 self.nack_warned = true;
-                warn!(version = %bounded(&request.version_info), code = detail.code, message = %message, "SDS client rejected a response (NACK); it is not resent, the next update is");
+                warn!(version = ?bounded(&request.version_info), code = detail.code, message = ?message, "SDS client rejected a response (NACK); it is not resent, the next update is");
             }
         } else {
             self.shared.metrics.acks.inc();
@@ -244,7 +244,8 @@ impl SecretStream {
     }
 }
 
-/// A client-supplied string cut for logging.
+/// A client-supplied string cut for logging (logged with `?`, which
+/// escapes control characters).
 fn bounded(s: &str) -> String {
     s.chars().take(MAX_LOGGED_DETAIL).collect()
 }
