@@ -9,8 +9,10 @@
 //! ```
 //!
 //! [`Sds`] is a plain tonic service: the unix-socket listener puts a
-//! [`PeerInfo`] into every request's extensions; a
-//! request without one is refused (`Unavailable`, fail closed).
+//! [`PeerInfo`] into every request's extensions; a request without one is
+//! refused (`Unavailable`, fail closed). It spawns no task: each stream is
+//! a state machine tonic polls, dropped (with its watch receivers and its
+//! stream slot) when the client goes away.
 //!
 //! # Resources
 //!
@@ -29,7 +31,8 @@
 //!   want Istio's behaviour set [`RootCaScope::AllTrustDomains`].
 //!
 //! Any other name (`file-cert:/etc/passwd~/etc/passwd`, `file-root:…`,
-//! `Default`, …) closes the stream with `InvalidArgument` naming it, as
+//! `Default`, …), even next to valid ones, refuses the whole request and
+//! closes the stream with `InvalidArgument` naming it, as
 //! istio-agent closes a stream whose secret it cannot generate. Names map
 //! to a closed enum before anything is looked up, and this module does no
 //! file access at all: nothing can be read from disk on a client's behalf.
@@ -59,13 +62,18 @@
 //!   stays open; Envoy keeps what it has (or keeps warming) and gets the
 //!   next certificate the moment it exists.
 //! - `DeltaSecrets` is `Unimplemented` (as in istio-agent).
-//! - `FetchSecrets` answers the named resources at once, waiting at most
+//! - `FetchSecrets` (istio-agent answers `Unimplemented`) answers the named resources at once, waiting at most
 //!   [`SdsSettings::fetch_timeout`] for ones not there yet, then
 //!   `Unavailable`; empty `resource_names` is `InvalidArgument`.
 //!
 //! Bounds: [`SdsSettings::max_streams`] open streams (then
 //! `ResourceExhausted`), [`SdsSettings::max_resource_names`] names per
 //! request, [`SdsSettings::max_request_bytes`] per request message.
+//!
+//! Cost of a rotation: each certificate's `default` is encoded once and
+//! shared by every stream that serves it (a cache keyed by weak
+//! references, see `cache.rs`), so a push costs a stream one copy; an ACK
+//! costs no encoding at all.
 //!
 //! Key material: the key's PEM is built in zeroized buffers, but its bytes
 //! pass through prost and tonic's encoder, which does not zeroize.
