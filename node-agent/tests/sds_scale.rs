@@ -13,7 +13,13 @@ use tonic::Code;
 async fn a_thousand_streams_all_get_every_rotation() {
     const STREAMS: usize = 1000;
     const ROUNDS: usize = 3;
-    let harness = Harness::for_uid(UID).await;
+    // One identity for all (the worst case: every stream is pushed at
+    // once), so its per-identity limit is raised.
+    let settings = SdsSettings {
+        max_streams_per_identity: STREAMS,
+        ..SdsSettings::default()
+    };
+    let harness = Harness::start(Some(peer(UID)), settings).await;
     let pki = Pki::new();
     harness.source.set_bundles(pki.bundles());
     harness.source.set_svid(&web(), pki.issue(WEB, 0).state);

@@ -10,6 +10,11 @@ use std::time::Duration;
 /// leaves room for several proxies per pod while bounding memory.
 pub const DEFAULT_MAX_STREAMS: usize = 4096;
 
+/// Default for [`SdsSettings::max_streams_per_identity`]: room for about a
+/// hundred proxies of one service account on one node, while one
+/// compromised workload cannot take the node's streams.
+pub const DEFAULT_MAX_STREAMS_PER_IDENTITY: usize = 256;
+
 /// Default for [`SdsSettings::max_resource_names`]. Only two names exist;
 /// a request naming more than this is hostile or broken.
 pub const DEFAULT_MAX_RESOURCE_NAMES: usize = 16;
@@ -48,6 +53,10 @@ pub struct SdsSettings {
     /// Open `StreamSecrets` streams allowed at once; one more is refused
     /// with `ResourceExhausted` (default [`DEFAULT_MAX_STREAMS`]).
     pub max_streams: usize,
+    /// Open streams allowed at once for one identity (the caller's first);
+    /// one more is refused with `ResourceExhausted` (default
+    /// [`DEFAULT_MAX_STREAMS_PER_IDENTITY`]).
+    pub max_streams_per_identity: usize,
     /// Resource names allowed in one request; more is `InvalidArgument`
     /// (default [`DEFAULT_MAX_RESOURCE_NAMES`]).
     pub max_resource_names: usize,
@@ -66,6 +75,7 @@ impl Default for SdsSettings {
     fn default() -> Self {
         Self {
             max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_identity: DEFAULT_MAX_STREAMS_PER_IDENTITY,
             max_resource_names: DEFAULT_MAX_RESOURCE_NAMES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,

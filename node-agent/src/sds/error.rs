@@ -28,6 +28,15 @@ pub enum SdsError {
         /// The configured limit.
         limit: usize,
     },
+    /// [`super::SdsSettings::max_streams_per_identity`] streams are open
+    /// for the caller's identity already.
+    #[error("too many SDS streams open for {id} (limit {limit}); retry later")]
+    TooManyIdentityStreams {
+        /// The identity.
+        id: String,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request asks for a type this service does not serve.
     #[error(
         "unsupported type_url {type_url:?}: this service serves only {}",
@@ -81,6 +90,7 @@ impl SdsError {
             Self::Attestation(_) => "attestation_failed",
             Self::NoIdentity => "no_identity",
             Self::TooManyStreams { .. } => "stream_limit",
+            Self::TooManyIdentityStreams { .. } => "identity_stream_limit",
             Self::UnsupportedType { .. } | Self::TooManyNames { .. } | Self::NoResourceNames => {
                 "invalid_request"
             }
@@ -92,11 +102,12 @@ impl SdsError {
     }
 
     /// Every value [`Self::reason`] can return.
-    pub(super) const REASONS: [&'static str; 9] = [
+    pub(super) const REASONS: [&'static str; 10] = [
         "no_peer",
         "attestation_failed",
         "no_identity",
         "stream_limit",
+        "identity_stream_limit",
         "invalid_request",
         "unknown_resource",
         "not_ready",
@@ -138,7 +149,9 @@ impl From<SdsError> for tonic::Status {
             | SdsError::NotReady { .. }
             | SdsError::ShuttingDown => Self::unavailable(message),
             SdsError::NoIdentity => Self::permission_denied(message),
-            SdsError::TooManyStreams { .. } => Self::resource_exhausted(message),
+            SdsError::TooManyStreams { .. } | SdsError::TooManyIdentityStreams { .. } => {
+                Self::resource_exhausted(message)
+            }
             SdsError::UnsupportedType { .. }
             | SdsError::TooManyNames { .. }
             | SdsError::UnknownResource { .. }

@@ -8,7 +8,10 @@
 //! listener with a [`FakeSource`](crate::testing::FakeSource), connect a
 //! few [`Channel`]s (one per simulated proxy connection), and call
 //! [`rotation_latency`] with a `rotate` closure that publishes a
-//! pre-generated certificate.
+//! pre-generated certificate. With one identity for every stream (the
+//! worst case: all are pushed at once), raise
+//! [`SdsSettings::max_streams_per_identity`](super::SdsSettings::max_streams_per_identity)
+//! to the stream count.
 //!
 //! Every stream subscribes to `default` and `ROOTCA` and ACKs each
 //! response, as Envoy does. Clients run as tasks of a [`JoinSet`] owned by

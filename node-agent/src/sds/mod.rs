@@ -66,7 +66,8 @@
 //!   [`SdsSettings::fetch_timeout`] for ones not there yet, then
 //!   `Unavailable`; empty `resource_names` is `InvalidArgument`.
 //!
-//! Bounds: [`SdsSettings::max_streams`] open streams (then
+//! Bounds: [`SdsSettings::max_streams`] open streams, of which at most
+//! [`SdsSettings::max_streams_per_identity`] for one identity (then
 //! `ResourceExhausted`), [`SdsSettings::max_resource_names`] names per
 //! request, [`SdsSettings::max_request_bytes`] per request message.
 //!
@@ -85,6 +86,7 @@ mod cache;
 mod config;
 mod error;
 mod fetch;
+mod limits;
 pub mod load;
 mod metrics;
 mod resource;
@@ -94,22 +96,24 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
 use futures::stream::BoxStream;
+use sigil_identity::SpiffeId;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 pub use self::config::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESOURCE_NAMES,
-    DEFAULT_MAX_STREAMS, RootCaScope, SdsSettings,
+    DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_IDENTITY, RootCaScope, SdsSettings,
 };
 pub use self::error::SdsError;
 pub use self::metrics::{ReasonLabel, SdsMetrics};
@@ -117,6 +121,7 @@ pub use self::resource::{DEFAULT_RESOURCE, ROOTCA_RESOURCE, SECRET_TYPE_URL};
 pub use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 
 use self::cache::EncodedDefaults;
+use self::limits::StreamSlot;
 use self::stream::SecretStream;
 use self::view::CallerView;
 use crate::peer::{CallerIdentities, PeerInfo};
@@ -140,6 +145,8 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// Open streams.
     open: AtomicUsize,
+    /// Open streams per identity served.
+    per_identity: Mutex<HashMap<SpiffeId, usize>>,
     /// Versions and nonces.
     counter: AtomicU64,
     /// `default` secrets, encoded once per certificate.
@@ -166,6 +173,7 @@ impl Sds {
                 metrics,
                 shutdown,
                 open: AtomicUsize::new(0),
+                per_identity: Mutex::default(),
                 counter: AtomicU64::new(0),
                 encoded: EncodedDefaults::default(),
             }),
@@ -194,35 +202,6 @@ impl fmt::Debug for Sds {
     }
 }
 
-/// Holds one of the [`SdsSettings::max_streams`] stream slots; dropping it
-/// frees the slot.
-pub(crate) struct StreamSlot {
-    shared: Arc<Shared>,
-}
-
-impl StreamSlot {
-    fn acquire(shared: &Arc<Shared>) -> Result<Self, SdsError> {
-        let limit = shared.settings.max_streams;
-        shared
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n.wrapping_add(1))
-            })
-            .map_err(|_| SdsError::TooManyStreams { limit })?;
-        shared.metrics.streams_open.inc();
-        Ok(Self {
-            shared: shared.clone(),
-        })
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.shared.open.fetch_sub(1, Ordering::AcqRel);
-        self.shared.metrics.streams_open.dec();
-    }
-}
-
 impl Shared {
     /// Who the caller of `request` is, and the channels of its `default`
     /// identity (registering interest in it).
@@ -248,7 +227,10 @@ impl Shared {
     fn refuse(&self, e: SdsError) -> Status {
         self.metrics.error(&e);
         match e {
-            SdsError::NoIdentity | SdsError::TooManyStreams { .. } | SdsError::ShuttingDown => {
+            SdsError::NoIdentity
+            | SdsError::TooManyStreams { .. }
+            | SdsError::TooManyIdentityStreams { .. }
+            | SdsError::ShuttingDown => {
                 debug!(error = %e, "SDS call refused");
             }
             _ => warn!(error = %e, "SDS call refused"),
@@ -283,13 +265,14 @@ impl SecretDiscoveryService for Sds {
         );
         // The slot is taken before attestation so that a flood of
         // connections cannot run unbounded attestations either.
-        let slot = StreamSlot::acquire(shared).map_err(|e| shared.refuse(e))?;
+        let mut slot = StreamSlot::acquire(shared).map_err(|e| shared.refuse(e))?;
         let view = shared
             .attest(&request)
             .instrument(span.clone())
             .await
             .map_err(|e| shared.refuse(e))?;
         span.record("spiffe_id", tracing::field::display(&view.id));
+        slot.bind(&view.id).map_err(|e| shared.refuse(e))?;
         let stream = SecretStream::new(shared.clone(), slot, request.into_inner(), view, span);
         Ok(Response::new(stream.into_stream()))
     }

@@ -11,8 +11,9 @@ use sigil_test_util::TestCa;
 use tonic::Code;
 
 use super::cache::EncodedDefaults;
-use super::config::RootCaScope;
+use super::config::{RootCaScope, SdsSettings};
 use super::error::SdsError;
+use super::limits::StreamSlot;
 use super::resource::{self, Names, SECRET_TYPE_URL};
 
 fn names(list: &[&str]) -> Result<Names, SdsError> {
@@ -193,4 +194,45 @@ fn defaults_are_encoded_once_per_certificate_and_dropped_with_it() {
     let (third, _) = svid(&ca, "spiffe://example.org/a");
     let _ = cache.get(&third);
     assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn streams_are_bounded_per_node_and_per_identity() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let sds = super::Sds::new(
+        Arc::new(crate::testing::FakeSource::new()),
+        Arc::new(crate::testing::FixedCallers::default()),
+        SdsSettings {
+            max_streams: 3,
+            max_streams_per_identity: 2,
+            ..SdsSettings::default()
+        },
+        super::SdsMetrics::new(&mut registry),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let a = sigil_identity::SpiffeId::parse("spiffe://example.org/a").unwrap();
+    let b = sigil_identity::SpiffeId::parse("spiffe://example.org/b").unwrap();
+    let bound = |id| {
+        let mut slot = StreamSlot::acquire(&sds.shared)?;
+        slot.bind(id)?;
+        Ok::<_, SdsError>(slot)
+    };
+    let a1 = bound(&a).unwrap();
+    let _a2 = bound(&a).unwrap();
+    let refused = bound(&a).err().unwrap();
+    assert!(matches!(
+        refused,
+        SdsError::TooManyIdentityStreams { limit: 2, .. }
+    ));
+    assert_eq!(tonic::Status::from(refused).code(), Code::ResourceExhausted);
+    // The refused stream's node-wide slot was given back.
+    assert_eq!(sds.open_streams(), 2);
+    let _b1 = bound(&b).unwrap();
+    assert!(matches!(
+        bound(&b).err().unwrap(),
+        SdsError::TooManyStreams { limit: 3 }
+    ));
+    drop(a1);
+    let _a3 = bound(&a).unwrap();
+    assert_eq!(sds.open_streams(), 3);
 }
