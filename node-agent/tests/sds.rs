@@ -84,6 +84,27 @@ async fn default_and_rootca_are_served_acked_and_pushed_on_rotation() {
 }
 
 #[tokio::test]
+async fn served_by_the_agent_listener_the_caller_is_its_real_uid() {
+    let harness = Harness::over_agent_listener().await;
+    let pki = Pki::new();
+    let first = pki.issue(sds_support::WEB, 1);
+    harness.source.set_bundles(pki.bundles());
+    harness.source.set_svid(&web(), first.state.clone());
+    let mut stream = harness.open().await.unwrap();
+    stream.subscribe(BOTH).await;
+    let initial = stream.next().await;
+    let got = secrets(&initial);
+    assert_default(&got[DEFAULT_RESOURCE], &first);
+    assert!(got.contains_key(ROOTCA_RESOURCE));
+    stream.ack(&initial, BOTH).await;
+    let second = pki.issue(sds_support::WEB, 2);
+    harness.source.set_svid(&web(), second.state.clone());
+    assert_default(&secrets(&stream.next().await)[DEFAULT_RESOURCE], &second);
+    harness.shutdown.cancel();
+    assert_eq!(stream.error().await.code(), Code::Unavailable);
+}
+
+#[tokio::test]
 async fn a_bundle_change_pushes_rootca_alone() {
     let (harness, pki, _) = ready().await;
     let mut stream = harness.open().await.unwrap();

@@ -32,11 +32,13 @@ use sigil_node_agent::peer::PeerInfo;
 use sigil_node_agent::sds::{SECRET_TYPE_URL, Sds, SdsMetrics, SdsSettings};
 use sigil_node_agent::source::{IssuedSvid, SvidState};
 use sigil_node_agent::testing::{FakeSource, FixedCallers};
+use sigil_node_agent::uds::{self, UdsSettings};
 use sigil_test_util::TestCa;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 
 /// The uid every test caller has unless a test says otherwise.
@@ -144,6 +146,46 @@ impl Harness {
             .add_service(sds.into_server())
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tokio::spawn(server);
+        Self {
+            source,
+            metrics,
+            registry,
+            shutdown,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Serves the default settings through the agent's own unix-socket
+    /// listener (`uds::serve`: real `SO_PEERCRED`), where this process's
+    /// uid holds `WEB`.
+    pub(crate) async fn over_agent_listener() -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        let my_uid = std::fs::metadata("/proc/self").unwrap().uid();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sds.sock");
+        let source = Arc::new(FakeSource::new());
+        let mut registry = Registry::default();
+        let metrics = SdsMetrics::new(&mut registry);
+        let shutdown = CancellationToken::new();
+        let mut callers = FixedCallers::default();
+        callers.by_uid.insert(my_uid, vec![web()]);
+        let sds = Sds::new(
+            source.clone(),
+            Arc::new(callers),
+            SdsSettings::default(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let listener = uds::bind(&path, 0o600).unwrap();
+        let tracker = TaskTracker::new();
+        tracker.spawn(uds::serve(
+            listener,
+            sds.into_server(),
+            UdsSettings::default(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         Self {
             source,
             metrics,
