@@ -13,6 +13,7 @@
 //! - [`attest`]: workload attestation (selectors from /proc and the pod);
 //! - [`registry`]: registration entries mapping selectors to SPIFFE IDs;
 //! - [`files`]: SVID, key and bundle written to a directory on rotation;
+//! - [`sds`]: the Envoy SDS v3 server (`default`, `ROOTCA`, pushes on rotation);
 //! - [`testing`]: fakes of both seams for tests and benchmarks;
 //! - [`uds`]: the unix-socket HTTP/2 listener the socket servers share;
 //! - [`workload`]: the SPIFFE Workload API server.
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod manager;
 pub mod peer;
 pub mod registry;
+pub mod sds;
 pub mod source;
 pub mod testing;
 pub mod uds;
