@@ -152,7 +152,12 @@ fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
         let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
             .await
             .context("the agent did not answer within 5 s")?
-            .with_context(|| format!("cannot reach the agent's admin listener on {}", args.admin_addr))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the agent's admin listener on {}",
+                    args.admin_addr
+                )
+            })?;
         let status = response.status();
         let body = response
             .into_body()
@@ -163,14 +168,15 @@ fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
         anyhow::ensure!(status.is_success(), "the agent answered {status}");
         anyhow::Ok(body)
     })?;
-    let report: StatusReport =
-        serde_json::from_slice(&body).context("the agent's /status answer is not a status report")?;
+    let report: StatusReport = serde_json::from_slice(&body)
+        .context("the agent's /status answer is not a status report")?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).context("cannot print")?;
         std::io::Write::write_all(&mut out, b"\n").context("cannot print")?;
     } else {
-        std::io::Write::write_all(&mut out, report.to_table().as_bytes()).context("cannot print")?;
+        std::io::Write::write_all(&mut out, report.to_table().as_bytes())
+            .context("cannot print")?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! 1 the operation failed (the reason is printed), 2 bad usage, 64 an
 //! invalid configuration file.
 
+mod agent;
 mod bench;
 mod ca;
 mod cert;
@@ -42,6 +43,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent (`sigil agent --config F`), or ask a running one
+    /// for its status (`sigil agent status`).
+    Agent(agent::AgentArgs),
     /// Operate the certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     // Servers log their decisions at info; one-shot commands stay quiet.
     let default_level = match &cli.command {
         Command::Ca(ca::CaCommand::Serve(_)) => "info",
+        Command::Agent(a) if a.is_daemon() => "info",
         _ => "warn",
     };
     // Log lines are formatted where they happen and written in batches by
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Ca(cmd) => ca::run(cmd),
         Command::Cert(cmd) => cert::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

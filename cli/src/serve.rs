@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 /// Marks a configuration error (exit code 64).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct InvalidConfig(String);
+pub(crate) struct InvalidConfig(pub(crate) String);
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {

@@ -22,6 +22,7 @@
 pub mod attest;
 pub mod ca_client;
 pub mod config;
+pub mod daemon;
 pub mod files;
 pub mod keys;
 pub mod manager;

@@ -56,10 +56,10 @@ impl StatusReport {
         );
         for identity in &self.identities {
             let expires = match identity.expires_in_secs {
-                Some(secs) if secs >= 0 => humantime::format_duration(
-                    std::time::Duration::from_secs(secs.unsigned_abs()),
-                )
-                .to_string(),
+                Some(secs) if secs >= 0 => {
+                    humantime::format_duration(std::time::Duration::from_secs(secs.unsigned_abs()))
+                        .to_string()
+                }
                 Some(_) => "expired".to_owned(),
                 None => "-".to_owned(),
             };
@@ -103,7 +103,10 @@ mod tests {
             ],
         };
         let table = report.to_table();
-        assert!(table.contains("spiffe://cluster.local/ns/a/sa/b"), "{table}");
+        assert!(
+            table.contains("spiffe://cluster.local/ns/a/sa/b"),
+            "{table}"
+        );
         assert!(table.contains("1m 30s"), "{table}");
         assert!(table.contains("CA refused: PermissionDenied"), "{table}");
         let parsed: StatusReport =
