@@ -387,7 +387,9 @@ impl Bound {
         };
         let encode = {
             let metrics = metrics.clone();
+            let manager = manager.clone();
             move || {
+                manager.refresh_metrics();
                 let mut out = String::new();
                 if prometheus_client::encoding::text::encode(&mut out, &metrics).is_err() {
                     out.clear();

@@ -302,6 +302,12 @@ impl CertManager {
             .any(|e| e.not_after.is_none() && e.failures > 0)
     }
 
+    /// Brings the gauges (identities held, seconds to the earliest expiry)
+    /// up to date; the admin listener calls it before every scrape.
+    pub fn refresh_metrics(&self) {
+        worker::update_gauges(&self.shared, self.shared.clock.now());
+    }
+
     /// Whether the CA has issued a certificate at least once since start.
     pub fn ca_answered(&self) -> bool {
         self.shared.ca_answered.load(Ordering::Relaxed)

@@ -459,7 +459,7 @@ impl Worker {
             );
             self.reschedule_all(w1);
         }
-        self.update_gauges(w1);
+        update_gauges(&self.shared, w1);
     }
 
     /// After a clock jump: expired certificates withdrawn, renewal and
@@ -490,19 +490,6 @@ impl Worker {
         }
     }
 
-    fn update_gauges(&self, now: SystemTime) {
-        let entries = self.shared.entries();
-        let metrics = &self.shared.metrics;
-        metrics
-            .identities
-            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
-        let earliest = entries.values().filter_map(|e| e.not_after).min();
-        let seconds = earliest
-            .and_then(|t| t.duration_since(now).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
-        metrics.earliest_expiry_seconds.set(seconds);
-    }
-
     /// Drops identities nobody watched for `idle_drop`.
     fn sweep(&mut self) {
         let now = Instant::now();
@@ -519,7 +506,7 @@ impl Worker {
             keep
         });
         drop(entries);
-        self.update_gauges(self.shared.clock.now());
+        update_gauges(&self.shared, self.shared.clock.now());
     }
 
     // === bundles ===
@@ -585,4 +572,19 @@ impl Worker {
             true
         });
     }
+}
+
+/// Sets the gauges from the entries: identities held, seconds until the
+/// earliest notAfter (0 with none).
+pub(super) fn update_gauges(shared: &Shared, now: SystemTime) {
+    let entries = shared.entries();
+    let metrics = &shared.metrics;
+    metrics
+        .identities
+        .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+    let earliest = entries.values().filter_map(|e| e.not_after).min();
+    let seconds = earliest
+        .and_then(|t| t.duration_since(now).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics.earliest_expiry_seconds.set(seconds);
 }

@@ -15,6 +15,7 @@
 
 mod common;
 
+mod agent_lifecycle;
 mod ca_server_admin;
 mod ca_server_connections;
 mod ca_server_impersonation;

@@ -2,6 +2,7 @@
 //! binary, building a throwaway self-signed authority, writing an issued
 //! chain to disk and reading certificate fields as openssl prints them.
 
+pub(crate) mod agent;
 pub(crate) mod ca;
 
 use std::io::ErrorKind;
