@@ -81,8 +81,10 @@ impl AgentUnderTest {
 /// A sidecar-mode configuration for `ca` serving [`APP_ID`] with the
 /// development token `dev:default:app`, sockets and files under `dir`.
 pub(crate) fn sidecar_config(ca: &CaUnderTest, dir: &std::path::Path) -> AgentConfig {
-    let mut config = AgentConfig::default();
-    config.mode = Mode::Sidecar;
+    let mut config = AgentConfig {
+        mode: Mode::Sidecar,
+        ..AgentConfig::default()
+    };
     config.ca.address = format!("https://127.0.0.1:{}", ca.grpc.port());
     config.ca.server_name = Some("localhost".into());
     config.ca.roots_file = super::write(dir, "ca-roots.pem", &ca.roots_pem);
