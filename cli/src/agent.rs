@@ -18,10 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use sigil_node_agent::config::{AgentConfig, ConfigError, ENV_PREFIX};
 use sigil_node_agent::daemon::{Agent, StatusReport};
 use sigil_runtime::env::{EnvOverrides, Environment, ProcessEnvironment};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::serve::InvalidConfig;
+use crate::serve::{InvalidConfig, until_signal};
 
 /// `sigil agent`.
 #[derive(Debug, Args)]
@@ -126,16 +124,7 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let bound = Agent::bind(config).await?;
-        let shutdown = CancellationToken::new();
-        let signals = TaskTracker::new();
-        sigil_runtime::shutdown::cancel_on_signal(&shutdown, &signals)
-            .context("cannot install the SIGINT/SIGTERM handlers")?;
-        let served = bound.run(shutdown.clone()).await;
-        shutdown.cancel();
-        signals.close();
-        signals.wait().await;
-        served?;
-        Ok(())
+        until_signal(|shutdown| bound.run(shutdown)).await
     })
 }
 

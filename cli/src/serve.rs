@@ -94,18 +94,28 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             kube: crate::kube::deps(&config).await?,
         };
         let bound = CaServer::bind(config, deps).await?;
-        let shutdown = CancellationToken::new();
-        let signals = TaskTracker::new();
-        sigil_runtime::shutdown::cancel_on_signal(&shutdown, &signals)
-            .context("cannot install the SIGINT/SIGTERM handlers")?;
-        let served = bound.run(shutdown.clone()).await;
-        // The signal task ends with the token.
-        shutdown.cancel();
-        signals.close();
-        signals.wait().await;
-        served?;
-        Ok(())
+        until_signal(|shutdown| bound.run(shutdown)).await
     })
+}
+
+/// Runs a daemon's `run(shutdown)` with `shutdown` cancelled on SIGINT or
+/// SIGTERM, and returns its result once the signal task has ended too.
+pub(crate) async fn until_signal<F, Fut, E>(run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    let shutdown = CancellationToken::new();
+    let signals = TaskTracker::new();
+    sigil_runtime::shutdown::cancel_on_signal(&shutdown, &signals)
+        .context("cannot install the SIGINT/SIGTERM handlers")?;
+    let served = run(shutdown.clone()).await;
+    // The signal task ends with the token.
+    shutdown.cancel();
+    signals.close();
+    signals.wait().await;
+    served.map_err(Into::into)
 }
 
 #[cfg(test)]

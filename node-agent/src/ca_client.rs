@@ -236,36 +236,12 @@ impl CaClientError {
     /// `client_identity`, `response` for errors before or after the call.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Status { code, .. } => code_name(*code),
+            Self::Status { code, .. } => sigil_proto::code_label(*code),
             Self::Connect(_) => "connect",
             Self::BadToken | Self::Token { .. } => "token",
             Self::ClientIdentity { .. } => "client_identity",
             Self::Response(_) => "response",
         }
-    }
-}
-
-/// The canonical name of a gRPC code.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "Ok",
-        Code::Cancelled => "Cancelled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
     }
 }
 

@@ -129,7 +129,7 @@ impl IstioCertificateService for CaService {
         metrics.latency.observe(start.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(status) => code_name(status.code()),
+            Err(status) => sigil_proto::code_label(status.code()),
         };
         metrics
             .issued
@@ -183,27 +183,4 @@ pub(crate) fn issue_status(err: &IssueError) -> Status {
         | IssueError::InvalidTtl(_) => Code::InvalidArgument,
     };
     Status::new(code, err.to_string())
-}
-
-/// The metric label of a gRPC code.
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown",
-        Code::InvalidArgument => "invalid_argument",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::NotFound => "not_found",
-        Code::AlreadyExists => "already_exists",
-        Code::PermissionDenied => "permission_denied",
-        Code::ResourceExhausted => "resource_exhausted",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out_of_range",
-        Code::Unimplemented => "unimplemented",
-        Code::Internal => "internal",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data_loss",
-        Code::Unauthenticated => "unauthenticated",
-    }
 }

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::call::{Authorized, authenticate_call, authorize_call};
-use super::grpc::code_name;
 use super::metrics::OutcomeLabel;
 use super::state::Shared;
 use super::tls::ConnInfo;
@@ -145,7 +144,7 @@ impl IdentityService for IdentityApi {
         let result = self.mint(request).await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(status) => code_name(status.code()),
+            Err(status) => sigil_proto::code_label(status.code()),
         };
         self.shared
             .metrics

@@ -67,7 +67,7 @@ async fn secrets_are_redacted_in_debug() {
 fn errors_keep_the_grpc_code() {
     let err = CaClientError::from(tonic::Status::permission_denied("no"));
     assert_eq!(err.code(), Some(tonic::Code::PermissionDenied));
-    assert_eq!(err.label(), "PermissionDenied");
+    assert_eq!(err.label(), "permission_denied");
     assert_eq!(CaClientError::Connect("x".into()).label(), "connect");
 }
 

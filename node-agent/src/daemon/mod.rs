@@ -161,41 +161,27 @@ impl Agent {
         };
 
         // Listeners last: everything above can fail without leaving a socket.
-        let admin = TcpListener::bind(config.admin.addr)
-            .await
-            .map_err(|e| AgentError::Listen {
-                setting: "admin.addr",
-                address: config.admin.addr.to_string(),
-                reason: e.to_string(),
-            })?;
-        let admin_addr = admin.local_addr().map_err(|e| AgentError::Listen {
+        let admin_error = |e: std::io::Error| AgentError::Listen {
             setting: "admin.addr",
             address: config.admin.addr.to_string(),
             reason: e.to_string(),
-        })?;
-        let sds = if config.sds.enabled {
-            let path = config.sds.socket.clone();
-            let listener = uds::bind(&path, config.sds.mode).map_err(|e| AgentError::Listen {
-                setting: "sds.socket",
-                address: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            Some((listener, path))
-        } else {
-            None
         };
-        let workload = if config.workload_api.enabled {
-            let path = config.workload_api.socket.clone();
-            let listener =
-                uds::bind(&path, config.workload_api.mode).map_err(|e| AgentError::Listen {
-                    setting: "workload_api.socket",
-                    address: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            Some((listener, path))
-        } else {
-            None
-        };
+        let admin = TcpListener::bind(config.admin.addr)
+            .await
+            .map_err(admin_error)?;
+        let admin_addr = admin.local_addr().map_err(admin_error)?;
+        let sds = bind_socket(
+            "sds.socket",
+            config.sds.enabled,
+            &config.sds.socket,
+            config.sds.mode,
+        )?;
+        let workload = bind_socket(
+            "workload_api.socket",
+            config.workload_api.enabled,
+            &config.workload_api.socket,
+            config.workload_api.mode,
+        )?;
         let manager_metrics = ManagerMetrics::new(&mut metrics);
         Ok(Bound {
             config,
@@ -211,6 +197,24 @@ impl Agent {
             manager_metrics,
         })
     }
+}
+
+/// Binds the unix socket of `setting` at `path` with `mode`, if `enabled`.
+fn bind_socket(
+    setting: &'static str,
+    enabled: bool,
+    path: &Path,
+    mode: u32,
+) -> Result<Option<(UnixListener, PathBuf)>, AgentError> {
+    if !enabled {
+        return Ok(None);
+    }
+    let listener = uds::bind(path, mode).map_err(|e| AgentError::Listen {
+        setting,
+        address: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((listener, path.to_owned())))
 }
 
 async fn attestor(config: &AgentConfig) -> Result<ProcAttestor, AgentError> {

@@ -7,7 +7,7 @@
 //! | `earliest_expiry_seconds` | gauge | — (seconds until the earliest notAfter among held certificates; 0 with none) |
 //! | `certificate_rotations_total` | counter | — (renewals: certificates that replaced a previous one) |
 //! | `certificate_failures_total` | counter | `reason`: `ca`, `key`, `response`, `expired` |
-//! | `ca_errors_total` | counter | `code`: gRPC code name, or `connect`, `token`, `client_identity`, `response` |
+//! | `ca_errors_total` | counter | `code`: gRPC code name in snake_case (`permission_denied`), or `connect`, `token`, `client_identity`, `response` |
 //! | `jwt_svid_requests_total` | counter | `result`: `hit`, `miss`, `coalesced`, `error` |
 //!
 //! Labels are fixed sets of names.

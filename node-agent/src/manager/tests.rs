@@ -162,7 +162,7 @@ async fn ca_down_keeps_the_valid_certificate_backs_off_capped_and_recovers() {
         h.metrics
             .ca_errors
             .get_or_create(&CodeLabel {
-                code: "Unavailable"
+                code: "unavailable"
             })
             .get(),
         10

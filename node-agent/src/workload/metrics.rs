@@ -59,7 +59,7 @@ impl WorkloadMetrics {
     pub(super) fn record(&self, method: &'static str, result: Result<(), tonic::Code>) {
         let code = match result {
             Ok(()) => "ok",
-            Err(code) => code_name(code),
+            Err(code) => sigil_proto::code_label(code),
         };
         self.requests
             .get_or_create(&MethodCodeLabels { method, code })
@@ -83,28 +83,5 @@ pub(super) struct StreamGuard(Gauge<i64, AtomicI64>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "ok",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown",
-        Code::InvalidArgument => "invalid_argument",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::NotFound => "not_found",
-        Code::AlreadyExists => "already_exists",
-        Code::PermissionDenied => "permission_denied",
-        Code::ResourceExhausted => "resource_exhausted",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out_of_range",
-        Code::Unimplemented => "unimplemented",
-        Code::Internal => "internal",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data_loss",
-        Code::Unauthenticated => "unauthenticated",
     }
 }
