@@ -3,25 +3,62 @@
 //!
 //! Precedence: built-in defaults < the TOML file < `SIGIL_AGENT__*`
 //! environment variables (every setting; see [`sigil_runtime::env`]) <
-//! command-line flags. Durations are written like `90s`, `5m`, `24h`.
+//! command-line flags (`--ca-address`, `--sds-socket`, `--workload-socket`,
+//! `--admin-addr`), then [`AgentConfig::validate`] once; `sigil agent`
+//! exits 64 naming the setting when it fails. A variable is
+//! [`ENV_PREFIX`] followed by the setting's path with `__` between the
+//! segments (`SIGIL_AGENT__KUBERNETES__NODE_NAME`,
+//! `SIGIL_AGENT__CERTIFICATES__TTL=1h`, `SIGIL_AGENT__SDS__MODE=0o660`);
+//! its value is read as TOML when it is valid TOML and as a string
+//! otherwise. Durations are written like `90s`, `5m`, `24h`; timeouts and
+//! intervals must be more than 0 and at most 1 day. Every setting with its
+//! default is also tabulated in the README ("Agent configuration").
+//!
+//! Node mode, as the DaemonSet in `deploy/base` runs it (the node name
+//! from the downward API in `SIGIL_AGENT__KUBERNETES__NODE_NAME`):
 //!
 //! ```toml
-//! mode = "node"                      # or "sidecar"
+//! mode = "node"                      # the default; or "sidecar"
 //! trust_domain = "cluster.local"
 //!
 //! [ca]
 //! address = "https://sigil-ca.sigil-system.svc:15012"
-//! roots_file = "/var/run/sigil/ca/root-cert.pem"
+//! roots_file = "/etc/sigil-ca/root-cert.pem"
 //! token_file = "/var/run/secrets/tokens/sigil-ca-token"
 //!
 //! [sds]
 //! socket = "/var/run/sigil/sds.sock"
+//! mode = 0o666                       # attestation decides what a caller gets
 //!
 //! [workload_api]
 //! socket = "/var/run/sigil/workload.sock"
 //!
 //! [attestation]
 //! registration_file = "/etc/sigil/registrations.toml"
+//!
+//! [kubernetes]
+//! enabled = true
+//!
+//! [admin]
+//! addr = "0.0.0.0:15020"
+//! ```
+//!
+//! Sidecar mode serves one identity with the workload's own token; every
+//! caller of its sockets gets that identity (unless a registration file is
+//! set), so keep the sockets private:
+//!
+//! ```toml
+//! mode = "sidecar"
+//!
+//! [ca]
+//! roots_file = "sigil-data/ca/root-cert.pem"
+//! token_file = "/var/run/secrets/tokens/sigil-ca-token"
+//!
+//! [attestation]
+//! identity = "spiffe://cluster.local/ns/default/sa/app"
+//!
+//! [workload_api]
+//! mode = 0o600
 //! ```
 
 mod error;

@@ -8,11 +8,26 @@
 //!                         SDS, Workload API (unix sockets), file output, admin
 //! ```
 //!
-//! `bind` reads every file the configuration names and binds every
-//! listener, so a bad path or a taken port fails before anything is served;
+//! `bind` reads every file the configuration names (`ca.roots_file`, the
+//! registration file) and binds every listener, so a bad path or a taken
+//! port fails before anything is served ([`AgentError`] names the setting);
+//! the CA is connected lazily, so the agent starts while the CA is down.
 //! `run` starts the certificate manager, the registration watcher, the file
 //! output and the servers, and on shutdown stops accepting, ends the open
 //! streams, drains for `admin.shutdown_grace` and removes the sockets.
+//!
+//! Who gets what: sidecar mode without a registration file serves
+//! `attestation.identity` to every caller (no attestation); otherwise
+//! callers are attested ([`crate::attest`], with pod lookups when
+//! `kubernetes.enabled`) and matched against the registry, whose
+//! Kubernetes default entry is on when `kubernetes.enabled`.
+//!
+//! Admin listener (`admin.addr`): `/healthz` (200 while running),
+//! `/readyz` (200 once the sockets serve and no identity is failing
+//! without a valid certificate; in sidecar mode also once the CA has
+//! issued a certificate, i.e. after the first request for the identity;
+//! 503 while draining), `/metrics` (prefix `sigil_agent_`) and `/status`
+//! ([`StatusReport`], what `sigil agent status` prints).
 
 mod admin;
 mod error;
