@@ -19,6 +19,12 @@ pub struct PeerInfo {
     pub uid: u32,
     /// Effective gid.
     pub gid: u32,
+    /// The start time of `pid` when the connection was accepted (field 22
+    /// of `/proc/<pid>/stat`, clock ticks after boot). Attestation refuses
+    /// a caller whose pid now belongs to a process that started at another
+    /// time: the connection outlived its creator and the pid was reused.
+    /// `None` when unknown (then a /proc-based attestation refuses).
+    pub start_time: Option<u64>,
 }
 
 /// Why a caller could not be attested.

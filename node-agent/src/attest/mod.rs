@@ -1,17 +1,20 @@
 //! Workload attestation: who is the process at the other end of a socket?
 //!
 //! ```text
-//! PeerInfo {pid, uid, gid}  (SO_PEERCRED, from the socket listener)
+//! PeerInfo {pid, uid, gid, start_time}  (SO_PEERCRED + /proc at accept, from the socket listener)
+//!   -> /proc/<pid>/stat               same start time as at accept, or refused (pid reused)
 //!   -> /proc/<pid>/stat, status       start time, uids, gids (must agree with SO_PEERCRED)
 //!   -> /proc/<pid>/exe                unix:path
 //!   -> /proc/<pid>/cgroup -> PodLookup (Kubernetes mode) k8s:ns, k8s:sa, k8s:pod-*, k8s:container-name
 //!   -> /proc/<pid>/stat, status again: same start time, uids, gids, or the caller is refused
 //! ```
 //!
-//! The second read is what stops a recycled pid from inheriting an identity:
-//! if the process that connected exits while it is being examined and
-//! another takes its pid, the start time differs (or the entry is gone) and
-//! attestation fails. Failures map to `Unavailable` for clients (they
+//! Two checks stop a recycled pid from inheriting an identity: the start
+//! time recorded when the connection was accepted must still be the pid's
+//! (a connection that outlived its creator is refused), and the second
+//! read must agree with the first (if the process exits while it is being
+//! examined and another takes its pid, the start time differs or the entry
+//! is gone). Failures map to `Unavailable` for clients (they
 //! retry); the selectors feed the [`registry`](crate::registry).
 //!
 //! What is not done: the executable's hash (`unix:sha256`) is not computed,
@@ -38,6 +41,8 @@ pub use k8s::{
     DEFAULT_POD_CACHE_TTL, KubePodLookup, LookupError, PodInfo, PodLookup, PodLookupSettings,
 };
 pub use selector::{SELECTOR_TYPES, Selector, SelectorError};
+
+pub(crate) use procfs::process_start_time;
 
 use crate::peer::PeerInfo;
 use procfs::{ProcEntry, ProcIdentity};
@@ -124,6 +129,22 @@ impl ProcAttestor {
         })?;
         let entry = ProcEntry::new(&self.settings.proc_root, pid);
         let before = entry.identity().await?;
+        // The process must be the one that opened the connection: a
+        // connection can outlive its creator (passed on, or inherited by a
+        // child) and the pid then be reused by an unrelated process.
+        if peer.start_time != Some(before.start_time) {
+            return Err(AttestFailure::new(
+                FailureReason::Changed,
+                match peer.start_time {
+                    Some(_) => format!(
+                        "pid {pid} is no longer the process that opened the connection (the pid was reused)"
+                    ),
+                    None => {
+                        format!("pid {pid}: the start time of the connection's process is unknown")
+                    }
+                },
+            ));
+        }
         if before.effective_uid() != peer.uid || before.effective_gid() != peer.gid {
             return Err(AttestFailure::new(
                 FailureReason::CredentialsMismatch,

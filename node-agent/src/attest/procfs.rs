@@ -156,3 +156,17 @@ fn four_ids(text: &str) -> Option<[u32; 4]> {
     ];
     ids.next().is_none().then_some(four)
 }
+
+/// The start time of `pid` in the real `/proc` (field 22 of `stat`), read
+/// synchronously (a small in-memory file): what the socket listener
+/// records for a connection when it accepts it. `None` when the process is
+/// gone or the file does not parse.
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(
+        Path::new(super::DEFAULT_PROC_ROOT)
+            .join(pid.to_string())
+            .join("stat"),
+    )
+    .ok()?;
+    parse_stat_start_time(&stat)
+}

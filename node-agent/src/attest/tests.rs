@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use super::procfs::{parse_stat_start_time, parse_status};
+use super::procfs::{parse_stat_start_time, parse_status, process_start_time};
 use super::*;
 
 // === a fake proc tree ===
@@ -82,11 +82,14 @@ fn set_ids(dir: &Path, uid: u32, gid: u32, groups: &[u32]) {
     std::fs::write(dir.join("status"), status).unwrap();
 }
 
+/// A caller of the fake tree whose process started at the default
+/// `start_time` (1000) when its connection was accepted.
 fn peer(pid: i32, uid: u32, gid: u32) -> PeerInfo {
     PeerInfo {
         pid: Some(pid),
         uid,
         gid,
+        start_time: Some(1000),
     }
 }
 
@@ -240,6 +243,7 @@ async fn no_pid_fails() {
                 pid,
                 uid: 0,
                 gid: 0,
+                start_time: None,
             })
             .await
             .unwrap_err();
@@ -555,7 +559,15 @@ async fn real_proc_attests_this_test_process() {
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
     let attestor = ProcAttestor::new(AttestSettings::default());
-    let attestation = attestor.attest(peer(pid, uid, gid)).await.unwrap();
+    let me = PeerInfo {
+        start_time: process_start_time(pid),
+        ..peer(pid, uid, gid)
+    };
+    assert!(
+        me.start_time.is_some(),
+        "the listener's reading of /proc works"
+    );
+    let attestation = attestor.attest(me).await.unwrap();
     let all = selectors(&attestation);
     assert!(all.contains(&format!("unix:uid:{uid}")), "{all:?}");
     assert!(all.contains(&format!("unix:gid:{gid}")), "{all:?}");
@@ -566,10 +578,49 @@ async fn real_proc_attests_this_test_process() {
     );
     // Somebody else's uid is refused.
     let failure = attestor
-        .attest(peer(pid, uid.wrapping_add(1), gid))
+        .attest(PeerInfo {
+            uid: uid.wrapping_add(1),
+            ..me
+        })
         .await
         .unwrap_err();
     assert_eq!(failure.reason, FailureReason::CredentialsMismatch);
+}
+
+#[tokio::test]
+async fn a_pid_reused_after_the_connection_was_accepted_gets_nothing() {
+    // The connection was accepted from a process that started at 1000; the
+    // pid now belongs to one that started at 2000 (same uid and gid: the
+    // common case in a cluster where workloads share a uid).
+    let proc = FakeProc::new();
+    proc.add(&FakeProcess {
+        start_time: 2000,
+        exe: None,
+        ..FakeProcess::default()
+    });
+    let attestor = ProcAttestor::new(AttestSettings {
+        proc_root: proc.root(),
+    });
+    let pid = FakeProcess::default().pid;
+    let failure = attestor.attest(peer(pid, 1000, 1000)).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Changed);
+    assert!(failure.message.contains("reused"), "{}", failure.message);
+    // A connection whose creator's start time was unknown is refused too.
+    let failure = attestor
+        .attest(PeerInfo {
+            start_time: None,
+            ..peer(pid, 1000, 1000)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Changed);
+    // The creator itself is attested.
+    let creator = FakeProc::new();
+    creator.add(&FakeProcess::default());
+    let attestor = ProcAttestor::new(AttestSettings {
+        proc_root: creator.root(),
+    });
+    attestor.attest(peer(pid, 1000, 1000)).await.unwrap();
 }
 
 // === selectors ===

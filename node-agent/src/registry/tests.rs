@@ -318,6 +318,7 @@ async fn fixed_callers_give_every_caller_the_identity_without_attestation() {
             pid: None,
             uid: 1,
             gid: 1,
+            start_time: None,
         })
         .await
         .unwrap();
@@ -341,6 +342,7 @@ async fn attested_callers_use_proc_and_entries_and_count_failures() {
         pid: Some(pid),
         uid,
         gid,
+        start_time: crate::attest::process_start_time(pid),
     };
     assert_eq!(
         callers.identities(me).await.unwrap(),
@@ -353,6 +355,7 @@ async fn attested_callers_use_proc_and_entries_and_count_failures() {
             pid: None,
             uid,
             gid,
+            start_time: None,
         })
         .await
         .unwrap_err();

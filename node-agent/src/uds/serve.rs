@@ -23,6 +23,7 @@ use tower::ServiceExt;
 
 use super::authority::{AuthorityRewriter, MAX_FRAME_SIZE, PREFACE};
 use super::{UdsError, UdsSettings};
+use crate::attest::process_start_time;
 use crate::peer::PeerInfo;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -163,6 +164,8 @@ pub async fn serve<S, B>(
                 pid: cred.pid(),
                 uid: cred.uid(),
                 gid: cred.gid(),
+                // Pins the connection to the process that opened it.
+                start_time: cred.pid().and_then(process_start_time),
             },
             Err(error) => {
                 tracing::warn!(%error, "SO_PEERCRED failed; closing the connection");

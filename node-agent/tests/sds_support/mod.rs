@@ -236,6 +236,7 @@ pub(crate) fn peer(uid: u32) -> PeerInfo {
         pid: Some(4242),
         uid,
         gid: uid,
+        start_time: None,
     }
 }
 
