@@ -200,6 +200,7 @@ mod tests {
             &a,
             &env(&[
                 ("SIGIL_AGENT__CA__TOKEN_FILE", "/t"),
+                ("SIGIL_AGENT__ATTESTATION__REGISTRATION_FILE", "/e"),
                 ("SIGIL_AGENT__CA__ADDRESS", "https://env:15012"),
             ]),
         )
@@ -213,6 +214,7 @@ mod tests {
             &args(),
             &env(&[
                 ("SIGIL_AGENT__CA__TOKEN_FILE", "/t"),
+                ("SIGIL_AGENT__ATTESTATION__REGISTRATION_FILE", "/e"),
                 ("SIGIL_AGENT__CERTIFICATES__RENEW_FRACTION", "2.0"),
             ]),
         )

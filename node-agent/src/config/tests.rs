@@ -3,10 +3,15 @@ use std::time::Duration;
 
 use super::*;
 
+/// `vars`, plus a registration file (node mode needs entries or Kubernetes).
 fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
-    vars.iter()
+    let mut all: HashMap<String, String> = vars
+        .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+        .collect();
+    all.entry("SIGIL_AGENT__ATTESTATION__REGISTRATION_FILE".into())
+        .or_insert_with(|| "/etc/sigil/entries.toml".into());
+    all
 }
 
 const MINIMAL: &str = "[ca]\ntoken_file = \"/var/run/secrets/tokens/ca\"\n";
@@ -94,7 +99,11 @@ fn each_rule_names_its_field() {
         ),
         ("mode = \"sidecar\"", "attestation.identity"),
         (
-            "[attestation]\nidentity = \"spiffe://other.org/ns/a/sa/b\"",
+            "[attestation]\nidentity = \"spiffe://cluster.local/ns/a/sa/b\"",
+            "attestation.identity",
+        ),
+        (
+            "mode = \"sidecar\"\n[attestation]\nidentity = \"spiffe://other.org/ns/a/sa/b\"",
             "attestation.identity",
         ),
         ("[kubernetes]\nenabled = true", "kubernetes.node_name"),
@@ -120,4 +129,14 @@ fn each_rule_names_its_field() {
             .expect_err(&format!("{toml} must be refused"));
         assert_eq!(field_of(error), *field, "{toml}");
     }
+}
+
+#[test]
+fn node_mode_needs_entries_or_kubernetes() {
+    let text = MINIMAL;
+    let error =
+        AgentConfig::from_toml_with_env(text, &HashMap::<String, String>::new()).unwrap_err();
+    assert_eq!(field_of(error), "attestation.registration_file");
+    let kubernetes = format!("{text}[kubernetes]\nenabled = true\nnode_name = \"n1\"\n");
+    AgentConfig::from_toml_with_env(&kubernetes, &HashMap::<String, String>::new()).unwrap();
 }

@@ -156,6 +156,13 @@ impl AgentConfig {
                     "sidecar mode serves one identity: name it",
                 ));
             }
+            (Mode::Node, Some(id)) => {
+                return Err(invalid(
+                    "attestation.identity",
+                    id,
+                    "is for sidecar mode only (node mode gives identities by registration entries)",
+                ));
+            }
             (_, Some(id)) if id.trust_domain() != &self.trust_domain => {
                 return Err(invalid(
                     "attestation.identity",
@@ -164,6 +171,16 @@ impl AgentConfig {
                 ));
             }
             _ => {}
+        }
+        if self.mode == Mode::Node
+            && self.attestation.registration_file.is_none()
+            && !self.kubernetes.enabled
+        {
+            return Err(invalid(
+                "attestation.registration_file",
+                "unset",
+                "node mode with neither registration entries nor Kubernetes would give no caller an identity",
+            ));
         }
         if self.kubernetes.enabled
             && self

@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 once the sockets serve and the CA has answered (node mode) or the identity is issued (sidecar mode); 503 before and while draining |
+//! | `GET /readyz` | 200 once the sockets serve (node mode) and, in sidecar mode, the workload's certificate is valid; 503 before and while draining |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //! | `GET /status` | [`StatusReport`] as JSON (what `sigil agent status` prints) |
 //!

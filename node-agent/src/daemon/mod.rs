@@ -57,7 +57,7 @@ use crate::manager::{
 use crate::peer::CallerIdentities;
 use crate::registry::{DefaultEntry, Registry, RegistryMetrics, RegistrySettings, WorkloadCallers};
 use crate::sds::{Sds, SdsMetrics, SdsSettings};
-use crate::source::CredentialSource;
+use crate::source::{CredentialSource, SvidState};
 use crate::uds::{self, UdsSettings};
 use crate::workload::{WorkloadApi, WorkloadMetrics};
 
@@ -342,6 +342,13 @@ impl Bound {
             &tasks,
         );
         let source: Arc<dyn CredentialSource> = Arc::new(manager.clone());
+        // A sidecar holds its one identity from the start (as istio-agent
+        // does), so it is issued before the workload asks and readiness
+        // means "the workload's certificate is here".
+        let pinned = match (config.mode, &config.attestation.identity) {
+            (Mode::Sidecar, Some(id)) => Some(source.watch_x509(id)),
+            _ => None,
+        };
         if let Some(registry) = &registry {
             registry.spawn_watcher(&tasks, background_stop.clone());
         }
@@ -395,13 +402,16 @@ impl Bound {
 
         let metrics = Arc::new(metrics);
         let ready = {
-            let manager = manager.clone();
             let serving = serving.clone();
-            let sidecar = config.mode == Mode::Sidecar;
+            // Node mode: ready once the sockets serve; one workload whose
+            // identity fails (shown in /status and the metrics) must not
+            // make the whole node's agent unready and stall a rollout.
+            // Sidecar mode: also the workload's certificate is valid now.
             move || {
                 serving.load(Ordering::SeqCst)
-                    && manager.ready()
-                    && (!sidecar || manager.ca_answered())
+                    && pinned
+                        .as_ref()
+                        .is_none_or(|state| matches!(*state.borrow(), SvidState::Ready(_)))
             }
         };
         let encode = {
