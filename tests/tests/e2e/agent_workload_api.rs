@@ -377,7 +377,7 @@ fn with_header<T>(message: T, value: Option<&'static str>) -> tonic::Request<T> 
 fn status_of<T>(result: Result<tonic::Response<T>, tonic::Status>, what: &str) -> tonic::Status {
     match result {
         Err(status) => status,
-        Ok(_) => panic!("{what}: answered without the security header"),
+        Ok(_) => panic!("{what}: answered without a valid security header"),
     }
 }
 
