@@ -90,6 +90,8 @@ fn concat_der(certs: &[CertificateDer<'static>]) -> Vec<u8> {
 pub(super) struct X509Svids {
     svids: Vec<watch::Receiver<SvidState>>,
     bundles: watch::Receiver<Arc<BundleSet>>,
+    /// Whether a message was rendered yet.
+    started: bool,
 }
 
 impl X509Svids {
@@ -97,6 +99,7 @@ impl X509Svids {
         Self {
             svids: ids.iter().map(|id| source.watch_x509(id)).collect(),
             bundles: source.watch_bundles(),
+            started: false,
         }
     }
 }
@@ -108,24 +111,36 @@ impl Watched for X509Svids {
         let bundles = Arc::clone(&self.bundles.borrow_and_update());
         let mut own: BTreeSet<TrustDomain> = BTreeSet::new();
         let mut svids = Vec::with_capacity(self.svids.len());
+        let mut pending = false;
         for rx in &mut self.svids {
             // Pending and Unavailable identities are left out: never an
             // expired certificate, never an empty one.
-            if let SvidState::Ready(issued) = &*rx.borrow_and_update() {
-                let id = issued.svid.spiffe_id();
-                own.insert(id.trust_domain().clone());
-                svids.push(X509svid {
-                    spiffe_id: id.to_string(),
-                    x509_svid: concat_der(issued.svid.chain()),
-                    x509_svid_key: issued.svid.private_key().secret_der().to_vec(),
-                    bundle: concat_der(issued.bundle.x509_authorities()),
-                    hint: String::new(),
-                });
+            match &*rx.borrow_and_update() {
+                SvidState::Ready(issued) => {
+                    let id = issued.svid.spiffe_id();
+                    own.insert(id.trust_domain().clone());
+                    svids.push(X509svid {
+                        spiffe_id: id.to_string(),
+                        x509_svid: concat_der(issued.svid.chain()),
+                        x509_svid_key: issued.svid.private_key().secret_der().to_vec(),
+                        bundle: concat_der(issued.bundle.x509_authorities()),
+                        hint: String::new(),
+                    });
+                }
+                SvidState::Pending => pending = true,
+                SvidState::Unavailable(_) => {}
             }
         }
-        if svids.is_empty() {
+        // The first message waits until every identity has had its first
+        // answer (issued or failed; the CA request timeout bounds it):
+        // one-shot clients (py-spiffe's `fetch_x509_svids`, the crate's
+        // `fetch_x509_svid`) read only that message, and their default SVID
+        // is its first one, which must be the first identity in
+        // registration order, not whichever was issued first.
+        if svids.is_empty() || (pending && !self.started) {
             return None;
         }
+        self.started = true;
         let federated_bundles = bundles
             .iter()
             .filter(|b| !own.contains(b.trust_domain()) && !b.x509_authorities().is_empty())
@@ -231,5 +246,59 @@ impl Watched for JwtBundles {
 
     fn changed(&mut self) -> BoxFuture<'_, bool> {
         Box::pin(async move { self.0.changed().await.is_ok() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeSource;
+
+    #[test]
+    fn the_first_x509_message_waits_for_every_identity_then_keeps_registration_order() {
+        let ca = sigil_test_util::TestCa::root("example.org");
+        let td = TrustDomain::new("example.org").unwrap();
+        let ids: Vec<SpiffeId> = ["spiffe://example.org/first", "spiffe://example.org/second"]
+            .iter()
+            .map(|s| SpiffeId::parse(s).unwrap())
+            .collect();
+        let ready = |id: &SpiffeId| {
+            let leaf = ca.leaf(&id.to_string());
+            let key = sigil_identity::PrivateKey::from_pkcs8_der(leaf.key.serialize_der()).unwrap();
+            SvidState::Ready(crate::source::IssuedSvid {
+                svid: Arc::new(sigil_identity::X509Svid::new(vec![leaf.der.clone()], key).unwrap()),
+                bundle: Arc::new(sigil_identity::TrustBundle::with_x509_authorities(
+                    td.clone(),
+                    [ca.cert.der.clone()],
+                )),
+                version: 1,
+            })
+        };
+        let source = FakeSource::new();
+        let mut watched = X509Svids::new(&source, &ids);
+        let names = |m: X509svidResponse| -> Vec<String> {
+            m.svids.into_iter().map(|s| s.spiffe_id).collect()
+        };
+
+        // The second is issued first: nothing yet, the first is pending.
+        source.set_svid(&ids[1], ready(&ids[1]));
+        assert!(watched.current().is_none());
+        // Both issued: one message, in registration order.
+        source.set_svid(&ids[0], ready(&ids[0]));
+        assert_eq!(
+            names(watched.current().unwrap()),
+            ["spiffe://example.org/first", "spiffe://example.org/second"]
+        );
+
+        // A failed identity does not hold the others back.
+        let other = FakeSource::new();
+        let mut partial = X509Svids::new(&other, &ids);
+        other.set_svid(&ids[0], SvidState::Unavailable("refused".into()));
+        assert!(partial.current().is_none(), "the second is still pending");
+        other.set_svid(&ids[1], ready(&ids[1]));
+        assert_eq!(
+            names(partial.current().unwrap()),
+            ["spiffe://example.org/second"]
+        );
     }
 }

@@ -16,6 +16,9 @@
 mod common;
 
 mod agent_lifecycle;
+mod agent_rotation;
+mod agent_sds;
+mod agent_workload_api;
 mod ca_server_admin;
 mod ca_server_connections;
 mod ca_server_impersonation;
