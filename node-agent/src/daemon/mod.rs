@@ -23,10 +23,9 @@
 //! Kubernetes default entry is on when `kubernetes.enabled`.
 //!
 //! Admin listener (`admin.addr`): `/healthz` (200 while running),
-//! `/readyz` (200 once the sockets serve and no identity is failing
-//! without a valid certificate; in sidecar mode also once the CA has
-//! issued a certificate, i.e. after the first request for the identity;
-//! 503 while draining), `/metrics` (prefix `sigil_agent_`) and `/status`
+//! `/readyz` (200 once the sockets serve; in sidecar mode also while the
+//! workload's certificate, asked for at start, is valid; 503 while
+//! draining), `/metrics` (prefix `sigil_agent_`) and `/status`
 //! ([`StatusReport`], what `sigil agent status` prints).
 
 mod admin;
