@@ -153,7 +153,13 @@ async fn with_the_ca_down_the_agent_serves_the_valid_certificate_never_an_expire
         .await
         .expect("/status shows the last error");
     assert!(!error.is_empty());
-    assert!(agent.metric_total("sigil_agent_ca_errors_total").await >= 1.0);
+    // An unreachable CA is a transport failure: gRPC `Unavailable`.
+    assert!(
+        agent
+            .metric(r#"sigil_agent_ca_errors_total{code="Unavailable"}"#)
+            .await
+            >= 1.0
+    );
     let mut fresh = x509_stream(&agent.workload).await;
     let message = next_within(&mut fresh, ca::WAIT)
         .await
