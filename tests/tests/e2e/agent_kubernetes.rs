@@ -4,8 +4,8 @@
 //! `istio-system/ztunnel`, bound to node-1) and asks with
 //! `ImpersonatedIdentity`; the CA's pod-on-node check gives it the identity
 //! of a pod on node-1 and refuses that of a pod on node-2 (PermissionDenied
-//! on `/status` and in `sigil_agent_ca_errors_total`, and that workload gets
-//! no SVID). The token file is re-read for every request: a rotated token
+//! on `/status`, `code="permission_denied"` in `sigil_agent_ca_errors_total`;
+//! that workload gets no SVID). The token file is re-read for every request: a rotated token
 //! is the one reviewed next.
 //!
 //! Callers are mapped to the two identities by `unix:uid` registration
@@ -81,7 +81,7 @@ async fn a_node_agent_gets_pods_on_its_node_and_is_refused_for_a_pod_on_another_
 
     // The pod on node-2: the CA refuses, the agent reports it, the
     // workload gets nothing while it asks.
-    let refused = r#"sigil_agent_ca_errors_total{code="PermissionDenied"}"#;
+    let refused = r#"sigil_agent_ca_errors_total{code="permission_denied"}"#;
     let (answer, ()) = tokio::join!(
         probe.fetch_as(CART_UID, &agent.workload, Duration::from_secs(2)),
         wait_until("the refusal is counted", WAIT, || async {

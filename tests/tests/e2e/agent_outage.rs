@@ -156,7 +156,7 @@ async fn with_the_ca_down_the_agent_serves_the_valid_certificate_never_an_expire
     // An unreachable CA is a transport failure: gRPC `Unavailable`.
     assert!(
         agent
-            .metric(r#"sigil_agent_ca_errors_total{code="Unavailable"}"#)
+            .metric(r#"sigil_agent_ca_errors_total{code="unavailable"}"#)
             .await
             >= 1.0
     );
