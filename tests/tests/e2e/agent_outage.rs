@@ -10,7 +10,7 @@
 //! the error clears.
 //!
 //! The same rules on a paused clock (exact deadlines, clock jumps) are the
-//! certificate manager's unit tests (`node-agent/src/manager/tests*`, e.g.
+//! certificate manager's unit tests (`node-agent/src/manager/tests.rs`, e.g.
 //! `no_expired_certificate_is_ever_ready`).
 
 use std::time::{Duration, SystemTime};
