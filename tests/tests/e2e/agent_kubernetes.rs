@@ -83,7 +83,7 @@ async fn a_node_agent_gets_pods_on_its_node_and_is_refused_for_a_pod_on_another_
     // workload gets nothing while it asks.
     let refused = r#"sigil_agent_ca_errors_total{code="permission_denied"}"#;
     let (answer, ()) = tokio::join!(
-        probe.fetch_as(CART_UID, &agent.workload, Duration::from_secs(2)),
+        probe.fetch_as(CART_UID, &agent.workload, Duration::from_secs(1)),
         wait_until("the refusal is counted", WAIT, || async {
             agent.metric(refused).await >= 1.0
         }),
