@@ -17,11 +17,10 @@
 
 use std::time::Duration;
 
-use sigil_identity::SpiffeId;
 use sigil_node_agent::config::Mode;
 
 use crate::common::agent::{self, Probe, ProbeAnswer, registration_file};
-use crate::common::ca::{self, WAIT, ZTUNNEL, k8s_id};
+use crate::common::ca::{self, WAIT, k8s_id};
 
 const WEB_UID: u32 = 1001;
 const DB_UID: u32 = 1002;
@@ -31,11 +30,7 @@ const STRANGER_UID: u32 = 1003;
 async fn two_uids_get_two_identities_an_unregistered_uid_none_and_a_gone_caller_nothing() {
     let probe = Probe::new();
     let (web, db) = (k8s_id("default", "web"), k8s_id("default", "db"));
-    let ca = ca::start(|c| {
-        c.authorization.node_agents = vec![SpiffeId::parse(ZTUNNEL).unwrap()];
-        c.authorization.unbounded_impersonation = true;
-    })
-    .await;
+    let ca = ca::start(agent::allow_node_agent).await;
     let agent = agent::start(&ca, |c, dir| {
         c.mode = Mode::Node;
         c.attestation.identity = None;

@@ -270,13 +270,10 @@ mod ops {
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
     use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
     use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-    use hyper_util::rt::TokioIo;
     use prost::Message as _;
     use sigil_proto::spiffe::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
     use sigil_proto::spiffe::workload::{X509svidRequest, X509svidResponse};
-    use tokio::net::UnixStream;
     use tokio::sync::mpsc;
-    use tonic::transport::{Channel, Endpoint, Uri};
 
     use super::AgentUnderTest;
 
@@ -324,21 +321,9 @@ mod ops {
         }
     }
 
-    /// A tonic channel over the unix socket `path`.
-    pub(crate) async fn unix_channel(path: &Path) -> Channel {
-        let path = path.to_owned();
-        Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { UnixStream::connect(path).await.map(TokioIo::new) }
-            }))
-            .await
-            .unwrap_or_else(|e| panic!("connect to the agent's socket: {e}"))
-    }
-
     /// A raw Workload API `FetchX509SVID` stream (with the security header).
     pub(crate) async fn x509_stream(socket: &Path) -> tonic::Streaming<X509svidResponse> {
-        let mut client = SpiffeWorkloadApiClient::new(unix_channel(socket).await);
+        let mut client = SpiffeWorkloadApiClient::new(super::uds_channel(socket).await);
         let mut request = tonic::Request::new(X509svidRequest {});
         request
             .metadata_mut()
@@ -381,7 +366,7 @@ mod ops {
                 ..DiscoveryRequest::default()
             })
             .expect("queue the request");
-            let mut client = SecretDiscoveryServiceClient::new(unix_channel(socket).await);
+            let mut client = SecretDiscoveryServiceClient::new(super::uds_channel(socket).await);
             let responses = client
                 .stream_secrets(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
                 .await
