@@ -15,7 +15,10 @@
 
 mod common;
 
+mod agent_attestation;
+mod agent_kubernetes;
 mod agent_lifecycle;
+mod agent_outage;
 mod agent_rotation;
 mod agent_sds;
 mod agent_workload_api;
