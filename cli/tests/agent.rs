@@ -35,8 +35,8 @@ fn config(dir: &Path, ca: &str, admin: &str, extra: &str) -> String {
         "mode = \"sidecar\"\n\
          [ca]\naddress = \"{ca}\"\nserver_name = \"localhost\"\n\
          roots_file = \"{d}/roots.pem\"\ntoken_file = \"{d}/token\"\n\
-         [sds]\nsocket = \"{d}/sds.sock\"\n\
-         [workload_api]\nsocket = \"{d}/workload.sock\"\n\
+         [sds]\nsocket = \"{d}/sds.sock\"\nmode = 0o600\n\
+         [workload_api]\nsocket = \"{d}/workload.sock\"\nmode = 0o600\n\
          [attestation]\nidentity = \"{APP}\"\n\
          [admin]\naddr = \"{admin}\"\nshutdown_grace = \"1s\"\n\
          {extra}"

@@ -99,6 +99,18 @@ fn each_rule_names_its_field() {
         ),
         ("mode = \"sidecar\"", "attestation.identity"),
         (
+            "mode = \"sidecar\"\n[attestation]\nidentity = \"spiffe://cluster.local/ns/a/sa/b\"\n[workload_api]\nmode = 0o666",
+            "workload_api.mode",
+        ),
+        (
+            "mode = \"sidecar\"\n[attestation]\nidentity = \"spiffe://cluster.local/ns/a/sa/b\"\n[workload_api]\nmode = 0o600\n[sds]\nmode = 0o604",
+            "sds.mode",
+        ),
+        (
+            "[file_output]\nidentity = \"spiffe://cluster.local/ns/a/sa/b\"\ndir = \"/tmp/x\"\ncert_file_name = \"svid_key.pem\"",
+            "file_output.key_file_name",
+        ),
+        (
             "[attestation]\nidentity = \"spiffe://cluster.local/ns/a/sa/b\"",
             "attestation.identity",
         ),
@@ -125,7 +137,13 @@ fn each_rule_names_its_field() {
         } else {
             format!("{toml}\n{MINIMAL}")
         };
-        let error = AgentConfig::from_toml_with_env(&text, &env(&[]))
+        // Sidecar cases run without registration entries.
+        let vars = if toml.contains("sidecar") {
+            HashMap::new()
+        } else {
+            env(&[])
+        };
+        let error = AgentConfig::from_toml_with_env(&text, &vars)
             .expect_err(&format!("{toml} must be refused"));
         assert_eq!(field_of(error), *field, "{toml}");
     }

@@ -172,6 +172,28 @@ impl AgentConfig {
             }
             _ => {}
         }
+        if self.mode == Mode::Sidecar && self.attestation.registration_file.is_none() {
+            // Without entries a sidecar gives its identity to every caller
+            // of its sockets, unattested: the socket modes are the only
+            // control, so other users must not reach them.
+            for (field, enabled, mode) in [
+                (
+                    "workload_api.mode",
+                    self.workload_api.enabled,
+                    self.workload_api.mode,
+                ),
+                ("sds.mode", self.sds.enabled, self.sds.mode),
+            ] {
+                if enabled && mode & 0o007 != 0 {
+                    return Err(invalid(
+                        field,
+                        format!("{mode:#o}"),
+                        "a sidecar without attestation.registration_file gives its identity to every caller: \
+                         the socket must not be open to other users (e.g. 0o600 or 0o660)",
+                    ));
+                }
+            }
+        }
         if self.mode == Mode::Node
             && self.attestation.registration_file.is_none()
             && !self.kubernetes.enabled
@@ -211,6 +233,16 @@ impl AgentConfig {
                 if name.is_empty() || name.contains('/') || name == "." || name == ".." {
                     return Err(invalid(field, name, "must be a plain file name"));
                 }
+            }
+            if files.cert_file_name == files.key_file_name
+                || files.bundle_file_name == files.key_file_name
+                || files.bundle_file_name == files.cert_file_name
+            {
+                return Err(invalid(
+                    "file_output.key_file_name",
+                    &files.key_file_name,
+                    "the certificate, key and bundle file names must differ",
+                ));
             }
             if !SIGNALS.contains(&files.signal.as_str()) {
                 return Err(invalid(

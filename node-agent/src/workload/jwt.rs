@@ -37,9 +37,9 @@ impl WorkloadApi {
                 WorkloadError::InvalidArgument(format!("spiffe_id is not a SPIFFE ID: {e}"))
             })?;
             if !ids.contains(&wanted) {
-                return Err(WorkloadError::PermissionDenied(format!(
-                    "no identity issued for {wanted}"
-                )));
+                // The exact text clients match on, as for a caller with no
+                // identity at all.
+                return Err(WorkloadError::NoIdentity);
             }
             vec![wanted]
         };

@@ -25,11 +25,15 @@ pub type UpdateStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>
 
 /// Watched state that renders to one message kind.
 pub(super) trait Watched: Send + 'static {
-    type Message: PartialEq + Clone + Send + 'static;
+    type Message: Send + 'static;
+    /// What tells two messages apart. A stream keeps the last key, never
+    /// the last message: an X.509-SVID message holds private keys, which
+    /// must not stay in memory for the life of the stream.
+    type Key: PartialEq + Send + 'static;
 
-    /// The message for the current state (marking it seen), or `None`
-    /// while there is nothing to send yet.
-    fn current(&mut self) -> Option<Self::Message>;
+    /// The message for the current state with its key (marking it seen),
+    /// or `None` while there is nothing to send yet.
+    fn current(&mut self) -> Option<(Self::Key, Self::Message)>;
 
     /// Resolves on the next change; `false` when a watched value's sender
     /// is gone (the source dropped it).
@@ -38,7 +42,7 @@ pub(super) trait Watched: Send + 'static {
 
 struct StreamState<W: Watched> {
     watched: W,
-    last: Option<W::Message>,
+    last: Option<W::Key>,
     shutdown: CancellationToken,
     _guard: StreamGuard,
 }
@@ -57,10 +61,10 @@ pub(super) fn updates<W: Watched>(
     futures::stream::unfold(state, |state| async move {
         let mut state = state?;
         loop {
-            if let Some(message) = state.watched.current()
-                && state.last.as_ref() != Some(&message)
+            if let Some((key, message)) = state.watched.current()
+                && state.last.as_ref() != Some(&key)
             {
-                state.last = Some(message.clone());
+                state.last = Some(key);
                 return Some((Ok(message), Some(state)));
             }
             tokio::select! {
@@ -104,13 +108,19 @@ impl X509Svids {
     }
 }
 
+/// An X.509-SVID message's key: each SVID's ID and version (a new version
+/// on every rotation or bundle change), and the federated bundles.
+type X509SvidsKey = (Vec<(String, u64)>, HashMap<String, Vec<u8>>);
+
 impl Watched for X509Svids {
     type Message = X509svidResponse;
+    type Key = X509SvidsKey;
 
-    fn current(&mut self) -> Option<X509svidResponse> {
+    fn current(&mut self) -> Option<(X509SvidsKey, X509svidResponse)> {
         let bundles = Arc::clone(&self.bundles.borrow_and_update());
         let mut own: BTreeSet<TrustDomain> = BTreeSet::new();
         let mut svids = Vec::with_capacity(self.svids.len());
+        let mut versions = Vec::with_capacity(self.svids.len());
         let mut pending = false;
         for rx in &mut self.svids {
             // Pending and Unavailable identities are left out: never an
@@ -119,6 +129,7 @@ impl Watched for X509Svids {
                 SvidState::Ready(issued) => {
                     let id = issued.svid.spiffe_id();
                     own.insert(id.trust_domain().clone());
+                    versions.push((id.to_string(), issued.version));
                     svids.push(X509svid {
                         spiffe_id: id.to_string(),
                         x509_svid: concat_der(issued.svid.chain()),
@@ -141,7 +152,7 @@ impl Watched for X509Svids {
             return None;
         }
         self.started = true;
-        let federated_bundles = bundles
+        let federated_bundles: HashMap<String, Vec<u8>> = bundles
             .iter()
             .filter(|b| !own.contains(b.trust_domain()) && !b.x509_authorities().is_empty())
             .map(|b| {
@@ -151,11 +162,14 @@ impl Watched for X509Svids {
                 )
             })
             .collect();
-        Some(X509svidResponse {
-            svids,
-            crl: Vec::new(),
-            federated_bundles,
-        })
+        Some((
+            (versions, federated_bundles.clone()),
+            X509svidResponse {
+                svids,
+                crl: Vec::new(),
+                federated_bundles,
+            },
+        ))
     }
 
     fn changed(&mut self) -> BoxFuture<'_, bool> {
@@ -181,8 +195,9 @@ pub(super) struct X509Bundles(pub(super) watch::Receiver<Arc<BundleSet>>);
 
 impl Watched for X509Bundles {
     type Message = X509BundlesResponse;
+    type Key = X509BundlesResponse;
 
-    fn current(&mut self) -> Option<X509BundlesResponse> {
+    fn current(&mut self) -> Option<(X509BundlesResponse, X509BundlesResponse)> {
         let set = Arc::clone(&self.0.borrow_and_update());
         let bundles: HashMap<String, Vec<u8>> = set
             .iter()
@@ -194,9 +209,12 @@ impl Watched for X509Bundles {
                 )
             })
             .collect();
-        (!bundles.is_empty()).then(|| X509BundlesResponse {
-            crl: Vec::new(),
-            bundles,
+        (!bundles.is_empty()).then(|| {
+            let message = X509BundlesResponse {
+                crl: Vec::new(),
+                bundles,
+            };
+            (message.clone(), message)
         })
     }
 
@@ -224,8 +242,9 @@ pub(super) struct JwtBundles(pub(super) watch::Receiver<Arc<BundleSet>>);
 
 impl Watched for JwtBundles {
     type Message = JwtBundlesResponse;
+    type Key = JwtBundlesResponse;
 
-    fn current(&mut self) -> Option<JwtBundlesResponse> {
+    fn current(&mut self) -> Option<(JwtBundlesResponse, JwtBundlesResponse)> {
         let set = Arc::clone(&self.0.borrow_and_update());
         let bundles: HashMap<String, Vec<u8>> = set
             .iter()
@@ -241,7 +260,10 @@ impl Watched for JwtBundles {
                 (b.trust_domain().id_string(), json)
             })
             .collect();
-        (!bundles.is_empty()).then_some(JwtBundlesResponse { bundles })
+        (!bundles.is_empty()).then(|| {
+            let message = JwtBundlesResponse { bundles };
+            (message.clone(), message)
+        })
     }
 
     fn changed(&mut self) -> BoxFuture<'_, bool> {
@@ -276,7 +298,7 @@ mod tests {
         };
         let source = FakeSource::new();
         let mut watched = X509Svids::new(&source, &ids);
-        let names = |m: X509svidResponse| -> Vec<String> {
+        let names = |(_, m): (X509SvidsKey, X509svidResponse)| -> Vec<String> {
             m.svids.into_iter().map(|s| s.spiffe_id).collect()
         };
 

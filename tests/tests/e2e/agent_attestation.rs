@@ -33,6 +33,8 @@ async fn two_uids_get_two_identities_an_unregistered_uid_none_and_a_gone_caller_
     let ca = ca::start(agent::allow_node_agent).await;
     let agent = agent::start(&ca, |c, dir| {
         c.mode = Mode::Node;
+        // Node mode attests every caller: processes of other uids connect.
+        c.workload_api.mode = sigil_node_agent::config::DEFAULT_WORKLOAD_SOCKET_MODE;
         c.attestation.identity = None;
         c.ca.token_file = Some(crate::common::write(
             dir,

@@ -55,6 +55,8 @@ async fn a_node_agent_gets_pods_on_its_node_and_is_refused_for_a_pod_on_another_
     let mut token_file = None;
     let agent = agent::start(&ca, |c, dir| {
         c.mode = Mode::Node;
+        // Node mode attests every caller: processes of other uids connect.
+        c.workload_api.mode = sigil_node_agent::config::DEFAULT_WORKLOAD_SOCKET_MODE;
         c.attestation.identity = None;
         let token = crate::common::write(dir, "token", "jwt.ztunnel-node-1.sig");
         token_file = Some(token.clone());

@@ -92,6 +92,9 @@ pub(crate) fn sidecar_config(ca: &CaUnderTest, dir: &std::path::Path) -> AgentCo
     config.attestation.identity = Some(SpiffeId::parse(APP_ID).expect("id"));
     config.sds.socket = dir.join("sds.sock");
     config.workload_api.socket = dir.join("workload.sock");
+    // A sidecar without entries serves every caller: private sockets.
+    config.sds.mode = 0o600;
+    config.workload_api.mode = 0o600;
     config.admin.addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.admin.shutdown_grace = Duration::from_secs(5);
     config
@@ -155,6 +158,7 @@ pub(crate) fn node_mode_for_my_uid(config: &mut AgentConfig, dir: &std::path::Pa
         .map(|id| format!("[[entry]]\nspiffe_id = \"{id}\"\nselectors = [\"unix:uid:{uid}\"]\n\n"))
         .collect();
     config.mode = Mode::Node;
+    config.workload_api.mode = sigil_node_agent::config::DEFAULT_WORKLOAD_SOCKET_MODE;
     config.attestation.identity = None;
     config.attestation.registration_file = Some(super::write(dir, "registrations.toml", entries));
     config.ca.token_file = Some(super::write(dir, "node-token", NODE_AGENT_TOKEN));
