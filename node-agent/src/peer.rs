@@ -44,4 +44,13 @@ pub trait CallerIdentities: Send + Sync + 'static {
     /// Empty when no registration entry matches; the servers then answer
     /// `PermissionDenied("no identity issued")`.
     fn identities(&self, peer: PeerInfo) -> BoxFuture<'static, Result<Vec<SpiffeId>, AttestError>>;
+
+    /// Resolves when the answers of [`identities`](Self::identities) may
+    /// have changed since this call (registration entries reloaded). A
+    /// stream takes it when it opens and ends when it resolves, so its
+    /// caller reconnects and is attested against the new entries: a
+    /// removed entry stops being served. The default never resolves.
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(futures::future::pending())
+    }
 }

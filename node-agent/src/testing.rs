@@ -114,6 +114,9 @@ pub struct FixedCallers {
     pub by_uid: HashMap<u32, Vec<SpiffeId>>,
     /// Uids whose attestation fails.
     pub failing: Vec<u32>,
+    /// Bump it (`send_modify`) to tell open streams that the answers
+    /// changed ([`CallerIdentities::changed`]).
+    pub entries_changed: Arc<watch::Sender<u64>>,
 }
 
 impl CallerIdentities for FixedCallers {
@@ -127,5 +130,14 @@ impl CallerIdentities for FixedCallers {
             Ok(self.by_uid.get(&peer.uid).cloned().unwrap_or_default())
         };
         Box::pin(async move { answer })
+    }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let mut changes = self.entries_changed.subscribe();
+        Box::pin(async move {
+            if changes.changed().await.is_err() {
+                futures::future::pending::<()>().await;
+            }
+        })
     }
 }

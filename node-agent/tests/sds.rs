@@ -433,3 +433,26 @@ async fn shutdown_ends_open_streams_with_unavailable() {
     harness.shutdown.cancel();
     assert_eq!(stream.error().await.code(), Code::Unavailable);
 }
+
+#[tokio::test]
+async fn a_registration_change_ends_the_stream_so_the_caller_is_attested_again() {
+    let (harness, _pki, _first) = ready().await;
+    let mut stream = harness.open().await.unwrap();
+    stream.subscribe(BOTH).await;
+    let initial = stream.next().await;
+    stream.ack(&initial, BOTH).await;
+
+    harness
+        .entries_changed
+        .send_modify(|generation| *generation += 1);
+    let status = stream.error().await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("registration entries changed"),
+        "{status:?}"
+    );
+    // Reconnecting is attested again and served.
+    let mut again = harness.open().await.unwrap();
+    again.subscribe(BOTH).await;
+    assert_eq!(secrets(&again.next().await).len(), 2);
+}

@@ -84,4 +84,21 @@ impl CallerIdentities for WorkloadCallers {
             }
         })
     }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        match &self.mode {
+            Mode::Fixed(_) => Box::pin(futures::future::pending()),
+            Mode::Attested { registry, .. } => {
+                // A new receiver has seen the entries in force now; the
+                // next applied reload wakes it. A registry that went away
+                // (the agent is stopping) changes nothing any more.
+                let mut entries = registry.subscribe();
+                Box::pin(async move {
+                    if entries.changed().await.is_err() {
+                        futures::future::pending::<()>().await;
+                    }
+                })
+            }
+        }
+    }
 }

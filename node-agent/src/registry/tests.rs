@@ -374,3 +374,44 @@ async fn attested_callers_use_proc_and_entries_and_count_failures() {
     let callers = WorkloadCallers::attested(ProcAttestor::new(AttestSettings::default()), empty);
     assert!(callers.identities(me).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn attested_callers_report_an_applied_reload_and_nothing_else() {
+    use futures::FutureExt as _;
+
+    let entry =
+        |id: &str| format!("[[entry]]\nspiffe_id = \"{id}\"\nselectors = [\"unix:uid:1\"]\n");
+    let (dir, registry) = registry_with(&entry("spiffe://example.org/a"), DefaultEntry::None);
+    let callers = WorkloadCallers::attested(
+        ProcAttestor::new(AttestSettings::default()),
+        registry.clone(),
+    );
+    let mut changed = callers.changed();
+    assert!(
+        (&mut changed).now_or_never().is_none(),
+        "nothing changed yet"
+    );
+    // An invalid file keeps the old entries: no change reported.
+    write(
+        &dir.path().join("entries.toml"),
+        "[[entry]]\nspiffe_id = 7\n",
+    );
+    let _ = registry.reload().await;
+    assert!(
+        (&mut changed).now_or_never().is_none(),
+        "a refused file changes nothing"
+    );
+    // A valid new file is applied: open streams are told.
+    write(
+        &dir.path().join("entries.toml"),
+        &entry("spiffe://example.org/b"),
+    );
+    registry.reload().await.unwrap();
+    assert!(
+        changed.now_or_never().is_some(),
+        "an applied reload is reported"
+    );
+    // Fixed callers (sidecar without entries) never change.
+    let fixed = WorkloadCallers::fixed(id("spiffe://example.org/sidecar"));
+    assert!(fixed.changed().now_or_never().is_none());
+}

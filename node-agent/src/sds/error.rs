@@ -77,6 +77,10 @@ pub enum SdsError {
     /// The agent is shutting down (or its credential source stopped).
     #[error("the agent is shutting down")]
     ShuttingDown,
+    /// The registration entries changed while the stream was open: the
+    /// client reconnects and is attested against the new entries.
+    #[error("registration entries changed: reconnect to be attested again")]
+    EntriesChanged,
     /// DeltaSecrets (incremental xDS) is not served.
     #[error("DeltaSecrets is not implemented; use StreamSecrets (state of the world)")]
     DeltaUnsupported,
@@ -97,12 +101,13 @@ impl SdsError {
             Self::UnknownResource { .. } => "unknown_resource",
             Self::NotReady { .. } => "not_ready",
             Self::ShuttingDown => "shutting_down",
+            Self::EntriesChanged => "entries_changed",
             Self::DeltaUnsupported => "unimplemented",
         }
     }
 
     /// Every value [`Self::reason`] can return.
-    pub(super) const REASONS: [&'static str; 10] = [
+    pub(super) const REASONS: [&'static str; 11] = [
         "no_peer",
         "attestation_failed",
         "no_identity",
@@ -112,6 +117,7 @@ impl SdsError {
         "unknown_resource",
         "not_ready",
         "shutting_down",
+        "entries_changed",
         "unimplemented",
     ];
 
@@ -147,7 +153,8 @@ impl From<SdsError> for tonic::Status {
             SdsError::NoPeer
             | SdsError::Attestation(_)
             | SdsError::NotReady { .. }
-            | SdsError::ShuttingDown => Self::unavailable(message),
+            | SdsError::ShuttingDown
+            | SdsError::EntriesChanged => Self::unavailable(message),
             SdsError::NoIdentity => Self::permission_denied(message),
             SdsError::TooManyStreams { .. } | SdsError::TooManyIdentityStreams { .. } => {
                 Self::resource_exhausted(message)

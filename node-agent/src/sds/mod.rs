@@ -41,7 +41,10 @@
 //!
 //! - The caller is attested once when the stream opens: no identity ->
 //!   `PermissionDenied("no identity issued")`; attestation failure ->
-//!   `Unavailable`. A stream is re-attested only by reconnecting.
+//!   `Unavailable`. A stream is re-attested only by reconnecting; when the
+//!   registration entries are reloaded
+//!   ([`CallerIdentities::changed`](crate::peer::CallerIdentities::changed))
+//!   every open stream ends with `Unavailable` so that its client does.
 //! - Each response carries the subscribed resources whose content changed
 //!   since the client was last sent them, with a fresh `version_info`
 //!   (a process-wide counter) and a fresh `nonce`. Resources left out are
@@ -214,6 +217,8 @@ impl Shared {
             .get::<PeerInfo>()
             .copied()
             .ok_or(SdsError::NoPeer)?;
+        // Taken before attesting, so no reload in between is missed.
+        let reattest = self.callers.changed();
         let ids = self.callers.identities(peer).await?;
         let id = ids.into_iter().next().ok_or(SdsError::NoIdentity)?;
         Ok(CallerView::new(
@@ -221,6 +226,7 @@ impl Shared {
             self.source.watch_x509(&id),
             self.source.watch_bundles(),
             self.settings.root_ca,
+            reattest,
         ))
     }
 
@@ -230,7 +236,8 @@ impl Shared {
             SdsError::NoIdentity
             | SdsError::TooManyStreams { .. }
             | SdsError::TooManyIdentityStreams { .. }
-            | SdsError::ShuttingDown => {
+            | SdsError::ShuttingDown
+            | SdsError::EntriesChanged => {
                 debug!(error = %e, "SDS call refused");
             }
             _ => warn!(error = %e, "SDS call refused"),

@@ -54,6 +54,7 @@ pub(super) struct SecretStream {
 enum Event {
     Request(Result<Option<Box<DiscoveryRequest>>, Status>),
     Changed(Result<(), tokio::sync::watch::error::RecvError>),
+    Reattest,
     Shutdown,
 }
 
@@ -105,6 +106,7 @@ impl SecretStream {
                 request = self.inbound.message() => Event::Request(request.map(|r| r.map(Box::new))),
                 changed = self.view.svid.changed() => Event::Changed(changed),
                 changed = self.view.bundles.changed() => Event::Changed(changed),
+                () = &mut self.view.reattest => Event::Reattest,
             };
             match event {
                 Event::Request(Ok(Some(request))) => {
@@ -122,6 +124,10 @@ impl SecretStream {
                     return None;
                 }
                 Event::Changed(Ok(())) => self.dirty = true,
+                Event::Reattest => {
+                    debug!("registration entries changed; ending the stream for re-attestation");
+                    return Some(self.fail(SdsError::EntriesChanged));
+                }
                 // The source dropped its sender: the agent is stopping.
                 Event::Changed(Err(_)) | Event::Shutdown => {
                     return Some(self.fail(SdsError::ShuttingDown));

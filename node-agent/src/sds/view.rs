@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
+use futures::future::BoxFuture;
 use sigil_identity::{BundleSet, SpiffeId, TrustBundle, X509Svid};
 use tokio::sync::watch;
 
@@ -23,6 +24,10 @@ pub(super) struct CallerView {
     pub(super) bundles: watch::Receiver<Arc<BundleSet>>,
     /// What `ROOTCA` carries.
     pub(super) scope: RootCaScope,
+    /// Resolves when the caller's registration entries may have changed
+    /// ([`CallerIdentities::changed`](crate::peer::CallerIdentities::changed)):
+    /// the stream ends and the client reconnects to be attested again.
+    pub(super) reattest: BoxFuture<'static, ()>,
     /// The last `ROOTCA` PEM and the inputs it was built from (the bundle
     /// set and the SVID's bundle), so a rotation that changes neither
     /// costs no re-encoding.
@@ -49,12 +54,14 @@ impl CallerView {
         svid: watch::Receiver<SvidState>,
         bundles: watch::Receiver<Arc<BundleSet>>,
         scope: RootCaScope,
+        reattest: BoxFuture<'static, ()>,
     ) -> Self {
         Self {
             id,
             svid,
             bundles,
             scope,
+            reattest,
             root_memo: None,
         }
     }

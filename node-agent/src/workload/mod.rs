@@ -154,11 +154,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         const METHOD: &str = "FetchX509SVID";
+        // Taken before attesting, so no reload in between is missed.
+        let reattest = self.callers.changed();
         let result = self.caller(&request).await.map(|ids| {
             let watched = streams::X509Svids::new(self.source.as_ref(), &ids);
             streams::updates(
                 watched,
                 self.shutdown.clone(),
+                reattest,
                 self.metrics.stream_opened(METHOD),
             )
         });
@@ -170,11 +173,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         const METHOD: &str = "FetchX509Bundles";
+        let reattest = self.callers.changed();
         let result = self.caller(&request).await.map(|_| {
             let watched = streams::X509Bundles(self.source.watch_bundles());
             streams::updates(
                 watched,
                 self.shutdown.clone(),
+                reattest,
                 self.metrics.stream_opened(METHOD),
             )
         });
@@ -195,11 +200,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         const METHOD: &str = "FetchJWTBundles";
+        let reattest = self.callers.changed();
         let result = self.caller(&request).await.map(|_| {
             let watched = streams::JwtBundles(self.source.watch_bundles());
             streams::updates(
                 watched,
                 self.shutdown.clone(),
+                reattest,
                 self.metrics.stream_opened(METHOD),
             )
         });

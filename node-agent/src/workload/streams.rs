@@ -44,18 +44,23 @@ struct StreamState<W: Watched> {
     watched: W,
     last: Option<W::Key>,
     shutdown: CancellationToken,
+    /// Resolves when the registration entries changed: the stream ends
+    /// (UNAVAILABLE) and the client reconnects to be attested again.
+    reattest: BoxFuture<'static, ()>,
     _guard: StreamGuard,
 }
 
 pub(super) fn updates<W: Watched>(
     watched: W,
     shutdown: CancellationToken,
+    reattest: BoxFuture<'static, ()>,
     guard: StreamGuard,
 ) -> UpdateStream<W::Message> {
     let state = Some(StreamState {
         watched,
         last: None,
         shutdown,
+        reattest,
         _guard: guard,
     });
     futures::stream::unfold(state, |state| async move {
@@ -69,6 +74,12 @@ pub(super) fn updates<W: Watched>(
             }
             tokio::select! {
                 () = state.shutdown.cancelled() => return None,
+                () = &mut state.reattest => {
+                    let status = Status::unavailable(
+                        "registration entries changed: reconnect to be attested again",
+                    );
+                    return Some((Err(status), None));
+                }
                 alive = state.watched.changed() => {
                     if !alive {
                         let status = Status::unavailable("the credential source stopped serving this identity");

@@ -174,7 +174,7 @@ pub fn bundle_set(domains: &[&TestDomain]) -> BundleSet {
 pub fn callers_for_me(ids: Vec<SpiffeId>) -> FixedCallers {
     FixedCallers {
         by_uid: HashMap::from([(my_uid(), ids)]),
-        failing: Vec::new(),
+        ..FixedCallers::default()
     }
 }
 

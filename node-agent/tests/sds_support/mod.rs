@@ -109,6 +109,8 @@ pub(crate) fn callers() -> FixedCallers {
 /// A running SDS server on a unix socket.
 pub(crate) struct Harness {
     pub(crate) source: Arc<FakeSource>,
+    /// Bump it to tell open streams the registration entries changed.
+    pub(crate) entries_changed: Arc<tokio::sync::watch::Sender<u64>>,
     pub(crate) metrics: SdsMetrics,
     pub(crate) registry: Registry,
     pub(crate) shutdown: CancellationToken,
@@ -126,9 +128,11 @@ impl Harness {
         let mut registry = Registry::default();
         let metrics = SdsMetrics::new(&mut registry);
         let shutdown = CancellationToken::new();
+        let callers = callers();
+        let entries_changed = callers.entries_changed.clone();
         let sds = Sds::new(
             source.clone(),
-            Arc::new(callers()),
+            Arc::new(callers),
             settings,
             metrics.clone(),
             shutdown.clone(),
@@ -148,6 +152,7 @@ impl Harness {
         tokio::spawn(server);
         Self {
             source,
+            entries_changed,
             metrics,
             registry,
             shutdown,
@@ -170,6 +175,7 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let mut callers = FixedCallers::default();
         callers.by_uid.insert(my_uid, vec![web()]);
+        let entries_changed = callers.entries_changed.clone();
         let sds = Sds::new(
             source.clone(),
             Arc::new(callers),
@@ -188,6 +194,7 @@ impl Harness {
         ));
         Self {
             source,
+            entries_changed,
             metrics,
             registry,
             shutdown,

@@ -513,3 +513,48 @@ async fn oversized_requests_are_refused() {
     );
     fx.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_registration_change_ends_open_streams_so_callers_are_attested_again() {
+    let web = id("spiffe://example.org/web");
+    let callers = callers_for_me(vec![web.clone()]);
+    let entries_changed = callers.entries_changed.clone();
+    let fx = start(callers);
+    fx.source.set_svid(&web, fx.domain.ready(&web, 1));
+    let mut raw = SpiffeWorkloadApiClient::new(uds_channel(&fx.server.path).await);
+    let mut svids = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bundles = raw
+        .fetch_x509_bundles(with_header(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    svids.next().await.unwrap().unwrap();
+    bundles.next().await.unwrap().unwrap();
+
+    // The entries are reloaded: every open stream ends with UNAVAILABLE
+    // (clients reconnect and are attested against the new entries).
+    entries_changed.send_modify(|generation| *generation += 1);
+    for status in [
+        svids.next().await.unwrap().unwrap_err(),
+        bundles.next().await.unwrap().unwrap_err(),
+    ] {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains("registration entries changed"),
+            "{status:?}"
+        );
+    }
+    assert!(svids.next().await.is_none());
+    // A new stream is served (the caller is still registered).
+    let mut again = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.next().await.unwrap().unwrap().svids.len(), 1);
+    fx.server.stop().await;
+}
