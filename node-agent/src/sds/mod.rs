@@ -43,7 +43,7 @@
 //!   `PermissionDenied("no identity issued")`; attestation failure ->
 //!   `Unavailable`. A stream is re-attested only by reconnecting; when the
 //!   registration entries are reloaded
-//!   ([`CallerIdentities::changed`](crate::peer::CallerIdentities::changed))
+//!   ([`CallerIdentities::changed`])
 //!   every open stream ends with `Unavailable` so that its client does.
 //! - Each response carries the subscribed resources whose content changed
 //!   since the client was last sent them, with a fresh `version_info`
