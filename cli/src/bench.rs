@@ -16,10 +16,14 @@
 //!   the baseline the server's rate per core is compared with
 //!   (`tools/bench-ca.sh`).
 //!
+//! - `sigil bench agent ...` ([`agent`]): the node agent's benchmarks.
+//!
 //! All are bounded by `--duration` (at most one hour) and stop by
 //! themselves. All use a single-threaded runtime, so the load tool takes as
 //! little CPU as possible from the server it measures on a shared machine.
 
+#[path = "bench_agent.rs"]
+mod agent;
 mod closed;
 mod issue;
 mod open;
@@ -46,6 +50,9 @@ pub(crate) enum BenchCommand {
     Ca(CaBenchArgs),
     /// Measure in-process issuance on one thread (no network).
     Issue(issue::IssueBenchArgs),
+    /// The node agent's benchmarks (`tools/bench-agent.sh`).
+    #[command(subcommand)]
+    Agent(agent::AgentBenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +116,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runtime.block_on(bench_ca(args))
         }
         BenchCommand::Issue(args) => issue::run(&args),
+        BenchCommand::Agent(cmd) => agent::run(cmd),
     }
 }
 
