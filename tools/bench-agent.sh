@@ -43,6 +43,7 @@ secs="${3:-4}"
 identities="${IDENTITIES:-10000}"
 sds_streams="${SDS_STREAMS:-1000}"
 sds_rounds="${SDS_ROUNDS:-30}"
+sds_runs="${SDS_RUNS:-3}"
 grpc_port="${SIGIL_BENCH_PORT:-18112}"
 admin_port=$((grpc_port + 2))
 agent_admin=$((grpc_port + 4))
@@ -62,6 +63,11 @@ trap 'stop_agent; bench_cleanup' EXIT
 
 cpu_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 kib() { awk -v k="$2:" '$1 == k {print $2}' /proc/"$1"/status; }
+anon() { awk '$1 == "Anonymous:" {print $2}' /proc/"$1"/smaps_rollup; }
+# mimalloc returns freed pages to the system only on allocator activity
+# after a delay; the agent re-reads its registration file every 5 s, so 6 s
+# after a burst the transient memory (e.g. the TOML parse) is gone.
+settle() { sleep 6; }
 median() { sort -g | awk '{a[NR] = $1} END {m = (NR + 1) / 2; print (NR % 2) ? a[m] : (a[m - 0.5] + a[m + 0.5]) / 2}'; }
 
 cat >"$work/ca.toml" <<EOF
@@ -123,9 +129,11 @@ echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 
 echo
 echo "== 1. SDS: rotation to push on $sds_streams streams (goal p99 < 20 ms), $sds_rounds rotations"
-"$sigil" bench agent sds --streams "$sds_streams" --channels $(((sds_streams + 49) / 50)) \
-  --rounds "$sds_rounds" --socket "$work/sds-bench.sock"
-echo "load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+for run in $(seq 1 "$sds_runs"); do
+  echo "-- run $run (load average $(cut -d' ' -f1 /proc/loadavg))"
+  "$sigil" bench agent sds --streams "$sds_streams" --channels $(((sds_streams + 49) / 50)) \
+    --rounds "$sds_rounds" --socket "$work/sds-bench.sock"
+done
 
 echo
 echo "== 2. memory: a node agent holding $identities identities (goal < 48 MiB)"
@@ -139,22 +147,29 @@ agent_config node "$work/node" "127.0.0.1:$agent_admin" \
   "[attestation]
 registration_file = \"$work/entries.toml\"" >"$work/node.toml"
 start_agent "$work/node.toml" "0-$(($(nproc) - 1))"
-sleep 1
-rss0="$(kib "$apid" VmRSS)"; hwm0="$(kib "$apid" VmHWM)"
+settle
+rss0="$(kib "$apid" VmRSS)"; anon0="$(anon "$apid")"; hwm0="$(kib "$apid" VmHWM)"
 "$sigil" bench agent fetch-as --socket "$work/node/workload.sock" --uid-base "$uid_base" --count 1 >/dev/null
-sleep 1
-rss1="$(kib "$apid" VmRSS)"
+settle
+rss1="$(kib "$apid" VmRSS)"; anon1="$(anon "$apid")"
 t0="$(date +%s.%N)"
 "$sigil" bench agent fetch-as --socket "$work/node/workload.sock" --uid-base $((uid_base + 1)) \
   --count $((identities - 1)) --parallel 4
 t1="$(date +%s.%N)"
-sleep 2
-rss2="$(kib "$apid" VmRSS)"; hwm2="$(kib "$apid" VmHWM)"
+rss_now="$(kib "$apid" VmRSS)"
+settle
+rss2="$(kib "$apid" VmRSS)"; anon2="$(anon "$apid")"; hwm2="$(kib "$apid" VmHWM)"
 held="$(curl -sf "http://127.0.0.1:$agent_admin/metrics" | awk '/^sigil_agent_identities / {print $2}')"
 printf 'fetched in %.1f s; identities held (sigil_agent_identities): %s\n' "$(echo "$t1 - $t0" | bc -l)" "${held:-n/a}"
-printf 'agent RSS: idle %s KiB (VmHWM %s); 1 identity %s KiB; %s identities %s KiB = %.1f MiB (VmHWM %s KiB = %.1f MiB); %.2f KiB per identity\n' \
-  "$rss0" "$hwm0" "$rss1" "$identities" "$rss2" "$(echo "$rss2 / 1024" | bc -l)" "$hwm2" "$(echo "$hwm2 / 1024" | bc -l)" \
-  "$(echo "($rss2 - $rss1) / ($identities - 1)" | bc -l)"
+echo "| agent state | VmRSS | of which anonymous |"
+echo "|---|---|---|"
+echo "| idle, $identities entries loaded (VmHWM $hwm0 KiB: the TOML parse) | $rss0 KiB | $anon0 KiB |"
+echo "| 1 identity (CA connection up) | $rss1 KiB | $anon1 KiB |"
+echo "| $identities identities, right after the last fetch | $rss_now KiB | |"
+printf '| %s identities, settled | **%s KiB = %.1f MiB** (VmHWM %s KiB = %.1f MiB) | %s KiB |\n' \
+  "$identities" "$rss2" "$(echo "$rss2 / 1024" | bc -l)" "$hwm2" "$(echo "$hwm2 / 1024" | bc -l)" "$anon2"
+printf 'per identity (settled, from 1 identity): %.2f KiB RSS, %.2f KiB anonymous\n' \
+  "$(echo "($rss2 - $rss1) / ($identities - 1)" | bc -l)" "$(echo "($anon2 - $anon1) / ($identities - 1)" | bc -l)"
 stop_agent
 
 echo
@@ -172,6 +187,8 @@ agent_config node "$work/node" "127.0.0.1:$agent_admin" \
   "[attestation]
 registration_file = \"$work/jwt-entries.toml\"" >"$work/jwt.toml"
 start_agent "$work/jwt.toml" 1
+settle
+echo "reference: an idle node agent with one registration entry: VmRSS $(kib "$apid" VmRSS) KiB, anonymous $(anon "$apid") KiB"
 jwt_run() { # extra flags; prints "answers/s answers-per-agent-CPU-s p50 p99"
   local c0 c1 w0 w1 out
   c0="$(cpu_of "$apid")"; w0="$(date +%s.%N)"

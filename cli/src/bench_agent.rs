@@ -33,9 +33,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use hyper_util::rt::TokioIo;
+use sigil_node_agent::workload::SECURITY_HEADER;
 use sigil_proto::spiffe::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_proto::spiffe::workload::{JwtsvidRequest, X509svidRequest};
-use sigil_node_agent::workload::SECURITY_HEADER;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -157,9 +157,10 @@ pub(crate) async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
 fn workload_request<T>(message: T, bare: bool) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if !bare {
-        request
-            .metadata_mut()
-            .insert(SECURITY_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+        request.metadata_mut().insert(
+            SECURITY_HEADER,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
     }
     request
 }
@@ -222,7 +223,11 @@ fn fetch_as(args: &FetchAsArgs) -> anyhow::Result<()> {
     for mut child in running {
         failed += u32::from(!child.wait()?.success());
     }
-    println!("fetched: {} of {} identities", args.count - failed, args.count);
+    println!(
+        "fetched: {} of {} identities",
+        args.count - failed,
+        args.count
+    );
     if failed > 0 {
         bail!("{failed} children failed");
     }
@@ -322,7 +327,9 @@ async fn jwt(args: &JwtArgs) -> anyhow::Result<()> {
     }
     let mut clients = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        clients.push(SpiffeWorkloadApiClient::new(unix_channel(&args.socket).await?));
+        clients.push(SpiffeWorkloadApiClient::new(
+            unix_channel(&args.socket).await?,
+        ));
     }
     let request = JwtsvidRequest {
         audience: vec![args.audience.clone()],
@@ -331,9 +338,15 @@ async fn jwt(args: &JwtArgs) -> anyhow::Result<()> {
     // The first call mints (a CA round trip) unless cached already; a
     // trivial run checks it is refused as expected.
     let mut probe = clients.first().context("no connection")?.clone();
-    match probe.fetch_jwtsvid(workload_request(request.clone(), args.trivial)).await {
+    match probe
+        .fetch_jwtsvid(workload_request(request.clone(), args.trivial))
+        .await
+    {
         Ok(answer) if !args.trivial => {
-            anyhow::ensure!(!answer.get_ref().svids.is_empty(), "no JWT-SVID in the answer");
+            anyhow::ensure!(
+                !answer.get_ref().svids.is_empty(),
+                "no JWT-SVID in the answer"
+            );
         }
         Err(status) if args.trivial && status.code() == tonic::Code::InvalidArgument => {}
         other => bail!("unexpected first answer: {other:?}"),

@@ -29,7 +29,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls_pki_types::CertificateDer;
 use sigil_identity::{BundleSet, PrivateKey, SpiffeId, TrustBundle, X509Svid};
 use sigil_node_agent::sds::load::{LoadSettings, rotation_latency};
 use sigil_node_agent::sds::{Sds, SdsMetrics, SdsSettings};
@@ -66,7 +65,9 @@ pub(crate) struct SdsArgs {
 struct Pki {
     key: KeyPair,
     params: CertificateParams,
-    root: CertificateDer<'static>,
+    /// Shared by every leaf, as the certificate manager shares an
+    /// unchanged bundle between rotations (so `ROOTCA` is not rebuilt).
+    bundle: Arc<TrustBundle>,
     id: SpiffeId,
 }
 
@@ -77,20 +78,18 @@ impl Pki {
         params.distinguished_name = DistinguishedName::new();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.subject_alt_names = vec![SanType::URI(
-            id.trust_domain().id_string().try_into()?,
-        )];
+        params.subject_alt_names = vec![SanType::URI(id.trust_domain().id_string().try_into()?)];
         let root = params.self_signed(&key)?.der().clone();
+        let bundle = Arc::new(TrustBundle::with_x509_authorities(
+            id.trust_domain().clone(),
+            [root],
+        ));
         Ok(Self {
             key,
             params,
-            root,
+            bundle,
             id,
         })
-    }
-
-    fn bundle(&self) -> TrustBundle {
-        TrustBundle::with_x509_authorities(self.id.trust_domain().clone(), [self.root.clone()])
     }
 
     /// A fresh key and leaf, published as `Ready` at `version`.
@@ -109,13 +108,10 @@ impl Pki {
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let leaf = params.signed_by(&key, &issuer)?.der().clone();
-        let svid = X509Svid::new(
-            vec![leaf],
-            PrivateKey::from_pkcs8_der(key.serialize_der())?,
-        )?;
+        let svid = X509Svid::new(vec![leaf], PrivateKey::from_pkcs8_der(key.serialize_der())?)?;
         Ok(SvidState::Ready(IssuedSvid {
             svid: Arc::new(svid),
-            bundle: Arc::new(self.bundle()),
+            bundle: self.bundle.clone(),
             version,
         }))
     }
@@ -161,7 +157,7 @@ pub(crate) fn run(args: &SdsArgs) -> anyhow::Result<()> {
     let mut callers = FixedCallers::default();
     callers.by_uid.insert(uid, vec![id.clone()]);
     let source = Arc::new(FakeSource::new());
-    source.set_bundles(BundleSet::from(pki.bundle()));
+    source.set_bundles(BundleSet::from((*pki.bundle).clone()));
     source.set_svid(&id, next.pop().context("no certificate")?);
     let settings = SdsSettings {
         max_streams: args.streams.max(SdsSettings::default().max_streams),
@@ -222,7 +218,11 @@ pub(crate) fn run(args: &SdsArgs) -> anyhow::Result<()> {
         let load = LoadSettings::new(args.streams, args.rounds);
         let report = rotation_latency(&channels, &load, |round| {
             if round == 1 {
-                cpu_start = Some((server_cpu_ns(), thread_cpu_ns(), tokio::time::Instant::now()));
+                cpu_start = Some((
+                    server_cpu_ns(),
+                    thread_cpu_ns(),
+                    tokio::time::Instant::now(),
+                ));
             }
             rotate(round)
         })
@@ -231,7 +231,13 @@ pub(crate) fn run(args: &SdsArgs) -> anyhow::Result<()> {
         let (cpu_end, client_end) = (server_cpu_ns(), thread_cpu_ns());
         let (cpu0, client0, wall0) = cpu_start.context("no rotation ran")?;
         let client_ns = client_end.saturating_sub(client0);
-        anyhow::Ok((baseline, report, cpu_end.saturating_sub(cpu0), client_ns, wall0.elapsed()))
+        anyhow::Ok((
+            baseline,
+            report,
+            cpu_end.saturating_sub(cpu0),
+            client_ns,
+            wall0.elapsed(),
+        ))
     });
     shutdown.cancel();
     tracker.close();
@@ -247,7 +253,11 @@ pub(crate) fn run(args: &SdsArgs) -> anyhow::Result<()> {
             ms(r.max())
         )
     };
-    println!("baseline: 1 stream, {} rotations: {}", args.rounds, line(&baseline));
+    println!(
+        "baseline: 1 stream, {} rotations: {}",
+        args.rounds,
+        line(&baseline)
+    );
     println!(
         "streams: {} over {} connections, {} rotations: {}",
         args.streams,
