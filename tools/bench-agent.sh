@@ -104,8 +104,10 @@ token_file = "$work/$([ "$1" = node ] && echo agent || echo app)-token"
 idle_drop = "1h"
 [sds]
 socket = "$2/sds.sock"
+mode = 0o600
 [workload_api]
 socket = "$2/workload.sock"
+mode = $([ "$1" = node ] && echo 0o666 || echo 0o600)
 [admin]
 addr = "$3"
 EOF
