@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The node agent's benchmarks (issue 15), on this machine. Loopback and unix
 # sockets only; every part is bounded and the script stops by itself
-# (about 3 minutes with the defaults), stopping what it started on exit.
+# (about 5 minutes with the defaults, most of it part 2), stopping what it started on exit.
 #
 #   tools/bench-agent.sh [cold-start runs] [JWT rounds] [seconds per JWT run]
 #
@@ -22,7 +22,9 @@
 #    `sigil bench agent fetch-as` runs one child per uid that fetches its
 #    X.509-SVID once and exits, so the agent issues and caches one identity
 #    per uid (idle_drop 1h keeps them). VmRSS / VmHWM of the agent from
-#    /proc: idle, after one identity (CA connection up), after all.
+#    /proc/<pid>/status and its anonymous memory from smaps_rollup: idle,
+#    after one identity (CA connection up), after all; each read 6 s after
+#    the last activity (see `settle`).
 # 3. Cold start: `sigil bench agent cold-start` spawns `sigil agent`
 #    (sidecar mode, the CA running) per run and times exec to the Workload
 #    API socket accepting and to the first X.509-SVID received; baseline:

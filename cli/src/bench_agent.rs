@@ -141,6 +141,12 @@ pub(crate) fn run(cmd: AgentBenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Prints one line of a report on stdout.
+pub(crate) fn out(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{line}").context("cannot print")
+}
+
 /// A gRPC channel over the unix socket at `path`.
 pub(crate) async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
     let path = path.to_owned();
@@ -223,11 +229,11 @@ fn fetch_as(args: &FetchAsArgs) -> anyhow::Result<()> {
     for mut child in running {
         failed += u32::from(!child.wait()?.success());
     }
-    println!(
+    out(format_args!(
         "fetched: {} of {} identities",
         args.count - failed,
         args.count
-    );
+    ))?;
     if failed > 0 {
         bail!("{failed} children failed");
     }
@@ -311,10 +317,10 @@ async fn cold_start(args: &ColdStartArgs) -> anyhow::Result<()> {
         first.push(at_first);
     }
     let _ = std::fs::remove_file(&args.socket);
-    println!("runs: {}", args.runs);
-    println!("exec-floor: {}", summary(&mut exec));
-    println!("socket-accepting: {}", summary(&mut bound));
-    println!("first-svid: {}", summary(&mut first));
+    out(format_args!("runs: {}", args.runs))?;
+    out(format_args!("exec-floor: {}", summary(&mut exec)))?;
+    out(format_args!("socket-accepting: {}", summary(&mut bound)))?;
+    out(format_args!("first-svid: {}", summary(&mut first)))?;
     Ok(())
 }
 
@@ -392,8 +398,8 @@ async fn jwt(args: &JwtArgs) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     #[expect(clippy::cast_precision_loss, reason = "a count far below 2^52")]
     let rate = ok as f64 / secs;
-    println!("requests: {ok} answered {failed} failed");
-    println!("throughput: {rate:.0} answers/s");
-    println!("latency: {}", summary(&mut latencies));
+    out(format_args!("requests: {ok} answered {failed} failed"))?;
+    out(format_args!("throughput: {rate:.0} answers/s"))?;
+    out(format_args!("latency: {}", summary(&mut latencies)))?;
     Ok(())
 }

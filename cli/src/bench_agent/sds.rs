@@ -253,18 +253,18 @@ pub(crate) fn run(args: &SdsArgs) -> anyhow::Result<()> {
             ms(r.max())
         )
     };
-    println!(
+    super::out(format_args!(
         "baseline: 1 stream, {} rotations: {}",
         args.rounds,
         line(&baseline)
-    );
-    println!(
+    ))?;
+    super::out(format_args!(
         "streams: {} over {} connections, {} rotations: {}",
         args.streams,
         args.channels,
         args.rounds,
         line(&report)
-    );
+    ))?;
     #[expect(clippy::cast_precision_loss, reason = "counts and ns far below 2^52")]
     let (per_rotation_ms, client_ms, per_push_us, cores) = (
         cpu_ns as f64 / 1e6 / args.rounds as f64,
@@ -272,10 +272,12 @@ pub(crate) fn run(args: &SdsArgs) -> anyhow::Result<()> {
         cpu_ns as f64 / 1e3 / (args.rounds * args.streams) as f64,
         cpu_ns as f64 / 1e9 / wall.as_secs_f64(),
     );
-    println!(
+    super::out(format_args!(
         "server-cpu: {per_rotation_ms:.2} ms per rotation, {per_push_us:.1} us per stream push (with its ACK), {cores:.2} cores over {:.2} s",
         wall.as_secs_f64()
-    );
-    println!("client-cpu: {client_ms:.2} ms per rotation (one thread: receive, decode, ACK)");
+    ))?;
+    super::out(format_args!(
+        "client-cpu: {client_ms:.2} ms per rotation (one thread: receive, decode, ACK)"
+    ))?;
     Ok(())
 }
