@@ -25,7 +25,6 @@ use crate::verify::leaf_facts;
 pub struct X509Svid {
     spiffe_id: SpiffeId,
     not_after: UnixTime,
-    chain: Vec<CertificateDer<'static>>,
     key: PrivateKey,
     certified: Arc<CertifiedKey>,
 }
@@ -38,11 +37,12 @@ impl X509Svid {
     ) -> Result<Self, CredentialError> {
         let leaf = chain.first().ok_or(CredentialError::EmptyChain)?;
         let facts = leaf_facts(leaf.as_ref())?;
-        let certified = certified_key(chain.clone(), &key)?;
+        // The chain is kept once, inside the rustls `CertifiedKey` (a node
+        // agent holds thousands of these).
+        let certified = certified_key(chain, &key)?;
         Ok(Self {
             spiffe_id: facts.spiffe_id,
             not_after: facts.not_after,
-            chain,
             key,
             certified,
         })
@@ -66,7 +66,7 @@ impl X509Svid {
 
     /// The chain, leaf first.
     pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
+        &self.certified.cert
     }
 
     /// The leaf's private key.
@@ -90,7 +90,7 @@ impl fmt::Debug for X509Svid {
         f.debug_struct("X509Svid")
             .field("spiffe_id", &self.spiffe_id)
             .field("not_after", &self.not_after.as_secs())
-            .field("chain_len", &self.chain.len())
+            .field("chain_len", &self.certified.cert.len())
             .field("key", &self.key)
             .finish_non_exhaustive()
     }

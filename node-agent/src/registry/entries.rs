@@ -15,7 +15,7 @@
 //! refuses the whole file (a partially applied file could drop a
 //! restriction an operator relies on).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Deserialize;
 use sigil_identity::{SpiffeId, TrustDomain};
@@ -29,12 +29,14 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub const MAX_SELECTORS_PER_ENTRY: usize = 64;
 
 /// One registration entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// The identity a matching caller gets.
     pub spiffe_id: SpiffeId,
-    /// What a caller must have, all of it.
-    pub selectors: BTreeSet<Selector>,
+    /// What a caller must have, all of it: sorted, each once. A boxed
+    /// slice, not a set: an agent may hold 10,000 entries of one or two
+    /// selectors, and a one-element `BTreeSet` costs a whole tree node.
+    pub selectors: Box<[Selector]>,
 }
 
 /// A validated set of entries, in file order.
@@ -71,6 +73,9 @@ impl RegistrationEntries {
             });
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(raw.entry.len());
+        // Entry -> its index, to find duplicates in one pass (a file may
+        // hold 10,000 entries); dropped once the file is read.
+        let mut seen: HashMap<Entry, usize> = HashMap::with_capacity(raw.entry.len());
         for (index, raw) in raw.entry.into_iter().enumerate() {
             let invalid = |field: &'static str, reason: String| RegistryError::InvalidEntry {
                 index: index + 1,
@@ -107,22 +112,25 @@ impl RegistrationEntries {
                     ),
                 ));
             }
-            let selectors = raw
+            let mut selectors = raw
                 .selectors
                 .iter()
                 .map(|s| Selector::parse(s))
-                .collect::<Result<BTreeSet<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid("selectors", e.to_string()))?;
+            selectors.sort_unstable();
+            selectors.dedup();
             let entry = Entry {
                 spiffe_id,
-                selectors,
+                selectors: selectors.into_boxed_slice(),
             };
-            if let Some(first) = entries.iter().position(|e| *e == entry) {
+            if let Some(first) = seen.get(&entry) {
                 return Err(invalid(
                     "selectors",
                     format!("duplicate of entry {}", first + 1),
                 ));
             }
+            seen.insert(entry.clone(), entries.len());
             entries.push(entry);
         }
         Ok(Self { entries })
@@ -148,7 +156,9 @@ impl RegistrationEntries {
     pub fn matching(&self, selectors: &BTreeSet<Selector>) -> Vec<SpiffeId> {
         let mut ids: Vec<SpiffeId> = Vec::new();
         for entry in &self.entries {
-            if entry.selectors.is_subset(selectors) && !ids.contains(&entry.spiffe_id) {
+            if entry.selectors.iter().all(|s| selectors.contains(s))
+                && !ids.contains(&entry.spiffe_id)
+            {
                 ids.push(entry.spiffe_id.clone());
             }
         }
