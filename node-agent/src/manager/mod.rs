@@ -99,6 +99,11 @@ pub const DEFAULT_CLOCK_CHECK: Duration = Duration::from_secs(5);
 /// A wall clock that moved this much more (or less) than tokio's clock
 /// between two checks has jumped.
 pub const CLOCK_JUMP_TOLERANCE: Duration = Duration::from_secs(2);
+/// Most audiences in one JWT-SVID request (the CA's bound: more are
+/// refused with [`SourceError::InvalidArgument`] without a CA call).
+pub const MAX_AUDIENCES: usize = 16;
+/// Longest audience, in bytes (the CA's bound).
+pub const MAX_AUDIENCE_BYTES: usize = 256;
 /// Minimum time between two `FetchBundle` calls triggered by unknown
 /// JWT key IDs.
 pub const MIN_BUNDLE_REFETCH: Duration = Duration::from_secs(5);
@@ -223,6 +228,9 @@ pub(crate) struct Shared {
     bundles: watch::Sender<Arc<BundleSet>>,
     jwt: Mutex<jwt::JwtCache>,
     ca_answered: AtomicBool,
+    /// The worker's timer heap size (tests: it stays bounded).
+    #[cfg(test)]
+    timers_held: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -270,6 +278,8 @@ impl CertManager {
             commands,
             bundles: watch::Sender::new(Arc::new(BundleSet::new())),
             ca_answered: AtomicBool::new(false),
+            #[cfg(test)]
+            timers_held: std::sync::atomic::AtomicUsize::new(0),
         });
         tracker.spawn(worker::run(shared.clone(), receiver, shutdown));
         Self { shared }
@@ -338,6 +348,9 @@ impl CredentialSource for CertManager {
             // notAfter and the worker's expiry event.
             if entry.expire_if_due(now) {
                 self.shared.metrics.failure("expired");
+                // Renewed at once by the worker (unless a request is under
+                // way), not at the next timer on tokio's clock.
+                let _ = self.shared.commands.send(Command::Renew(id.clone()));
             }
             return entry.tx.subscribe();
         }

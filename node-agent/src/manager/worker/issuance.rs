@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sigil_identity::SpiffeId;
 use tokio::time::Instant;
@@ -24,6 +24,7 @@ impl Worker {
         entry.busy = false;
         let generation = self.next_seq();
         entry.generation = generation;
+        let result = result.and_then(|issued| not_later(issued, entry.not_after));
         let issued = match result {
             Ok(issued) => issued,
             Err(failure) => {
@@ -52,7 +53,11 @@ impl Worker {
         let not_after = wall(issued.svid.not_after());
         // Counted from arrival, not notBefore (backdated by the CA).
         let lifetime = not_after.duration_since(now).unwrap_or_default();
-        let renew_at = now + self.renew_delay(lifetime);
+        // Floored at backoff_initial: never a burst of renewals of short
+        // certificates. A certificate shorter than twice that is renewed
+        // at half its lifetime rather than after expiring.
+        let floor = shared.settings.backoff_initial.min(lifetime / 2);
+        let renew_at = now + self.renew_delay(lifetime).max(floor);
         let td = id.trust_domain().clone();
         let (bundle, bundle_changed) = match self.roots.get(&td) {
             Some(known) if **known == issued.bundle => (known.clone(), false),
@@ -127,5 +132,24 @@ impl Worker {
             .saturating_mul(doubling)
             .min(s.backoff_max);
         delay / 2 + scaled(delay / 2, rand::random::<f64>())
+    }
+}
+
+/// A renewal whose notAfter is not later than the certificate served is
+/// a failure (backoff; the served certificate stays): the CA caps the
+/// lifetime, and taking it would renew at ever shorter intervals.
+fn not_later(issued: Issued, current: Option<SystemTime>) -> Result<Issued, Failure> {
+    let not_after = wall(issued.svid.not_after());
+    match current {
+        Some(current) if not_after <= current => Err(Failure {
+            reason: "capped",
+            code: None,
+            message: format!(
+                "the CA issued a certificate expiring at {}, no later than the one served \
+                 (its lifetime is capped, e.g. by the CA's own certificate); keeping the served one",
+                humantime::format_rfc3339_seconds(not_after)
+            ),
+        }),
+        _ => Ok(issued),
     }
 }

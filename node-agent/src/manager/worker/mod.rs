@@ -35,6 +35,9 @@ use self::timers::Timer;
 pub(crate) enum Command {
     /// A new identity was registered: issue its first certificate.
     Issue(SpiffeId),
+    /// A certificate was withdrawn as expired outside the worker: request
+    /// a new one at once unless a request is queued or running.
+    Renew(SpiffeId),
     /// A JWT-SVID carried an unknown key ID: fetch the bundle again.
     RefreshBundle,
 }
@@ -165,6 +168,11 @@ pub(super) async fn run(
     };
     loop {
         worker.start_queued();
+        #[cfg(test)]
+        worker
+            .shared
+            .timers_held
+            .store(worker.timers.len(), std::sync::atomic::Ordering::Relaxed);
         let next = worker.timers.peek().map(|t| t.at);
         tokio::select! {
             biased;
@@ -206,6 +214,12 @@ impl Worker {
             Command::Issue(id) => {
                 if self.shared.entries().contains_key(&id) {
                     self.queue.push_back(id);
+                }
+            }
+            Command::Renew(id) => {
+                let shared = self.shared.clone();
+                if let Some(entry) = shared.entries().get_mut(&id) {
+                    self.renew_now(&id, entry);
                 }
             }
             Command::RefreshBundle => {

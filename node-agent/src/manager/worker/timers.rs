@@ -2,12 +2,13 @@
 //! wall-clock jump check that recomputes them, and the idle sweep.
 
 use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
 use std::time::{Duration, SystemTime};
 
 use sigil_identity::SpiffeId;
 use tokio::time::Instant;
 
-use super::{Worker, update_gauges};
+use super::{Entry, Worker, update_gauges};
 use crate::manager::CLOCK_JUMP_TOLERANCE;
 
 #[derive(Debug)]
@@ -66,12 +67,25 @@ impl Worker {
         self.timers.push(Timer { at, seq, id, kind });
     }
 
+    /// Marks `entry` for a request at once (unless one is queued or
+    /// running): a new generation (its pending renewal timer goes stale)
+    /// and a place in the queue.
+    pub(super) fn renew_now(&mut self, id: &SpiffeId, entry: &mut Entry) {
+        if entry.busy {
+            return;
+        }
+        entry.generation = self.next_seq();
+        entry.busy = true;
+        self.queue.push_back(id.clone());
+    }
+
     pub(super) fn fire_due(&mut self) {
         let now = Instant::now();
-        let wall_now = self.shared.clock.now();
+        let shared = self.shared.clone();
+        let wall_now = shared.clock.now();
         let mut again = Vec::new();
         {
-            let mut entries = self.shared.entries();
+            let mut entries = shared.entries();
             while self.timers.peek().is_some_and(|t| t.at <= now) {
                 let Some(timer) = self.timers.pop() else {
                     break;
@@ -91,8 +105,9 @@ impl Worker {
                             continue; // a newer certificate, with its own timer
                         }
                         if entry.expire_if_due(wall_now) {
-                            self.shared.metrics.failure("expired");
+                            shared.metrics.failure("expired");
                             tracing::warn!(spiffe_id = %timer.id, "certificate expired without a successor");
+                            self.renew_now(&timer.id, entry);
                         } else {
                             // The tokio clock ran ahead of the wall clock.
                             again.push((timer.id, not_after));
@@ -130,29 +145,43 @@ impl Worker {
         update_gauges(&self.shared, w1);
     }
 
-    /// After a clock jump: expired certificates withdrawn, renewal and
-    /// expiry timers recomputed from the wall clock (due ones run now).
+    /// After a clock jump: expired certificates withdrawn (and renewed at
+    /// once), renewal and expiry timers recomputed from the wall clock (due
+    /// ones run now). The heap is rebuilt: only the backoff retries (delays
+    /// on tokio's clock, still right) are kept, so repeated jumps leave at
+    /// most two timers per identity instead of adding two each time.
     pub(super) fn reschedule_all(&mut self, now: SystemTime) {
         let shared = self.shared.clone();
-        let mut timers = Vec::new();
-        {
-            let mut entries = shared.entries();
-            for (id, entry) in entries.iter_mut() {
-                if entry.expire_if_due(now) {
-                    shared.metrics.failure("expired");
-                    continue;
-                }
-                if let Some(not_after) = entry.not_after {
-                    timers.push((id.clone(), not_after, Kind::Expire { not_after }));
-                }
-                if let (false, Some(renew_at)) = (entry.busy, entry.renew_at) {
-                    let generation = self.next_seq();
-                    entry.generation = generation;
-                    timers.push((id.clone(), renew_at, Kind::Renew { generation }));
-                }
+        let mut entries = shared.entries();
+        let mut fresh = Vec::new();
+        for (id, entry) in entries.iter_mut() {
+            if entry.expire_if_due(now) {
+                shared.metrics.failure("expired");
+                self.renew_now(id, entry);
+                continue;
+            }
+            if let Some(not_after) = entry.not_after {
+                fresh.push((id.clone(), not_after, Kind::Expire { not_after }));
+            }
+            if let (false, Some(renew_at)) = (entry.busy, entry.renew_at) {
+                let generation = self.next_seq();
+                entry.generation = generation;
+                fresh.push((id.clone(), renew_at, Kind::Renew { generation }));
             }
         }
-        for (id, at, kind) in timers {
+        let kept: Vec<Timer> = std::mem::take(&mut self.timers)
+            .into_vec()
+            .into_iter()
+            .filter(|timer| match timer.kind {
+                Kind::Renew { generation } => entries.get(&timer.id).is_some_and(|e| {
+                    e.generation == generation && !e.busy && e.renew_at.is_none()
+                }),
+                Kind::Expire { .. } => false,
+            })
+            .collect();
+        drop(entries);
+        self.timers = BinaryHeap::from(kept);
+        for (id, at, kind) in fresh {
             let at = self.instant_of(at);
             self.push(at, id, kind);
         }
