@@ -139,9 +139,9 @@ pub(super) fn jwt_svid(
             let svid = svid.clone();
             return Box::pin(async move { Ok(svid) });
         }
-        Some(Slot::Ready {
-            svid, failures, ..
-        }) if svid.expires_at > now => stale = Some((svid.clone(), *failures)),
+        Some(Slot::Ready { svid, failures, .. }) if svid.expires_at > now => {
+            stale = Some((svid.clone(), *failures))
+        }
         Some(Slot::Minting { request, .. }) => {
             if let Some(request) = request.upgrade() {
                 shared.metrics.jwt("coalesced");

@@ -23,10 +23,15 @@
 //! - on failure, capped exponential backoff with jitter
 //!   (`backoff_initial` doubling up to `backoff_max`, each delay drawn
 //!   from [delay/2, delay]); the valid certificate keeps being served;
+//! - renewal never sooner than `backoff_initial` after issuance (unless
+//!   the certificate would expire first); a renewal whose notAfter is not
+//!   later than the served one's (a CA capping lifetimes) is a failure
+//!   with backoff, the served certificate stays;
 //! - at notAfter without a successor the state becomes
-//!   [`SvidState::Unavailable`]; a [`SvidState::Ready`] value never holds
-//!   an expired certificate (an expiry event is scheduled for every
-//!   certificate, and `watch_x509` re-checks on every call);
+//!   [`SvidState::Unavailable`] and a new certificate is requested at
+//!   once; a [`SvidState::Ready`] value never holds an expired
+//!   certificate (an expiry event is scheduled for every certificate, and
+//!   `watch_x509` re-checks on every call);
 //! - an identity nobody watches (no live receiver) and nobody asked for
 //!   during `idle_drop` is removed, dropping its key.
 //!
@@ -35,8 +40,9 @@
 //! when the wall clock moved more than [`CLOCK_JUMP_TOLERANCE`] beyond the
 //! tokio clock (a jump, e.g. after a suspend), every deadline is recomputed
 //! from the wall clock: renewals already due run at once, certificates
-//! already expired become `Unavailable`. A jump is therefore acted on
-//! within `clock_check` (default 5 s).
+//! already expired become `Unavailable` (and are renewed at once); the
+//! timer heap is rebuilt, so it stays bounded by the identities held. A
+//! jump is therefore acted on within `clock_check` (default 5 s).
 //!
 //! The trust bundle of an SVID is the last element of the CA's answer,
 //! parsed as the bundle of the SVID's trust domain (X.509 only, so a JWT

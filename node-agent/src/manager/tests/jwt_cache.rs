@@ -42,7 +42,8 @@ async fn a_cache_full_of_live_jwt_requests_refuses_more() {
     let err = h
         .manager
         .jwt_svid(&web, &["one-too-many".into()])
-        .await
+        .now_or_never()
+        .expect("refused at once, not queued")
         .unwrap_err();
     assert!(matches!(err, SourceError::Unavailable(_)), "{err}");
     // The same audience set joins its live request instead.

@@ -160,7 +160,10 @@ async fn a_ca_capping_not_after_gets_backoff_not_a_renewal_hot_loop() {
     assert!(times.len() >= 3, "the renewal was attempted: {times:?}");
     for pair in times.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_secs(5), "a request {gap:?} after the previous");
+        assert!(
+            gap >= Duration::from_secs(5),
+            "a request {gap:?} after the previous"
+        );
     }
     let status = &h.manager.status()[0];
     assert!(status.last_error.as_deref().unwrap().contains("no later"));

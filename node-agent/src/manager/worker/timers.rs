@@ -173,9 +173,9 @@ impl Worker {
             .into_vec()
             .into_iter()
             .filter(|timer| match timer.kind {
-                Kind::Renew { generation } => entries.get(&timer.id).is_some_and(|e| {
-                    e.generation == generation && !e.busy && e.renew_at.is_none()
-                }),
+                Kind::Renew { generation } => entries
+                    .get(&timer.id)
+                    .is_some_and(|e| e.generation == generation && !e.busy && e.renew_at.is_none()),
                 Kind::Expire { .. } => false,
             })
             .collect();
