@@ -5,7 +5,13 @@
 //! The cache holds only a weak handle on an in-flight request: when every
 //! caller gives up, the request is dropped and the next caller starts a
 //! new one. When a refresh fails while the cached token is still valid,
-//! the cached token is served (and the next request tries again).
+//! the cached token is served, and the CA is asked again only after a
+//! backoff (`backoff_initial` doubling per failure, at most a quarter of
+//! the token's remaining lifetime). Abandoned requests are evicted before
+//! a new slot is added, and live ones count towards the capacity: a cache
+//! full of live requests answers [`SourceError::Unavailable`]. Requests
+//! with more than [`MAX_AUDIENCES`] audiences, or an audience longer than
+//! [`MAX_AUDIENCE_BYTES`], are refused before the cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
@@ -16,7 +22,7 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, WeakShared};
 use sigil_identity::SpiffeId;
 
-use super::{Command, Shared};
+use super::{Command, MAX_AUDIENCE_BYTES, MAX_AUDIENCES, Shared};
 use crate::ca_client::CaClientError;
 use crate::source::{JwtSvid, SourceError};
 
@@ -30,6 +36,8 @@ enum Slot {
     Ready {
         svid: JwtSvid,
         refresh_at: SystemTime,
+        /// Consecutive failed refreshes (the backoff doubles per failure).
+        failures: u32,
     },
     Minting {
         request: WeakShared<Mint>,
@@ -53,17 +61,18 @@ impl JwtCache {
         }
     }
 
-    /// Evicts expired tokens, then the ones due for refresh first, until
-    /// the cache fits its capacity. In-flight slots are never evicted.
-    fn evict(&mut self, now: SystemTime) {
-        if self.slots.len() <= self.capacity {
+    /// Evicts expired tokens and abandoned requests (every caller gave
+    /// up), then the tokens due for refresh first, until the cache fits
+    /// `capacity`. Live requests are never evicted.
+    fn evict_to(&mut self, now: SystemTime, capacity: usize) {
+        if self.slots.len() <= capacity {
             return;
         }
         self.slots.retain(|_, slot| match slot {
             Slot::Ready { svid, .. } => svid.expires_at > now,
-            Slot::Minting { .. } => true,
+            Slot::Minting { request, .. } => request.upgrade().is_some(),
         });
-        while self.slots.len() > self.capacity {
+        while self.slots.len() > capacity {
             let oldest = self
                 .slots
                 .iter()
@@ -80,6 +89,20 @@ impl JwtCache {
                 None => break,
             }
         }
+    }
+
+    fn evict(&mut self, now: SystemTime) {
+        self.evict_to(now, self.capacity);
+    }
+
+    /// Makes room for a new slot under `key` (none needed when it
+    /// replaces one); false when the cache is full of live requests.
+    fn make_room(&mut self, key: &Key, now: SystemTime) -> bool {
+        if self.slots.contains_key(key) {
+            return true;
+        }
+        self.evict_to(now, self.capacity.saturating_sub(1));
+        self.slots.len() < self.capacity
     }
 
     #[cfg(test)]
@@ -101,24 +124,24 @@ pub(super) fn jwt_svid(
     let mut audiences = audiences.to_vec();
     audiences.sort();
     audiences.dedup();
-    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-        return Box::pin(async {
-            Err(SourceError::InvalidArgument(
-                "a JWT-SVID needs at least one non-empty audience".into(),
-            ))
-        });
+    if let Err(e) = check_audiences(&audiences) {
+        return Box::pin(async { Err(e) });
     }
     let key = (id.clone(), audiences);
     let now = shared.clock.now();
     let mut cache = cache(shared);
     let mut stale = None;
     match cache.slots.get(&key) {
-        Some(Slot::Ready { svid, refresh_at }) if now < *refresh_at => {
+        Some(Slot::Ready {
+            svid, refresh_at, ..
+        }) if now < *refresh_at => {
             shared.metrics.jwt("hit");
             let svid = svid.clone();
             return Box::pin(async move { Ok(svid) });
         }
-        Some(Slot::Ready { svid, .. }) if svid.expires_at > now => stale = Some(svid.clone()),
+        Some(Slot::Ready { svid, failures, .. }) if svid.expires_at > now => {
+            stale = Some((svid.clone(), *failures))
+        }
         Some(Slot::Minting { request, .. }) => {
             if let Some(request) = request.upgrade() {
                 shared.metrics.jwt("coalesced");
@@ -126,6 +149,14 @@ pub(super) fn jwt_svid(
             }
         }
         _ => {}
+    }
+    if !cache.make_room(&key, now) {
+        shared.metrics.jwt("error");
+        return Box::pin(async {
+            Err(SourceError::Unavailable(
+                "too many different JWT-SVID requests in flight; retry later".into(),
+            ))
+        });
     }
     shared.metrics.jwt("miss");
     cache.tag += 1;
@@ -144,7 +175,7 @@ async fn mint(
     shared: Arc<Shared>,
     key: Key,
     tag: u64,
-    stale: Option<JwtSvid>,
+    stale: Option<(JwtSvid, u32)>,
 ) -> Result<JwtSvid, SourceError> {
     let (id, audiences) = key.clone();
     let answer = shared
@@ -188,19 +219,32 @@ async fn mint(
                 Slot::Ready {
                     svid: svid.clone(),
                     refresh_at: now + half,
+                    failures: 0,
                 },
             );
             cache.evict(now);
             Ok(svid)
         }
-        Err(e) => match stale.filter(|s| s.expires_at > now) {
-            Some(svid) => {
+        Err(e) => match stale.filter(|(s, _)| s.expires_at > now) {
+            Some((svid, failures)) => {
                 tracing::debug!(spiffe_id = %id, error = %e, "JWT-SVID refresh failed; serving the cached one");
+                // Not again at every request while the CA is down: the
+                // next attempt after a backoff, well before expiry.
+                let failures = failures.saturating_add(1);
+                let remaining = svid.expires_at.duration_since(now).unwrap_or_default();
+                let settings = &shared.settings;
+                let doubling = 2u32.saturating_pow(failures.saturating_sub(1).min(30));
+                let delay = settings
+                    .backoff_initial
+                    .saturating_mul(doubling)
+                    .min(settings.backoff_max)
+                    .min(remaining / 4);
                 cache.slots.insert(
                     key,
                     Slot::Ready {
                         svid: svid.clone(),
-                        refresh_at: now,
+                        refresh_at: now + delay,
+                        failures,
                     },
                 );
                 Ok(svid)
@@ -211,6 +255,29 @@ async fn mint(
             }
         },
     }
+}
+
+/// The audiences of a request (sorted, deduplicated), within the CA's
+/// bounds, so a request the CA would refuse costs no CA call and no slot.
+fn check_audiences(audiences: &[String]) -> Result<(), SourceError> {
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        return Err(SourceError::InvalidArgument(
+            "a JWT-SVID needs at least one non-empty audience".into(),
+        ));
+    }
+    if audiences.len() > MAX_AUDIENCES {
+        return Err(SourceError::InvalidArgument(format!(
+            "{} audiences: at most {MAX_AUDIENCES} allowed",
+            audiences.len()
+        )));
+    }
+    if let Some(long) = audiences.iter().find(|a| a.len() > MAX_AUDIENCE_BYTES) {
+        return Err(SourceError::InvalidArgument(format!(
+            "an audience of {} bytes: at most {MAX_AUDIENCE_BYTES} allowed",
+            long.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether the token's `kid` is among the JWT authorities known for its

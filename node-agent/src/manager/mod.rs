@@ -23,10 +23,15 @@
 //! - on failure, capped exponential backoff with jitter
 //!   (`backoff_initial` doubling up to `backoff_max`, each delay drawn
 //!   from [delay/2, delay]); the valid certificate keeps being served;
+//! - renewal never sooner than `backoff_initial` after issuance (unless
+//!   the certificate would expire first); a renewal whose notAfter is not
+//!   later than the served one's (a CA capping lifetimes) is a failure
+//!   with backoff, the served certificate stays;
 //! - at notAfter without a successor the state becomes
-//!   [`SvidState::Unavailable`]; a [`SvidState::Ready`] value never holds
-//!   an expired certificate (an expiry event is scheduled for every
-//!   certificate, and `watch_x509` re-checks on every call);
+//!   [`SvidState::Unavailable`] and a new certificate is requested at
+//!   once; a [`SvidState::Ready`] value never holds an expired
+//!   certificate (an expiry event is scheduled for every certificate, and
+//!   `watch_x509` re-checks on every call);
 //! - an identity nobody watches (no live receiver) and nobody asked for
 //!   during `idle_drop` is removed, dropping its key.
 //!
@@ -35,8 +40,9 @@
 //! when the wall clock moved more than [`CLOCK_JUMP_TOLERANCE`] beyond the
 //! tokio clock (a jump, e.g. after a suspend), every deadline is recomputed
 //! from the wall clock: renewals already due run at once, certificates
-//! already expired become `Unavailable`. A jump is therefore acted on
-//! within `clock_check` (default 5 s).
+//! already expired become `Unavailable` (and are renewed at once); the
+//! timer heap is rebuilt, so it stays bounded by the identities held. A
+//! jump is therefore acted on within `clock_check` (default 5 s).
 //!
 //! The trust bundle of an SVID is the last element of the CA's answer,
 //! parsed as the bundle of the SVID's trust domain (X.509 only, so a JWT
@@ -99,6 +105,11 @@ pub const DEFAULT_CLOCK_CHECK: Duration = Duration::from_secs(5);
 /// A wall clock that moved this much more (or less) than tokio's clock
 /// between two checks has jumped.
 pub const CLOCK_JUMP_TOLERANCE: Duration = Duration::from_secs(2);
+/// Most audiences in one JWT-SVID request (the CA's bound: more are
+/// refused with [`SourceError::InvalidArgument`] without a CA call).
+pub const MAX_AUDIENCES: usize = 16;
+/// Longest audience, in bytes (the CA's bound).
+pub const MAX_AUDIENCE_BYTES: usize = 256;
 /// Minimum time between two `FetchBundle` calls triggered by unknown
 /// JWT key IDs.
 pub const MIN_BUNDLE_REFETCH: Duration = Duration::from_secs(5);
@@ -223,6 +234,9 @@ pub(crate) struct Shared {
     bundles: watch::Sender<Arc<BundleSet>>,
     jwt: Mutex<jwt::JwtCache>,
     ca_answered: AtomicBool,
+    /// The worker's timer heap size (tests: it stays bounded).
+    #[cfg(test)]
+    timers_held: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -270,6 +284,8 @@ impl CertManager {
             commands,
             bundles: watch::Sender::new(Arc::new(BundleSet::new())),
             ca_answered: AtomicBool::new(false),
+            #[cfg(test)]
+            timers_held: std::sync::atomic::AtomicUsize::new(0),
         });
         tracker.spawn(worker::run(shared.clone(), receiver, shutdown));
         Self { shared }
@@ -338,6 +354,9 @@ impl CredentialSource for CertManager {
             // notAfter and the worker's expiry event.
             if entry.expire_if_due(now) {
                 self.shared.metrics.failure("expired");
+                // Renewed at once by the worker (unless a request is under
+                // way), not at the next timer on tokio's clock.
+                let _ = self.shared.commands.send(Command::Renew(id.clone()));
             }
             return entry.tx.subscribe();
         }

@@ -2,7 +2,9 @@
 //! and a fake wall clock.
 
 mod fake;
+mod jwt_cache;
 mod real_ca;
+mod renewal;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -65,6 +65,8 @@ pub(crate) struct FakeCa {
     other_root: TestCa,
     clock: Arc<FakeClock>,
     pub(crate) ttl: Mutex<Duration>,
+    /// Latest notAfter issued (a CA whose own certificate caps it).
+    pub(crate) cap: Mutex<Option<SystemTime>>,
     pub(crate) down: AtomicBool,
     pub(crate) tamper: Mutex<Tamper>,
     /// (tokio time, identity) of every `sign` call.
@@ -92,6 +94,7 @@ impl FakeCa {
             other_root: TestCa::root("cluster.local"),
             clock,
             ttl: Mutex::new(ttl),
+            cap: Mutex::new(None),
             down: AtomicBool::new(false),
             tamper: Mutex::new(Tamper::None),
             calls: Mutex::default(),
@@ -137,7 +140,11 @@ impl FakeCa {
         let params = &mut csr.params;
         // Backdated like Sigil's CA: the manager must not count from here.
         params.not_before = (now - Duration::from_secs(60)).into();
-        params.not_after = (now + *self.ttl.lock().unwrap()).into();
+        let mut not_after = now + *self.ttl.lock().unwrap();
+        if let Some(cap) = *self.cap.lock().unwrap() {
+            not_after = not_after.min(cap);
+        }
+        params.not_after = not_after.into();
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
