@@ -6,7 +6,7 @@
 //! | `identities` | gauge | — (identities held, with or without a certificate) |
 //! | `earliest_expiry_seconds` | gauge | — (seconds until the earliest notAfter among held certificates; 0 with none) |
 //! | `certificate_rotations_total` | counter | — (renewals: certificates that replaced a previous one) |
-//! | `certificate_failures_total` | counter | `reason`: `ca`, `key`, `response`, `expired`, `capped` (a renewal not expiring later than the served certificate) |
+//! | `certificate_failures_total` | counter | `reason`: `ca`, `key`, `response`, `expired`, `capped` (a renewal not expiring later than the served certificate: served, next renewals paced by backoff), `too_short` (a certificate with less than 1 s left: refused) |
 //! | `ca_errors_total` | counter | `code`: gRPC code name in snake_case (`permission_denied`), or `connect`, `token`, `client_identity`, `response` |
 //! | `jwt_svid_requests_total` | counter | `result`: `hit`, `miss`, `coalesced`, `error` |
 //!

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sigil_identity::SpiffeId;
 use tokio::time::Instant;
@@ -12,6 +12,9 @@ use super::Worker;
 use super::timers::Kind;
 use crate::manager::issue::{Failure, Issued, scaled, wall};
 use crate::source::{IssuedSvid, SvidState};
+
+/// The shortest remaining lifetime of a certificate the manager serves.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
 
 impl Worker {
     pub(super) fn finished(&mut self, id: SpiffeId, result: Result<Issued, Failure>) {
@@ -24,7 +27,25 @@ impl Worker {
         entry.busy = false;
         let generation = self.next_seq();
         entry.generation = generation;
-        let result = result.and_then(|issued| not_later(issued, entry.not_after));
+        // A certificate with (almost) nothing left to live is refused like
+        // a failed request: served, it would expire and be renewed at once,
+        // again and again (a CA at its own notAfter issues such).
+        let result = result.and_then(|issued| {
+            let left = wall(issued.svid.not_after())
+                .duration_since(now)
+                .unwrap_or_default();
+            if left < MIN_LIFETIME {
+                Err(Failure {
+                    reason: "too_short",
+                    code: None,
+                    message: format!(
+                        "the CA issued a certificate valid for only {left:?} more (less than {MIN_LIFETIME:?})"
+                    ),
+                })
+            } else {
+                Ok(issued)
+            }
+        });
         let issued = match result {
             Ok(issued) => issued,
             Err(failure) => {
@@ -56,7 +77,30 @@ impl Worker {
         // Floored at backoff_initial: never a burst of renewals of short
         // certificates. A certificate shorter than twice that is renewed
         // at half its lifetime rather than after expiring.
-        let floor = shared.settings.backoff_initial.min(lifetime / 2);
+        let mut floor = shared.settings.backoff_initial.min(lifetime / 2);
+        // A renewal that expires no later than the certificate it replaces
+        // (the CA caps lifetimes, e.g. at its own notAfter) is served (a
+        // fresh key, a valid certificate), but the next renewals are paced
+        // by backoff, so a shrinking lifetime cannot become a renewal loop.
+        // The backoff may fall after notAfter: renewing sooner would only
+        // get the same notAfter again; the expiry event then withdraws the
+        // certificate and asks at once.
+        if entry.not_after.is_some_and(|current| not_after <= current) {
+            entry.capped = entry.capped.saturating_add(1);
+            shared.metrics.failure("capped");
+            if entry.capped == 1 {
+                tracing::warn!(
+                    spiffe_id = %id,
+                    not_after = %humantime::format_rfc3339_seconds(not_after),
+                    "the CA issued a certificate expiring no later than the previous one \
+                     (its lifetime is capped, e.g. by the CA's own certificate); \
+                     renewing with backoff"
+                );
+            }
+            floor = floor.max(self.backoff(entry.capped));
+        } else {
+            entry.capped = 0;
+        }
         let renew_at = now + self.renew_delay(lifetime).max(floor);
         let td = id.trust_domain().clone();
         let (bundle, bundle_changed) = match self.roots.get(&td) {
@@ -132,24 +176,5 @@ impl Worker {
             .saturating_mul(doubling)
             .min(s.backoff_max);
         delay / 2 + scaled(delay / 2, rand::random::<f64>())
-    }
-}
-
-/// A renewal whose notAfter is not later than the certificate served is
-/// a failure (backoff; the served certificate stays): the CA caps the
-/// lifetime, and taking it would renew at ever shorter intervals.
-fn not_later(issued: Issued, current: Option<SystemTime>) -> Result<Issued, Failure> {
-    let not_after = wall(issued.svid.not_after());
-    match current {
-        Some(current) if not_after <= current => Err(Failure {
-            reason: "capped",
-            code: None,
-            message: format!(
-                "the CA issued a certificate expiring at {}, no later than the one served \
-                 (its lifetime is capped, e.g. by the CA's own certificate); keeping the served one",
-                humantime::format_rfc3339_seconds(not_after)
-            ),
-        }),
-        _ => Ok(issued),
     }
 }

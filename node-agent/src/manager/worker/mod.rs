@@ -53,6 +53,9 @@ pub(crate) struct Entry {
     pub(super) rotations: u64,
     /// Consecutive failures.
     pub(super) failures: u32,
+    /// Consecutive renewals whose notAfter did not move later (a CA
+    /// capping lifetimes): their renewals are paced by backoff.
+    capped: u32,
     pub(super) last_error: Option<Arc<str>>,
     /// When the valid certificate is due for renewal (`None` while
     /// retrying after a failure, or with no certificate).
@@ -74,6 +77,7 @@ impl Entry {
             not_after: None,
             rotations: 0,
             failures: 0,
+            capped: 0,
             last_error: None,
             renew_at: None,
             generation: 0,
