@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::key::JwtAlgorithm;
+use super::alg::JwtAlgorithm;
 
 /// A key ring or minting failure. Messages never hold key material or
 /// tokens.

@@ -32,8 +32,9 @@ use serde::{Deserialize, Serialize};
 use sigil_identity::JwtAuthority;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::alg::JwtAlgorithm;
 use super::error::JwtSvidError;
-use super::key::{JwtAlgorithm, SigningKey};
+use super::key::SigningKey;
 use super::{JwtSvidSettings, RETIRED_KEY_GRACE};
 
 /// The key file's name in the key directory.

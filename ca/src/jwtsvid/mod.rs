@@ -20,6 +20,7 @@
 //! key directory. Tokens minted by one replica then verify only against a
 //! bundle fetched from the same replica (see SECURITY.md).
 
+mod alg;
 mod error;
 mod key;
 mod keyring;
@@ -33,8 +34,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sigil_identity::SpiffeId;
 
+pub use alg::JwtAlgorithm;
 pub use error::JwtSvidError;
-pub use key::JwtAlgorithm;
 pub use keyring::{KEY_FILE, KeyRing};
 
 /// Default lifetime of a signing key (rotation at 5/6 of it).
