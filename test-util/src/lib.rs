@@ -12,7 +12,8 @@
 //!
 //! [`fake_k8s::FakeApiServer`] is an in-memory Kubernetes API server on
 //! loopback (TokenReview, pods, Secrets, ConfigMaps) for testing the CA's
-//! Kubernetes clients without a cluster.
+//! Kubernetes clients without a cluster. [`py_spiffe::py_spiffe_or_skip`]
+//! decides whether a test that drives py-spiffe runs.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::expect_used,
@@ -28,6 +29,7 @@ use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 pub mod fake_k8s;
+pub mod py_spiffe;
 
 pub use rcgen;
 

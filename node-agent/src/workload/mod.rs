@@ -106,6 +106,31 @@ impl WorkloadApi {
         Ok(ids)
     }
 
+    /// Attests the caller of a streaming method and streams what `watch`
+    /// builds for its identities; the stream ends when the registration
+    /// entries change (taken before attesting, so no reload in between is
+    /// missed) or at shutdown.
+    async fn stream<T, W>(
+        &self,
+        method: &'static str,
+        request: &Request<T>,
+        watch: impl FnOnce(&dyn CredentialSource, Vec<SpiffeId>) -> W,
+    ) -> Result<Response<streams::UpdateStream<W::Message>>, Status>
+    where
+        W: streams::Watched,
+    {
+        let reattest = self.callers.changed();
+        let result = self.caller(request).await.map(|ids| {
+            streams::updates(
+                watch(self.source.as_ref(), ids),
+                self.shutdown.clone(),
+                reattest,
+                self.metrics.stream_opened(method),
+            )
+        });
+        self.finish(method, result).map(Response::new)
+    }
+
     fn peer<T>(&self, request: &Request<T>) -> Result<PeerInfo, WorkloadError> {
         check_header(request)?;
         request
@@ -153,37 +178,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        const METHOD: &str = "FetchX509SVID";
-        // Taken before attesting, so no reload in between is missed.
-        let reattest = self.callers.changed();
-        let result = self.caller(&request).await.map(|ids| {
-            let watched = streams::X509Svids::new(self.source.as_ref(), &ids);
-            streams::updates(
-                watched,
-                self.shutdown.clone(),
-                reattest,
-                self.metrics.stream_opened(METHOD),
-            )
-        });
-        self.finish(METHOD, result).map(Response::new)
+        self.stream("FetchX509SVID", &request, |source, ids| {
+            streams::X509Svids::new(source, &ids)
+        })
+        .await
     }
 
     async fn fetch_x509_bundles(
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        const METHOD: &str = "FetchX509Bundles";
-        let reattest = self.callers.changed();
-        let result = self.caller(&request).await.map(|_| {
-            let watched = streams::X509Bundles(self.source.watch_bundles());
-            streams::updates(
-                watched,
-                self.shutdown.clone(),
-                reattest,
-                self.metrics.stream_opened(METHOD),
-            )
-        });
-        self.finish(METHOD, result).map(Response::new)
+        self.stream("FetchX509Bundles", &request, |source, _| {
+            streams::X509Bundles(source.watch_bundles())
+        })
+        .await
     }
 
     async fn fetch_jwtsvid(
@@ -199,18 +207,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        const METHOD: &str = "FetchJWTBundles";
-        let reattest = self.callers.changed();
-        let result = self.caller(&request).await.map(|_| {
-            let watched = streams::JwtBundles(self.source.watch_bundles());
-            streams::updates(
-                watched,
-                self.shutdown.clone(),
-                reattest,
-                self.metrics.stream_opened(METHOD),
-            )
-        });
-        self.finish(METHOD, result).map(Response::new)
+        self.stream("FetchJWTBundles", &request, |source, _| {
+            streams::JwtBundles(source.watch_bundles())
+        })
+        .await
     }
 
     async fn validate_jwtsvid(

@@ -16,32 +16,11 @@ use sigil_node_agent::uds::UdsSettings;
 use sigil_node_agent::workload::{WorkloadApi, WorkloadMetrics};
 use tokio::process::Command;
 
-async fn py_spiffe_available() -> Result<(), String> {
-    let out = Command::new("python3")
-        .args(["-c", "import spiffe"])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("python3 cannot run: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
 #[tokio::test]
 async fn py_spiffe_fetches_svids_and_bundles_and_does_mtls() {
-    if let Err(reason) = py_spiffe_available().await {
-        // CI installs py-spiffe and sets this: there a missing client is a
-        // failure, not a skip.
-        assert!(
-            std::env::var_os("SIGIL_REQUIRE_PY_SPIFFE").is_none(),
-            "SIGIL_REQUIRE_PY_SPIFFE is set but `import spiffe` failed: {reason}"
-        );
-        eprintln!(
-            "SKIPPED py_spiffe_fetches_svids_and_bundles_and_does_mtls: `import spiffe` failed: {reason}"
-        );
+    if !sigil_test_util::py_spiffe::py_spiffe_or_skip(
+        "py_spiffe_fetches_svids_and_bundles_and_does_mtls",
+    ) {
         return;
     }
     let domain = TestDomain::new("example.org");
