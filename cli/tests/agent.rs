@@ -10,21 +10,20 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::text;
 use sigil_ca::config::{AuthenticatorConfig, CaConfig};
 use sigil_ca::server::{CaServer, ServerDeps};
 use sigil_node_agent::daemon::StatusReport;
 use tokio_util::sync::CancellationToken;
 
 const APP: &str = "spiffe://cluster.local/ns/default/sa/app";
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A valid sidecar configuration with everything under `dir`, the CA at
 /// `ca`, the admin listener at `admin`, and `extra` appended (more
@@ -44,32 +43,11 @@ fn config(dir: &Path, ca: &str, admin: &str, extra: &str) -> String {
 }
 
 /// `sigil agent <args>` in `dir` with only `vars` in its environment,
-/// expected to exit on its own (a configuration error). An agent that
-/// starts anyway is killed after 30 s and the test fails.
+/// expected to refuse its configuration.
 fn agent_refusing(args: &[&str], vars: &[(&str, &str)], dir: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .arg("agent")
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .envs(vars.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sigil agent");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait for sigil").is_none() {
-        if Instant::now() > deadline {
-            child.kill().expect("kill sigil");
-            let out = child.wait_with_output().expect("sigil output");
-            panic!(
-                "`sigil agent {args:?}` with {vars:?} did not refuse its configuration: {}",
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("sigil output")
+    let mut all = vec!["agent"];
+    all.extend_from_slice(args);
+    common::sigil_refusing(&all, vars, dir)
 }
 
 /// Asserts exit 64, a message naming each of `mentions`, and no socket.

@@ -8,10 +8,12 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::text;
 use rcgen::{CertificateParams, DistinguishedName, SanType};
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
@@ -24,10 +26,6 @@ fn sigil(args: &[&str], cwd: &Path) -> Output {
         .env_remove("SIGIL_TRUST_DOMAIN")
         .output()
         .expect("run sigil")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn write_csr(dir: &Path, uri: &str) {
@@ -245,32 +243,11 @@ fn serve_refusing(vars: &[(&str, &str)], cwd: &Path) -> Output {
 }
 
 /// `sigil ca serve <args>` with only `vars` in its environment, expected to
-/// refuse its configuration before binding anything. A server that starts
-/// anyway is killed after 30 s and the test fails rather than hangs.
+/// refuse its configuration before binding anything.
 fn serve_refusing_with(args: &[&str], vars: &[(&str, &str)], cwd: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["ca", "serve"])
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(vars.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sigil");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait for sigil").is_none() {
-        if Instant::now() > deadline {
-            child.kill().expect("kill sigil");
-            let out = child.wait_with_output().expect("sigil output");
-            panic!(
-                "`sigil ca serve {args:?}` with {vars:?} did not refuse its configuration: {}",
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("sigil output")
+    let mut all = vec!["ca", "serve"];
+    all.extend_from_slice(args);
+    common::sigil_refusing(&all, vars, cwd)
 }
 
 /// Asserts exit code 64 and a message naming every one of `mentions`, and
