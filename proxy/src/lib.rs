@@ -1,7 +1,24 @@
 //! # sigil-proxy
 //!
-//! The bundled proxy: consumes SDS credentials to enforce SPIFFE mutual TLS,
-//! Istio `AuthorizationPolicy` semantics and JWT end-user authentication.
+//! The bundled proxy: consumes SPIFFE credentials to enforce mutual TLS in
+//! front of local applications (inbound listeners) and towards remote Sigil
+//! proxies (outbound listeners), with an authorization seam
+//! ([`authz_seam::Authorizer`]) the policy engine plugs into.
 //!
-//! Not built yet: this crate holds only its documentation until its issue lands.
+//! Built so far (issue 16, L4 first): configuration, credentials from files
+//! (hot reloaded, atomically swapped), L4 TCP listeners with half-close,
+//! bounded connections and a handshake timeout, a ClientHello sniffer for
+//! PERMISSIVE mode, and a JSON access log line per connection.
 #![forbid(unsafe_code)]
+
+pub mod authz_seam;
+pub mod config;
+pub mod credentials;
+pub mod listener;
+pub mod sniff;
+pub mod tls;
+
+pub use authz_seam::{AllowAll, Authorizer, ConnectionAttributes, Decision};
+pub use config::{ConfigError, CredentialsConfig, ListenerConfig, ListenerMode, ProxyConfig};
+pub use credentials::{CredentialsError, FileCredentials};
+pub use listener::{ListenerError, Proxy};

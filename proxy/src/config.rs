@@ -1,0 +1,198 @@
+//! The proxy's configuration: TOML, then `SIGIL_PROXY__*` environment
+//! overrides (through [`sigil_runtime::env`], as the node agent's).
+//!
+//! ```toml
+//! trust_domain = "example.org"
+//! [credentials]
+//! cert_chain = "/run/sigil/svid.pem"
+//! key = "/run/sigil/key.pem"
+//! bundle = "/run/sigil/bundle.pem"
+//! [[listeners]]
+//! mode = "inbound"
+//! listen = "0.0.0.0:15006"
+//! target = "127.0.0.1:8080"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sigil_runtime::env::{EnvError, EnvOverrides, Environment};
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "SIGIL_PROXY__";
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML or an override is invalid.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// A field has an invalid value.
+    #[error("invalid config: {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The local trust domain (the bundle file's).
+    pub trust_domain: String,
+    /// Where the credentials come from.
+    pub credentials: CredentialsConfig,
+    /// The listeners.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Lowest TLS version accepted: `"1.3"` (default) or `"1.2"`.
+    #[serde(default = "default_tls_min")]
+    pub tls_min_version: String,
+    /// Time allowed for a TLS handshake.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time a connection may stay without traffic in either direction.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections served at once per listener; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// Credentials from PEM files, re-read when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// The certificate chain (leaf first).
+    pub cert_chain: PathBuf,
+    /// The leaf's PKCS#8 private key.
+    pub key: PathBuf,
+    /// The trust bundle of the local trust domain.
+    pub bundle: PathBuf,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+/// Which side of the mesh a listener sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerMode {
+    /// Terminates mTLS and forwards plaintext to a local application.
+    Inbound,
+    /// Accepts plaintext from a local application and originates mTLS.
+    Outbound,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Inbound or outbound.
+    pub mode: ListenerMode,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// Where to forward: the local application (inbound) or the remote
+    /// proxy (outbound).
+    pub target: SocketAddr,
+    /// Outbound: the exact SPIFFE ID the remote proxy must present.
+    #[serde(default)]
+    pub expected_id: Option<String>,
+    /// Outbound: the trust domain the remote proxy must belong to (when no
+    /// `expected_id`; default: the local trust domain).
+    #[serde(default)]
+    pub expected_trust_domain: Option<String>,
+    /// Outbound: the SNI sent (default `sigil`).
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+fn default_tls_min() -> String {
+    "1.3".to_owned()
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl ProxyConfig {
+    /// Defaults, then the TOML `text`, then the `SIGIL_PROXY__*` variables of
+    /// `env`, validated.
+    pub fn load(text: &str, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let overrides = EnvOverrides::from_env(env, ENV_PREFIX)?;
+        let config: Self = overrides.apply(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: &str| ConfigError::Invalid {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !matches!(self.tls_min_version.as_str(), "1.2" | "1.3") {
+            return Err(invalid("tls_min_version", "must be \"1.2\" or \"1.3\""));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(invalid("handshake_timeout", "must be positive"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("idle_timeout", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const TOML: &str = r#"
+trust_domain = "example.org"
+[credentials]
+cert_chain = "c.pem"
+key = "k.pem"
+bundle = "b.pem"
+[[listeners]]
+mode = "inbound"
+listen = "127.0.0.1:15006"
+target = "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn loads_toml_and_env_overrides() {
+        let mut env = BTreeMap::new();
+        env.insert("SIGIL_PROXY__TLS_MIN_VERSION".to_owned(), "1.2".to_owned());
+        let config = ProxyConfig::load(TOML, &env).unwrap();
+        assert_eq!(config.tls_min_version, "1.2");
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn refuses_bad_tls_version() {
+        let mut env = BTreeMap::new();
+        env.insert("SIGIL_PROXY__TLS_MIN_VERSION".to_owned(), "1.1".to_owned());
+        let err = ProxyConfig::load(TOML, &env).unwrap_err();
+        assert!(err.to_string().contains("tls_min_version"), "{err}");
+    }
+}
