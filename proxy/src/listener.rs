@@ -158,7 +158,12 @@ impl Proxy {
                 let tls = match accepted {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
-                        return access_log(peer, None, "handshake_failed", Some(&error.to_string()));
+                        return access_log(
+                            peer,
+                            None,
+                            "handshake_failed",
+                            Some(&error.to_string()),
+                        );
                     }
                     Err(_) => return access_log(peer, None, "handshake_timeout", None),
                 };

@@ -1,0 +1,297 @@
+//! End-to-end L4 tests on loopback: client -> outbound proxy -> inbound
+//! proxy -> echo backend over mTLS, refusals of bad peers, rotation of the
+//! credential files, half-close.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sigil_identity::{
+    BundleHandle, BundleSet, IdMatcher, SpiffeServerVerifier, TrustBundle, TrustDomain, check_leaf,
+};
+use sigil_proxy::{
+    AllowAll, Authorizer, ConnectionAttributes, Decision, FileCredentials, Proxy, ProxyConfig,
+};
+use sigil_test_util::{TestCa, TestCert, leaf_params, p256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+const TD: &str = "example.org";
+
+fn write_creds(dir: &Path, name: &str, ca: &TestCa, leaf: &TestCert) {
+    std::fs::write(dir.join(format!("{name}.crt")), &leaf.pem).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), leaf.key.serialize_pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.bundle")), &ca.cert.pem).unwrap();
+}
+
+fn config(dir: &Path, name: &str, mode: &str, target: SocketAddr, extra: &str) -> ProxyConfig {
+    let d = dir.display();
+    let text = format!(
+        r#"
+trust_domain = "{TD}"
+handshake_timeout = "2s"
+[credentials]
+cert_chain = "{d}/{name}.crt"
+key = "{d}/{name}.key"
+bundle = "{d}/{name}.bundle"
+poll_interval = "50ms"
+[[listeners]]
+mode = "{mode}"
+listen = "127.0.0.1:0"
+target = "{target}"
+{extra}
+"#
+    );
+    ProxyConfig::load(&text, &BTreeMap::<String, String>::new()).unwrap()
+}
+
+async fn echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start(config: &ProxyConfig, authz: Arc<dyn Authorizer>) -> SocketAddr {
+    let creds = FileCredentials::load(&config.credentials, &config.trust_domain).unwrap();
+    tokio::spawn(creds.clone().watch());
+    let proxy = Proxy::bind(config, &config.listeners[0], &creds, authz)
+        .await
+        .unwrap();
+    let addr = proxy.local_addr().unwrap();
+    tokio::spawn(proxy.serve());
+    addr
+}
+
+struct Mesh {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    ca: TestCa,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+}
+
+async fn mesh(authz: Arc<dyn Authorizer>) -> Mesh {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let ca = TestCa::root(TD);
+    write_creds(
+        &dir,
+        "in",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/server"),
+    );
+    write_creds(
+        &dir,
+        "out",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/client"),
+    );
+    let backend = echo_backend().await;
+    let inbound = start(&config(&dir, "in", "inbound", backend, ""), authz).await;
+    let outbound = start(
+        &config(
+            &dir,
+            "out",
+            "outbound",
+            inbound,
+            r#"expected_id = "spiffe://example.org/ns/default/sa/server""#,
+        ),
+        Arc::new(AllowAll),
+    )
+    .await;
+    Mesh {
+        _dir: tmp,
+        dir,
+        ca,
+        inbound,
+        outbound,
+    }
+}
+
+async fn roundtrip(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    msg: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(msg).await?;
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(buf)
+}
+
+#[tokio::test]
+async fn client_outbound_inbound_echo_over_mtls() {
+    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
+    assert_eq!(
+        roundtrip(&mut client, b"hello mesh").await.unwrap(),
+        b"hello mesh"
+    );
+}
+
+#[tokio::test]
+async fn half_close_reaches_the_backend_and_the_reply_still_arrives() {
+    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
+    client.write_all(b"last words").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, b"last words");
+}
+
+/// A direct mTLS client to the inbound proxy, trusting `example.org`,
+/// presenting `cert` (or nothing).
+async fn direct(
+    mesh: &Mesh,
+    cert: Option<&TestCert>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let bundle =
+        TrustBundle::from_pem(TrustDomain::new(TD).unwrap(), mesh.ca.cert.pem.as_bytes()).unwrap();
+    let verifier =
+        SpiffeServerVerifier::new(BundleHandle::new(BundleSet::from(bundle)), IdMatcher::Any);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier));
+    let config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(
+                vec![c.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.serialize_der())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = TcpStream::connect(mesh.inbound).await?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("sigil").unwrap(), tcp)
+        .await
+}
+
+async fn refused(mesh: &Mesh, cert: Option<&TestCert>) -> bool {
+    match direct(mesh, cert).await {
+        Err(_) => true,
+        Ok(mut tls) => roundtrip(&mut tls, b"ping").await.is_err(),
+    }
+}
+
+#[tokio::test]
+async fn a_valid_direct_peer_is_served() {
+    let mesh = mesh(Arc::new(AllowAll)).await;
+    let leaf = mesh.ca.leaf("spiffe://example.org/ns/x/sa/y");
+    assert!(!refused(&mesh, Some(&leaf)).await);
+}
+
+#[tokio::test]
+async fn bad_peers_are_refused() {
+    let mesh = mesh(Arc::new(AllowAll)).await;
+    // No certificate.
+    assert!(refused(&mesh, None).await, "no certificate");
+    // Another trust domain.
+    let other = TestCa::root("other.org");
+    assert!(
+        refused(&mesh, Some(&other.leaf("spiffe://other.org/ns/x/sa/y"))).await,
+        "other trust domain"
+    );
+    // Expired.
+    let mut params = leaf_params("spiffe://example.org/ns/x/sa/y");
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    params.not_after = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert!(
+        refused(&mesh, Some(&mesh.ca.sign(params, p256()))).await,
+        "expired"
+    );
+    // Self-signed look-alike with the same SPIFFE ID.
+    let fake_ca = TestCa::root(TD);
+    assert!(
+        refused(
+            &mesh,
+            Some(&fake_ca.leaf("spiffe://example.org/ns/default/sa/client"))
+        )
+        .await,
+        "look-alike"
+    );
+}
+
+struct DenyAll;
+impl Authorizer for DenyAll {
+    fn decide(&self, _req: &ConnectionAttributes) -> Decision {
+        Decision::Deny {
+            policy: Some("test/deny-all".to_owned()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_denied_connection_is_closed_after_the_handshake() {
+    let mesh = mesh(Arc::new(DenyAll)).await;
+    let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
+    assert!(roundtrip(&mut client, b"hello").await.is_err());
+}
+
+fn served_id(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> String {
+    let leaf: &CertificateDer<'_> = &tls.get_ref().1.peer_certificates().unwrap()[0];
+    check_leaf(leaf).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn rotation_new_handshakes_use_new_files_established_connections_stay() {
+    let mesh = mesh(Arc::new(AllowAll)).await;
+    let client_leaf = mesh.ca.leaf("spiffe://example.org/ns/x/sa/y");
+    let mut before = direct(&mesh, Some(&client_leaf)).await.unwrap();
+    assert_eq!(
+        served_id(&before),
+        "spiffe://example.org/ns/default/sa/server"
+    );
+    let mut long_lived = TcpStream::connect(mesh.outbound).await.unwrap();
+    assert_eq!(roundtrip(&mut long_lived, b"one").await.unwrap(), b"one");
+
+    write_creds(
+        &mesh.dir,
+        "in",
+        &mesh.ca,
+        &mesh.ca.leaf("spiffe://example.org/ns/default/sa/server-v2"),
+    );
+    let mut rotated = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let after = direct(&mesh, Some(&client_leaf)).await.unwrap();
+        if served_id(&after) == "spiffe://example.org/ns/default/sa/server-v2" {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(
+        rotated,
+        "the inbound proxy never served the new certificate"
+    );
+    assert_eq!(
+        roundtrip(&mut before, b"still here").await.unwrap(),
+        b"still here"
+    );
+    assert_eq!(roundtrip(&mut long_lived, b"two").await.unwrap(), b"two");
+}
