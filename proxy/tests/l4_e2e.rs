@@ -1,6 +1,11 @@
 //! End-to-end L4 tests on loopback: client -> outbound proxy -> inbound
 //! proxy -> echo backend over mTLS, refusals of bad peers, rotation of the
 //! credential files, half-close.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] fns: a failure here is a test failure"
+)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
