@@ -13,6 +13,7 @@
 
 pub mod authz_seam;
 pub mod config;
+pub mod copy;
 pub mod credentials;
 pub mod listener;
 pub mod sniff;

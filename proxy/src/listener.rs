@@ -4,7 +4,7 @@
 //! Each listener bounds its connections with a semaphore (accepting stops
 //! while it is full), bounds the TLS handshake by `handshake_timeout`, asks
 //! the [`Authorizer`] after an inbound handshake (a denied connection is
-//! closed), copies both directions with half-close, and writes one JSON
+//! closed), copies both directions with half-close and an idle timeout, and writes one JSON
 //! access log line per connection (target `sigil_proxy::access`).
 
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::authz_seam::{Authorizer, ConnectionAttributes, Decision};
 use crate::config::{ListenerConfig, ListenerMode, ProxyConfig};
+use crate::copy::{self, CopyEnd};
 use crate::credentials::FileCredentials;
 use crate::tls;
 
@@ -218,18 +219,15 @@ impl Proxy {
         }
     }
 
-    async fn pipe<A, B>(&self, mut a: A, mut b: B)
+    async fn pipe<A, B>(&self, a: A, b: B)
     where
         A: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
     {
-        // TODO(next): reset the idle timer on traffic instead of bounding the
-        // whole connection by idle_timeout.
-        let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-        match tokio::time::timeout(self.idle_timeout, copy).await {
-            Ok(Ok((up, down))) => tracing::debug!(up, down, "connection closed"),
-            Ok(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
-            Err(_) => tracing::debug!("connection timed out"),
+        match copy::copy_with_idle_timeout(a, b, self.idle_timeout).await {
+            Ok(CopyEnd::Closed(up, down)) => tracing::debug!(up, down, "connection closed"),
+            Ok(CopyEnd::Idle) => tracing::debug!("connection idle: closed"),
+            Err(error) => tracing::debug!(%error, "connection ended with an error"),
         }
     }
 }
