@@ -48,32 +48,26 @@ pub enum CredentialsError {
     TrustDomain(String),
 }
 
-/// Credentials read from files, shared with the listeners' TLS configs.
+/// The material the listeners' TLS configs share: the credential presented
+/// and the bundles peers are verified against, each swapped atomically.
+/// Filled from files ([`FileCredentials`]) or by the SDS client
+/// ([`crate::sds::SdsClient`]).
 #[derive(Debug, Clone)]
-pub struct FileCredentials {
-    config: CredentialsConfig,
+pub struct Credentials {
     trust_domain: TrustDomain,
     resolver: Arc<CredentialResolver>,
     bundles: BundleHandle,
 }
 
-type Contents = (Vec<u8>, Vec<u8>, Vec<u8>);
-
-impl FileCredentials {
-    /// Reads the files once; fails if any is missing or invalid.
-    pub fn load(config: &CredentialsConfig, trust_domain: &str) -> Result<Self, CredentialsError> {
-        let td = TrustDomain::new(trust_domain)
-            .map_err(|_| CredentialsError::TrustDomain(trust_domain.to_owned()))?;
-        let contents = read_all(config)?;
-        let (svid, bundle) = parse(config, &td, &contents)?;
-        let resolver = Arc::new(CredentialResolver::new());
-        resolver.store(&svid);
-        Ok(Self {
-            config: config.clone(),
-            trust_domain: td,
-            resolver,
-            bundles: BundleHandle::new(BundleSet::from(bundle)),
-        })
+impl Credentials {
+    /// Empty material for `trust_domain`: handshakes fail closed until the
+    /// first [`Self::install`].
+    pub fn empty(trust_domain: TrustDomain) -> Self {
+        Self {
+            trust_domain,
+            resolver: Arc::new(CredentialResolver::new()),
+            bundles: BundleHandle::new(BundleSet::new()),
+        }
     }
 
     /// The resolver the TLS configs present certificates from.
@@ -91,12 +85,58 @@ impl FileCredentials {
         &self.trust_domain
     }
 
+    /// Presents `svid` from the next handshake on.
+    pub fn install_svid(&self, svid: &X509Svid) {
+        self.resolver.store(svid);
+    }
+
+    /// Verifies peers against `bundle` from the next handshake on.
+    pub fn install_bundle(&self, bundle: TrustBundle) {
+        self.bundles.store(BundleSet::from(bundle));
+    }
+
+    /// Whether a credential was installed.
+    pub fn is_ready(&self) -> bool {
+        self.resolver.current().is_some()
+    }
+}
+
+/// Credentials read from files, re-read when they change.
+#[derive(Debug, Clone)]
+pub struct FileCredentials {
+    config: CredentialsConfig,
+    creds: Credentials,
+}
+
+type Contents = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+impl FileCredentials {
+    /// Reads the files once; fails if any is missing or invalid.
+    pub fn load(config: &CredentialsConfig, trust_domain: &str) -> Result<Self, CredentialsError> {
+        let td = TrustDomain::new(trust_domain)
+            .map_err(|_| CredentialsError::TrustDomain(trust_domain.to_owned()))?;
+        let contents = read_all(config)?;
+        let (svid, bundle) = parse(config, &td, &contents)?;
+        let creds = Credentials::empty(td);
+        creds.install_svid(&svid);
+        creds.install_bundle(bundle);
+        Ok(Self {
+            config: config.clone(),
+            creds,
+        })
+    }
+
+    /// The shared material.
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
+    }
+
     /// Re-reads the files; on success swaps the credential and the bundle.
     pub fn reload(&self) -> Result<(), CredentialsError> {
         let contents = read_all(&self.config)?;
-        let (svid, bundle) = parse(&self.config, &self.trust_domain, &contents)?;
-        self.resolver.store(&svid);
-        self.bundles.store(BundleSet::from(bundle));
+        let (svid, bundle) = parse(&self.config, self.creds.trust_domain(), &contents)?;
+        self.creds.install_svid(&svid);
+        self.creds.install_bundle(bundle);
         Ok(())
     }
 
@@ -114,10 +154,10 @@ impl FileCredentials {
             if last.as_ref() == Some(&now) {
                 continue;
             }
-            match parse(&self.config, &self.trust_domain, &now) {
+            match parse(&self.config, self.creds.trust_domain(), &now) {
                 Ok((svid, bundle)) => {
-                    self.resolver.store(&svid);
-                    self.bundles.store(BundleSet::from(bundle));
+                    self.creds.install_svid(&svid);
+                    self.creds.install_bundle(bundle);
                     tracing::info!(spiffe_id = %svid.spiffe_id(), "credentials reloaded");
                     last = Some(now);
                 }

@@ -21,5 +21,5 @@ pub mod tls;
 
 pub use authz_seam::{AllowAll, Authorizer, ConnectionAttributes, Decision};
 pub use config::{ConfigError, CredentialsConfig, ListenerConfig, ListenerMode, ProxyConfig};
-pub use credentials::{CredentialsError, FileCredentials};
+pub use credentials::{Credentials, CredentialsError, FileCredentials};
 pub use listener::{ListenerError, Proxy};

@@ -21,7 +21,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::authz_seam::{Authorizer, ConnectionAttributes, Decision};
 use crate::config::{ListenerConfig, ListenerMode, ProxyConfig};
 use crate::copy::{self, CopyEnd};
-use crate::credentials::FileCredentials;
+use crate::credentials::Credentials;
 use crate::tls;
 
 /// Errors starting a listener.
@@ -84,7 +84,7 @@ impl Proxy {
     pub async fn bind(
         config: &ProxyConfig,
         listener: &ListenerConfig,
-        creds: &FileCredentials,
+        creds: &Credentials,
         authorizer: Arc<dyn Authorizer>,
     ) -> Result<Self, ListenerError> {
         let addr = listener.listen;
@@ -232,7 +232,7 @@ impl Proxy {
     }
 }
 
-fn matcher(listener: &ListenerConfig, creds: &FileCredentials) -> Result<IdMatcher, ListenerError> {
+fn matcher(listener: &ListenerConfig, creds: &Credentials) -> Result<IdMatcher, ListenerError> {
     let addr = listener.listen;
     if let Some(id) = &listener.expected_id {
         let id = SpiffeId::parse(id).map_err(|_| ListenerError::Invalid {

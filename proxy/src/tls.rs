@@ -12,7 +12,7 @@ use rustls::version::{TLS12, TLS13};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 use sigil_identity::{IdMatcher, SpiffeClientVerifier, SpiffeServerVerifier};
 
-use crate::credentials::FileCredentials;
+use crate::credentials::Credentials;
 
 /// ALPN protocols offered and accepted.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -31,7 +31,7 @@ fn versions(allow_tls12: bool) -> &'static [&'static SupportedProtocolVersion] {
 /// The inbound (server) config: requires a client certificate that verifies
 /// against the bundles (any SPIFFE ID; authorization decides after).
 pub fn server_config(
-    creds: &FileCredentials,
+    creds: &Credentials,
     allow_tls12: bool,
 ) -> Result<ServerConfig, rustls::Error> {
     let verifier = SpiffeClientVerifier::new(creds.bundles(), IdMatcher::Any);
@@ -46,7 +46,7 @@ pub fn server_config(
 /// The outbound (client) config: the remote proxy must present an ID that
 /// `matcher` accepts.
 pub fn client_config(
-    creds: &FileCredentials,
+    creds: &Credentials,
     matcher: IdMatcher,
     allow_tls12: bool,
 ) -> Result<ClientConfig, rustls::Error> {

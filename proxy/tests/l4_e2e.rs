@@ -75,7 +75,7 @@ async fn echo_backend() -> SocketAddr {
 async fn start(config: &ProxyConfig, authz: Arc<dyn Authorizer>) -> SocketAddr {
     let creds = FileCredentials::load(&config.credentials, &config.trust_domain).unwrap();
     tokio::spawn(creds.clone().watch());
-    let proxy = Proxy::bind(config, &config.listeners[0], &creds, authz)
+    let proxy = Proxy::bind(config, &config.listeners[0], creds.credentials(), authz)
         .await
         .unwrap();
     let addr = proxy.local_addr().unwrap();
