@@ -16,6 +16,7 @@ pub mod config;
 pub mod copy;
 pub mod credentials;
 pub mod listener;
+pub mod sds;
 pub mod sniff;
 pub mod tls;
 
@@ -23,3 +24,4 @@ pub use authz_seam::{AllowAll, Authorizer, ConnectionAttributes, Decision};
 pub use config::{ConfigError, CredentialsConfig, ListenerConfig, ListenerMode, ProxyConfig};
 pub use credentials::{Credentials, CredentialsError, FileCredentials};
 pub use listener::{ListenerError, Proxy};
+pub use sds::{SdsClient, SdsError};
