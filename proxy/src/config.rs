@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! trust_domain = "example.org"
-//! [credentials]
+//! [credentials.files]          # or: [credentials.sds] socket = "/run/sigil/agent.sock"
 //! cert_chain = "/run/sigil/svid.pem"
 //! key = "/run/sigil/key.pem"
 //! bundle = "/run/sigil/bundle.pem"
@@ -64,10 +64,30 @@ pub struct ProxyConfig {
     pub max_connections: usize,
 }
 
-/// Credentials from PEM files, re-read when they change.
+/// Where the credentials come from: exactly one of `files` and `sds`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsConfig {
+    /// PEM files, re-read when they change.
+    #[serde(default)]
+    pub files: Option<FilesConfig>,
+    /// The node agent's SDS.
+    #[serde(default)]
+    pub sds: Option<SdsConfig>,
+}
+
+/// The node agent's SDS endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdsConfig {
+    /// The agent's unix socket.
+    pub socket: PathBuf,
+}
+
+/// Credentials from PEM files, re-read when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
     /// The certificate chain (leaf first).
     pub cert_chain: PathBuf,
     /// The leaf's PKCS#8 private key.
@@ -147,6 +167,12 @@ impl ProxyConfig {
         if !matches!(self.tls_min_version.as_str(), "1.2" | "1.3") {
             return Err(invalid("tls_min_version", "must be \"1.2\" or \"1.3\""));
         }
+        if self.credentials.files.is_some() == self.credentials.sds.is_some() {
+            return Err(invalid(
+                "credentials",
+                "set exactly one of [credentials.files] and [credentials.sds]",
+            ));
+        }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
@@ -168,7 +194,7 @@ mod tests {
 
     const TOML: &str = r#"
 trust_domain = "example.org"
-[credentials]
+[credentials.files]
 cert_chain = "c.pem"
 key = "k.pem"
 bundle = "b.pem"

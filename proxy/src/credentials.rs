@@ -14,7 +14,7 @@ use sigil_identity::{
     TrustDomain, X509Svid,
 };
 
-use crate::config::CredentialsConfig;
+use crate::config::FilesConfig;
 
 /// Errors loading credentials.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ impl Credentials {
 /// Credentials read from files, re-read when they change.
 #[derive(Debug, Clone)]
 pub struct FileCredentials {
-    config: CredentialsConfig,
+    config: FilesConfig,
     creds: Credentials,
 }
 
@@ -112,7 +112,7 @@ type Contents = (Vec<u8>, Vec<u8>, Vec<u8>);
 
 impl FileCredentials {
     /// Reads the files once; fails if any is missing or invalid.
-    pub fn load(config: &CredentialsConfig, trust_domain: &str) -> Result<Self, CredentialsError> {
+    pub fn load(config: &FilesConfig, trust_domain: &str) -> Result<Self, CredentialsError> {
         let td = TrustDomain::new(trust_domain)
             .map_err(|_| CredentialsError::TrustDomain(trust_domain.to_owned()))?;
         let contents = read_all(config)?;
@@ -176,7 +176,7 @@ fn read(path: &Path) -> Result<Vec<u8>, CredentialsError> {
     })
 }
 
-fn read_all(config: &CredentialsConfig) -> Result<Contents, CredentialsError> {
+fn read_all(config: &FilesConfig) -> Result<Contents, CredentialsError> {
     Ok((
         read(&config.cert_chain)?,
         read(&config.key)?,
@@ -185,7 +185,7 @@ fn read_all(config: &CredentialsConfig) -> Result<Contents, CredentialsError> {
 }
 
 fn parse(
-    config: &CredentialsConfig,
+    config: &FilesConfig,
     td: &TrustDomain,
     (chain, key, bundle): &Contents,
 ) -> Result<(X509Svid, TrustBundle), CredentialsError> {

@@ -15,13 +15,18 @@ pub mod authz_seam;
 pub mod config;
 pub mod copy;
 pub mod credentials;
+pub mod daemon;
 pub mod listener;
 pub mod sds;
 pub mod sniff;
 pub mod tls;
 
 pub use authz_seam::{AllowAll, Authorizer, ConnectionAttributes, Decision};
-pub use config::{ConfigError, CredentialsConfig, ListenerConfig, ListenerMode, ProxyConfig};
+pub use config::{
+    ConfigError, CredentialsConfig, FilesConfig, ListenerConfig, ListenerMode, ProxyConfig,
+    SdsConfig,
+};
 pub use credentials::{Credentials, CredentialsError, FileCredentials};
+pub use daemon::{RunError, Running, run, start};
 pub use listener::{ListenerError, Proxy};
 pub use sds::{SdsClient, SdsError};

@@ -17,9 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use sigil_identity::{
     BundleHandle, BundleSet, IdMatcher, SpiffeServerVerifier, TrustBundle, TrustDomain, check_leaf,
 };
-use sigil_proxy::{
-    AllowAll, Authorizer, ConnectionAttributes, Decision, FileCredentials, Proxy, ProxyConfig,
-};
+use sigil_proxy::{AllowAll, Authorizer, ConnectionAttributes, Decision, ProxyConfig};
 use sigil_test_util::{TestCa, TestCert, leaf_params, p256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,12 +32,23 @@ fn write_creds(dir: &Path, name: &str, ca: &TestCa, leaf: &TestCert) {
 }
 
 fn config(dir: &Path, name: &str, mode: &str, target: SocketAddr, extra: &str) -> ProxyConfig {
+    config_with(dir, name, mode, target, extra, "2s")
+}
+
+fn config_with(
+    dir: &Path,
+    name: &str,
+    mode: &str,
+    target: SocketAddr,
+    extra: &str,
+    handshake_timeout: &str,
+) -> ProxyConfig {
     let d = dir.display();
     let text = format!(
         r#"
 trust_domain = "{TD}"
-handshake_timeout = "2s"
-[credentials]
+handshake_timeout = "{handshake_timeout}"
+[credentials.files]
 cert_chain = "{d}/{name}.crt"
 key = "{d}/{name}.key"
 bundle = "{d}/{name}.bundle"
@@ -73,13 +82,10 @@ async fn echo_backend() -> SocketAddr {
 }
 
 async fn start(config: &ProxyConfig, authz: Arc<dyn Authorizer>) -> SocketAddr {
-    let creds = FileCredentials::load(&config.credentials, &config.trust_domain).unwrap();
-    tokio::spawn(creds.clone().watch());
-    let proxy = Proxy::bind(config, &config.listeners[0], creds.credentials(), authz)
-        .await
-        .unwrap();
-    let addr = proxy.local_addr().unwrap();
-    tokio::spawn(proxy.serve());
+    // The daemon's tasks live as long as the test's runtime.
+    let running = sigil_proxy::start(config, authz).await.unwrap();
+    let addr = running.addrs[0];
+    std::mem::forget(running);
     addr
 }
 
@@ -299,4 +305,43 @@ async fn rotation_new_handshakes_use_new_files_established_connections_stay() {
         b"still here"
     );
     assert_eq!(roundtrip(&mut long_lived, b"two").await.unwrap(), b"two");
+}
+
+#[tokio::test]
+async fn a_peer_that_never_finishes_the_handshake_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::root(TD);
+    write_creds(
+        tmp.path(),
+        "in",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/server"),
+    );
+    let backend = echo_backend().await;
+    let inbound = start(
+        &config_with(tmp.path(), "in", "inbound", backend, "", "200ms"),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let mut silent = TcpStream::connect(inbound).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the proxy closes a silent peer: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn config_with_both_or_no_credential_source_is_refused() {
+    let text = |creds: &str| format!("trust_domain = \"{TD}\"\n{creds}\n");
+    let env = BTreeMap::<String, String>::new();
+    let none = ProxyConfig::load(&text("[credentials]"), &env).unwrap_err();
+    assert!(none.to_string().contains("credentials"), "{none}");
+    let both = ProxyConfig::load(
+        &text("[credentials.sds]\nsocket = \"/s\"\n[credentials.files]\ncert_chain = \"c\"\nkey = \"k\"\nbundle = \"b\""),
+        &env,
+    )
+    .unwrap_err();
+    assert!(both.to_string().contains("exactly one"), "{both}");
 }

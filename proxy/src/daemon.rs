@@ -1,0 +1,96 @@
+//! The daemon: credentials from the configured source, every listener
+//! bound and served until shutdown. The `sigil proxy` subcommand (not wired
+//! yet) calls [`run`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sigil_identity::TrustDomain;
+use tokio::task::JoinSet;
+
+use crate::authz_seam::Authorizer;
+use crate::config::{ConfigError, ProxyConfig};
+use crate::credentials::{Credentials, CredentialsError, FileCredentials};
+use crate::listener::{ListenerError, Proxy};
+use crate::sds::SdsClient;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The credential files could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// A listener could not start.
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+}
+
+/// A started daemon: its listeners' bound addresses, in config order.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address of each listener.
+    pub addrs: Vec<SocketAddr>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops every listener and background task (established connections
+    /// are dropped).
+    pub fn stop(mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// Starts the credential source and every listener.
+pub async fn start(
+    config: &ProxyConfig,
+    authorizer: Arc<dyn Authorizer>,
+) -> Result<Running, RunError> {
+    config.validate()?;
+    let mut tasks = JoinSet::new();
+    let creds = match (&config.credentials.files, &config.credentials.sds) {
+        (Some(files), _) => {
+            let loaded = FileCredentials::load(files, &config.trust_domain)?;
+            let creds = loaded.credentials().clone();
+            tasks.spawn(loaded.watch());
+            creds
+        }
+        (None, Some(sds)) => {
+            let td = TrustDomain::new(&config.trust_domain)
+                .map_err(|_| CredentialsError::TrustDomain(config.trust_domain.clone()))?;
+            let creds = Credentials::empty(td);
+            tasks.spawn(SdsClient::new(sds.socket.clone(), creds.clone()).run());
+            creds
+        }
+        (None, None) => {
+            return Err(ConfigError::Invalid {
+                field: "credentials".to_owned(),
+                reason: "no source".to_owned(),
+            }
+            .into());
+        }
+    };
+    let mut addrs = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let proxy = Proxy::bind(config, listener, &creds, Arc::clone(&authorizer)).await?;
+        addrs.push(proxy.local_addr().unwrap_or(listener.listen));
+        tasks.spawn(proxy.serve());
+    }
+    Ok(Running { addrs, tasks })
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    config: &ProxyConfig,
+    authorizer: Arc<dyn Authorizer>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let running = start(config, authorizer).await?;
+    shutdown.await;
+    running.stop();
+    Ok(())
+}
