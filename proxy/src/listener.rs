@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde::Serialize;
+use sigil_identity::CredentialResolver;
 use sigil_identity::{IdMatcher, SpiffeId, TrustDomain, check_leaf};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -66,6 +68,7 @@ pub struct Proxy {
     side: Side,
     target: SocketAddr,
     authorizer: Arc<dyn Authorizer>,
+    resolver: Arc<CredentialResolver>,
     limit: Arc<Semaphore>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
@@ -115,6 +118,7 @@ impl Proxy {
             side,
             target: listener.target,
             authorizer,
+            resolver: creds.resolver(),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
@@ -151,45 +155,59 @@ impl Proxy {
 
     async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
+        let mut log = AccessLog {
+            direction: match self.side {
+                Side::Inbound(_) => "inbound",
+                Side::Outbound(..) => "outbound",
+            },
+            source_addr: peer,
+            destination_addr: self.target,
+            source_principal: None,
+            destination_principal: None,
+            decision: "allow",
+            policy: None,
+            detail: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+        };
+        self.serve_one(stream, &mut log).await;
+        log.emit();
+    }
+
+    async fn serve_one(&self, stream: TcpStream, log: &mut AccessLog) {
+        let local = stream.local_addr().unwrap_or(log.source_addr);
         match &self.side {
             Side::Inbound(acceptor) => {
+                log.destination_principal = self.local_id();
                 let accepted =
                     tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await;
                 let tls = match accepted {
                     Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        return access_log(
-                            peer,
-                            None,
-                            "handshake_failed",
-                            Some(&error.to_string()),
-                        );
-                    }
-                    Err(_) => return access_log(peer, None, "handshake_timeout", None),
+                    Ok(Err(error)) => return log.fail("handshake_failed", error.to_string()),
+                    Err(_) => return log.fail("handshake_timeout", String::new()),
                 };
                 let (_, conn) = tls.get_ref();
-                let source = conn
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|leaf| check_leaf(leaf).ok());
+                log.source_principal = peer_id(conn.peer_certificates());
                 let attrs = ConnectionAttributes {
-                    source_principal: source.clone(),
-                    source_addr: peer,
+                    source_principal: log.source_principal.clone(),
+                    source_addr: log.source_addr,
                     destination_addr: local,
                     sni: conn.server_name().map(str::to_owned),
                 };
                 if let Decision::Deny { policy } = self.authorizer.decide(&attrs) {
-                    return access_log(peer, source.as_ref(), "deny", policy.as_deref());
+                    log.decision = "deny";
+                    log.policy = policy;
+                    return;
                 }
-                access_log(peer, source.as_ref(), "allow", None);
-                let Ok(upstream) = TcpStream::connect(self.target).await else {
-                    return access_log(peer, source.as_ref(), "upstream_connect_failed", None);
+                let upstream = match TcpStream::connect(self.target).await {
+                    Ok(upstream) => upstream,
+                    Err(error) => return log.fail("upstream_connect_failed", error.to_string()),
                 };
                 let _ = upstream.set_nodelay(true);
-                self.pipe(tls, upstream).await;
+                self.pipe(tls, upstream, log).await;
             }
             Side::Outbound(connector, name) => {
+                log.source_principal = self.local_id();
                 let connect = async {
                     let upstream = TcpStream::connect(self.target).await?;
                     let _ = upstream.set_nodelay(true);
@@ -198,37 +216,79 @@ impl Proxy {
                 let tls = match tokio::time::timeout(self.handshake_timeout, connect).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
-                        return access_log(
-                            peer,
-                            None,
-                            "upstream_handshake_failed",
-                            Some(&error.to_string()),
-                        );
+                        return log.fail("upstream_handshake_failed", error.to_string());
                     }
-                    Err(_) => return access_log(peer, None, "upstream_handshake_timeout", None),
+                    Err(_) => return log.fail("upstream_handshake_timeout", String::new()),
                 };
-                let remote = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|leaf| check_leaf(leaf).ok());
-                access_log(peer, remote.as_ref(), "allow", None);
-                self.pipe(stream, tls).await;
+                log.destination_principal = peer_id(tls.get_ref().1.peer_certificates());
+                self.pipe(stream, tls, log).await;
             }
         }
     }
 
-    async fn pipe<A, B>(&self, a: A, b: B)
+    /// The SPIFFE ID of the credential currently presented.
+    fn local_id(&self) -> Option<SpiffeId> {
+        let current = self.resolver.current()?;
+        check_leaf(current.cert.first()?).ok()
+    }
+
+    async fn pipe<A, B>(&self, a: A, b: B, log: &mut AccessLog)
     where
         A: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
     {
         match copy::copy_with_idle_timeout(a, b, self.idle_timeout).await {
-            Ok(CopyEnd::Closed(up, down)) => tracing::debug!(up, down, "connection closed"),
-            Ok(CopyEnd::Idle) => tracing::debug!("connection idle: closed"),
-            Err(error) => tracing::debug!(%error, "connection ended with an error"),
+            Ok(CopyEnd::Closed(received, sent)) => {
+                log.bytes_received = received;
+                log.bytes_sent = sent;
+            }
+            Ok(CopyEnd::Idle) => log.detail = Some("idle_timeout".to_owned()),
+            Err(error) => log.detail = Some(error.to_string()),
         }
+    }
+}
+
+fn peer_id(chain: Option<&[CertificateDer<'static>]>) -> Option<SpiffeId> {
+    check_leaf(chain?.first()?).ok()
+}
+
+/// One access log line (JSON, target `sigil_proxy::access`).
+#[derive(Debug, Serialize)]
+struct AccessLog {
+    direction: &'static str,
+    source_addr: SocketAddr,
+    destination_addr: SocketAddr,
+    #[serde(serialize_with = "opt_display")]
+    source_principal: Option<SpiffeId>,
+    #[serde(serialize_with = "opt_display")]
+    destination_principal: Option<SpiffeId>,
+    decision: &'static str,
+    policy: Option<String>,
+    detail: Option<String>,
+    /// Bytes from the downstream peer to the upstream.
+    bytes_received: u64,
+    /// Bytes from the upstream to the downstream peer.
+    bytes_sent: u64,
+}
+
+impl AccessLog {
+    fn fail(&mut self, decision: &'static str, detail: String) {
+        self.decision = decision;
+        self.detail = (!detail.is_empty()).then_some(detail);
+    }
+
+    fn emit(&self) {
+        match serde_json::to_string(self) {
+            Ok(line) => tracing::info!(target: "sigil_proxy::access", "{line}"),
+            Err(error) => tracing::warn!(%error, "access log line not serialized"),
+        }
+    }
+}
+
+fn opt_display<S: serde::Serializer>(id: &Option<SpiffeId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
     }
 }
 
@@ -253,12 +313,36 @@ fn matcher(listener: &ListenerConfig, creds: &Credentials) -> Result<IdMatcher, 
     Ok(IdMatcher::TrustDomain(creds.trust_domain().clone()))
 }
 
-fn access_log(peer: SocketAddr, source: Option<&SpiffeId>, decision: &str, detail: Option<&str>) {
-    let line = serde_json::json!({
-        "source_addr": peer.to_string(),
-        "source_principal": source.map(ToString::to_string),
-        "decision": decision,
-        "detail": detail,
-    });
-    tracing::info!(target: "sigil_proxy::access", "{line}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_line_names_both_identities_and_the_decision() {
+        let log = AccessLog {
+            direction: "inbound",
+            source_addr: SocketAddr::from(([10, 0, 0, 1], 5000)),
+            destination_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            source_principal: SpiffeId::parse("spiffe://example.org/ns/a/sa/client").ok(),
+            destination_principal: SpiffeId::parse("spiffe://example.org/ns/b/sa/server").ok(),
+            decision: "deny",
+            policy: Some("b/deny-a".to_owned()),
+            detail: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&log).unwrap()).unwrap();
+        assert_eq!(
+            value["source_principal"],
+            "spiffe://example.org/ns/a/sa/client"
+        );
+        assert_eq!(
+            value["destination_principal"],
+            "spiffe://example.org/ns/b/sa/server"
+        );
+        assert_eq!(value["decision"], "deny");
+        assert_eq!(value["policy"], "b/deny-a");
+        assert_eq!(value["source_addr"], "10.0.0.1:5000");
+    }
 }
