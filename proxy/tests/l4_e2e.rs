@@ -24,15 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
 const TD: &str = "example.org";
+const TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
 fn write_creds(dir: &Path, name: &str, ca: &TestCa, leaf: &TestCert) {
     std::fs::write(dir.join(format!("{name}.crt")), &leaf.pem).unwrap();
     std::fs::write(dir.join(format!("{name}.key")), leaf.key.serialize_pem()).unwrap();
     std::fs::write(dir.join(format!("{name}.bundle")), &ca.cert.pem).unwrap();
-}
-
-fn config(dir: &Path, name: &str, mode: &str, target: SocketAddr, extra: &str) -> ProxyConfig {
-    config_with(dir, name, mode, target, extra, "2s")
 }
 
 fn config_with(
@@ -41,13 +38,13 @@ fn config_with(
     mode: &str,
     target: SocketAddr,
     extra: &str,
-    handshake_timeout: &str,
+    top: &str,
 ) -> ProxyConfig {
     let d = dir.display();
     let text = format!(
         r#"
 trust_domain = "{TD}"
-handshake_timeout = "{handshake_timeout}"
+{top}
 [credentials.files]
 cert_chain = "{d}/{name}.crt"
 key = "{d}/{name}.key"
@@ -98,6 +95,17 @@ struct Mesh {
 }
 
 async fn mesh(authz: Arc<dyn Authorizer>) -> Mesh {
+    mesh_with(authz, "", "spiffe://example.org/ns/default/sa/server", "").await
+}
+
+/// A mesh whose inbound config has the top-level lines `inbound_top`, whose
+/// outbound expects `expected_id` and has the top-level lines `outbound_top`.
+async fn mesh_with(
+    authz: Arc<dyn Authorizer>,
+    inbound_top: &str,
+    expected_id: &str,
+    outbound_top: &str,
+) -> Mesh {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let ca = TestCa::root(TD);
@@ -114,14 +122,19 @@ async fn mesh(authz: Arc<dyn Authorizer>) -> Mesh {
         &ca.leaf("spiffe://example.org/ns/default/sa/client"),
     );
     let backend = echo_backend().await;
-    let inbound = start(&config(&dir, "in", "inbound", backend, ""), authz).await;
+    let inbound = start(
+        &config_with(&dir, "in", "inbound", backend, "", inbound_top),
+        authz,
+    )
+    .await;
     let outbound = start(
-        &config(
+        &config_with(
             &dir,
             "out",
             "outbound",
             inbound,
-            r#"expected_id = "spiffe://example.org/ns/default/sa/server""#,
+            &format!("expected_id = \"{expected_id}\""),
+            outbound_top,
         ),
         Arc::new(AllowAll),
     )
@@ -177,6 +190,16 @@ async fn direct(
     mesh: &Mesh,
     cert: Option<&TestCert>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    direct_with(mesh, cert, false, &[]).await
+}
+
+/// [`direct`], TLS 1.2 only if `tls12_only`, offering `alpn`.
+async fn direct_with(
+    mesh: &Mesh,
+    cert: Option<&TestCert>,
+    tls12_only: bool,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let bundle =
         TrustBundle::from_pem(TrustDomain::new(TD).unwrap(), mesh.ca.cert.pem.as_bytes()).unwrap();
     let verifier =
@@ -184,11 +207,15 @@ async fn direct(
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(if tls12_only {
+        TLS12_ONLY
+    } else {
+        rustls::DEFAULT_VERSIONS
+    })
     .unwrap()
     .dangerous()
     .with_custom_certificate_verifier(Arc::new(verifier));
-    let config = match cert {
+    let mut config = match cert {
         Some(c) => builder
             .with_client_auth_cert(
                 vec![c.der.clone()],
@@ -197,6 +224,7 @@ async fn direct(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(mesh.inbound).await?;
     TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("sigil").unwrap(), tcp)
@@ -319,7 +347,14 @@ async fn a_peer_that_never_finishes_the_handshake_is_dropped() {
     );
     let backend = echo_backend().await;
     let inbound = start(
-        &config_with(tmp.path(), "in", "inbound", backend, "", "200ms"),
+        &config_with(
+            tmp.path(),
+            "in",
+            "inbound",
+            backend,
+            "",
+            r#"handshake_timeout = "200ms""#,
+        ),
         Arc::new(AllowAll),
     )
     .await;
@@ -344,4 +379,119 @@ async fn config_with_both_or_no_credential_source_is_refused() {
     )
     .unwrap_err();
     assert!(both.to_string().contains("exactly one"), "{both}");
+}
+
+#[tokio::test]
+async fn the_outbound_refuses_an_inbound_with_an_unexpected_id() {
+    let mesh = mesh_with(
+        Arc::new(AllowAll),
+        "",
+        "spiffe://example.org/ns/default/sa/other",
+        "",
+    )
+    .await;
+    let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
+    assert!(roundtrip(&mut client, b"hello").await.is_err());
+}
+
+#[tokio::test]
+async fn tls12_only_when_configured_and_alpn_is_negotiated() {
+    let strict = mesh(Arc::new(AllowAll)).await;
+    let leaf = strict.ca.leaf("spiffe://example.org/ns/x/sa/y");
+    let tls12 = direct_with(&strict, Some(&leaf), true, &[]).await;
+    assert!(tls12.is_err(), "TLS 1.2 refused by default");
+    let tls13 = direct_with(&strict, Some(&leaf), false, &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(tls13.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        tls13.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    let lax = mesh_with(
+        Arc::new(AllowAll),
+        r#"tls_min_version = "1.2""#,
+        "spiffe://example.org/ns/default/sa/server",
+        "",
+    )
+    .await;
+    let leaf = lax.ca.leaf("spiffe://example.org/ns/x/sa/y");
+    let mut tls12 = direct_with(&lax, Some(&leaf), true, &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(
+        tls12.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(tls12.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        roundtrip(&mut tls12, b"over 1.2").await.unwrap(),
+        b"over 1.2"
+    );
+}
+
+#[tokio::test]
+async fn connections_are_bounded_the_next_waits_for_a_free_slot() {
+    let mesh = mesh_with(
+        Arc::new(AllowAll),
+        "",
+        "spiffe://example.org/ns/default/sa/server",
+        "max_connections = 1",
+    )
+    .await;
+    let mut first = TcpStream::connect(mesh.outbound).await.unwrap();
+    assert_eq!(roundtrip(&mut first, b"1").await.unwrap(), b"1");
+    let mut second = TcpStream::connect(mesh.outbound).await.unwrap();
+    second.write_all(b"2").await.unwrap();
+    let mut buf = [0u8; 1];
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut buf)).await;
+    assert!(
+        waiting.is_err(),
+        "the second connection is not served while the first holds the slot"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"2");
+}
+
+#[tokio::test]
+async fn sniffing_tells_a_client_hello_from_plaintext() {
+    use sigil_proxy::sniff::{Protocol, sniff};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    assert_eq!(
+        sniff(&accepted, Duration::from_secs(2)).await.unwrap(),
+        Protocol::Plaintext
+    );
+
+    let mesh = mesh(Arc::new(AllowAll)).await;
+    let hello = tokio::spawn({
+        let ca = TestCa::root(TD);
+        async move {
+            let leaf = ca.leaf("spiffe://example.org/ns/x/sa/y");
+            let fake = Mesh {
+                inbound: addr,
+                ..mesh
+            };
+            let _ = direct(&fake, Some(&leaf)).await;
+        }
+    });
+    let (accepted, _) = listener.accept().await.unwrap();
+    assert_eq!(
+        sniff(&accepted, Duration::from_secs(2)).await.unwrap(),
+        Protocol::Tls
+    );
+    // Peeking consumed nothing: the first byte is still the record type.
+    let mut first = [0u8; 1];
+    assert_eq!(accepted.peek(&mut first).await.unwrap(), 1);
+    assert_eq!(first[0], 0x16);
+    hello.abort();
 }
