@@ -25,6 +25,7 @@ pub const ENV_PREFIX: &str = "SIGIL_PROXY__";
 
 /// Configuration errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The TOML or an override is invalid.
     #[error(transparent)]
@@ -50,16 +51,18 @@ pub struct ProxyConfig {
     /// The listeners.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
-    /// Lowest TLS version accepted: `"1.3"` (default) or `"1.2"`.
+    /// Lowest TLS version accepted: `"1.3"` (default, [`DEFAULT_TLS_MIN_VERSION`]) or `"1.2"`.
     #[serde(default = "default_tls_min")]
     pub tls_min_version: String,
-    /// Time allowed for a TLS handshake.
+    /// Time allowed for a TLS handshake (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// Time a connection may stay without traffic in either direction.
+    /// Time a connection may stay without traffic in either direction
+    /// (default [`DEFAULT_IDLE_TIMEOUT`]).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Connections served at once per listener; more wait to be accepted.
+    /// Connections served at once per listener; more wait to be accepted
+    /// (default [`DEFAULT_MAX_CONNECTIONS`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
 }
@@ -94,7 +97,8 @@ pub struct FilesConfig {
     pub key: PathBuf,
     /// The trust bundle of the local trust domain.
     pub bundle: PathBuf,
-    /// How often the files are checked for changes.
+    /// How often the files are checked for changes (default
+    /// [`DEFAULT_POLL_INTERVAL`]).
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
 }
@@ -132,20 +136,31 @@ pub struct ListenerConfig {
     pub sni: Option<String>,
 }
 
+/// Default [`ProxyConfig::tls_min_version`].
+pub const DEFAULT_TLS_MIN_VERSION: &str = "1.3";
+/// Default [`ProxyConfig::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ProxyConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default [`ProxyConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`FilesConfig::poll_interval`].
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 fn default_tls_min() -> String {
-    "1.3".to_owned()
+    DEFAULT_TLS_MIN_VERSION.to_owned()
 }
 fn default_handshake_timeout() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_HANDSHAKE_TIMEOUT
 }
 fn default_idle_timeout() -> Duration {
-    Duration::from_secs(3600)
+    DEFAULT_IDLE_TIMEOUT
 }
 fn default_max_connections() -> usize {
-    10_000
+    DEFAULT_MAX_CONNECTIONS
 }
 fn default_poll() -> Duration {
-    Duration::from_secs(1)
+    DEFAULT_POLL_INTERVAL
 }
 
 impl ProxyConfig {

@@ -18,6 +18,7 @@ use crate::config::FilesConfig;
 
 /// Errors loading credentials.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CredentialsError {
     /// A file could not be read.
     #[error("reading {path}: {source}")]

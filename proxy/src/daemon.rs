@@ -17,6 +17,7 @@ use crate::sds::SdsClient;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The configuration is invalid.
     #[error(transparent)]

@@ -28,6 +28,7 @@ use crate::tls;
 
 /// Errors starting a listener.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ListenerError {
     /// Binding the address failed.
     #[error("listener {addr}: bind: {source}")]

@@ -34,6 +34,7 @@ pub const SECRET_TYPE_URL: &str =
 
 /// Why one SDS session ended.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SdsError {
     /// Connecting to the socket failed.
     #[error("sds {socket}: connect: {source}")]
