@@ -61,6 +61,10 @@ pub struct ProxyConfig {
     /// (default [`DEFAULT_IDLE_TIMEOUT`]).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Time established connections get to finish at shutdown (default
+    /// [`DEFAULT_SHUTDOWN_GRACE`]).
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Connections served at once per listener; more wait to be accepted
     /// (default [`DEFAULT_MAX_CONNECTIONS`]).
     #[serde(default = "default_max_connections")]
@@ -142,6 +146,8 @@ pub const DEFAULT_TLS_MIN_VERSION: &str = "1.3";
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ProxyConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default [`ProxyConfig::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default [`ProxyConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default [`FilesConfig::poll_interval`].
@@ -155,6 +161,9 @@ fn default_handshake_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     DEFAULT_IDLE_TIMEOUT
+}
+fn default_shutdown_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
 }
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS

@@ -14,6 +14,8 @@ use sigil_identity::{
     TrustDomain, X509Svid,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::FilesConfig;
 
 /// Errors loading credentials.
@@ -142,8 +144,12 @@ impl FileCredentials {
     }
 
     /// Polls the files every `poll_interval` and reloads when their content
-    /// changes, forever (spawn it; abort the task to stop).
-    pub async fn watch(self) {
+    /// changes, until `shutdown` is cancelled.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        shutdown.run_until_cancelled(self.poll()).await;
+    }
+
+    async fn poll(self) {
         let mut last = read_all(&self.config).ok();
         let mut ticker = tokio::time::interval(self.config.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sigil_identity::TrustDomain;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::authz_seam::Authorizer;
 use crate::config::{ConfigError, ProxyConfig};
@@ -35,14 +36,17 @@ pub enum RunError {
 pub struct Running {
     /// The bound address of each listener.
     pub addrs: Vec<SocketAddr>,
-    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Running {
-    /// Stops every listener and background task (established connections
-    /// are dropped).
-    pub fn stop(mut self) {
-        self.tasks.abort_all();
+    /// Stops accepting, lets connections finish for up to the configured
+    /// grace, stops the credential source, and returns when all is done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -52,19 +56,22 @@ pub async fn start(
     authorizer: Arc<dyn Authorizer>,
 ) -> Result<Running, RunError> {
     config.validate()?;
-    let mut tasks = JoinSet::new();
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
     let creds = match (&config.credentials.files, &config.credentials.sds) {
         (Some(files), _) => {
             let loaded = FileCredentials::load(files, &config.trust_domain)?;
             let creds = loaded.credentials().clone();
-            tasks.spawn(loaded.watch());
+            tasks.spawn(loaded.watch(shutdown.child_token()));
             creds
         }
         (None, Some(sds)) => {
             let td = TrustDomain::new(&config.trust_domain)
                 .map_err(|_| CredentialsError::TrustDomain(config.trust_domain.clone()))?;
             let creds = Credentials::empty(td);
-            tasks.spawn(SdsClient::new(sds.socket.clone(), creds.clone()).run());
+            tasks.spawn(
+                SdsClient::new(sds.socket.clone(), creds.clone()).run(shutdown.child_token()),
+            );
             creds
         }
         (None, None) => {
@@ -79,9 +86,13 @@ pub async fn start(
     for listener in &config.listeners {
         let proxy = Proxy::bind(config, listener, &creds, Arc::clone(&authorizer)).await?;
         addrs.push(proxy.local_addr().unwrap_or(listener.listen));
-        tasks.spawn(proxy.serve());
+        tasks.spawn(proxy.serve(shutdown.child_token()));
     }
-    Ok(Running { addrs, tasks })
+    Ok(Running {
+        addrs,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Runs until `shutdown` completes.
@@ -92,6 +103,6 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let running = start(config, authorizer).await?;
     shutdown.await;
-    running.stop();
+    running.shutdown().await;
     Ok(())
 }

@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::authz_seam::{Authorizer, ConnectionAttributes, Decision};
 use crate::config::{ListenerConfig, ListenerMode, ProxyConfig};
@@ -73,6 +75,7 @@ pub struct Proxy {
     limit: Arc<Semaphore>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -123,6 +126,7 @@ impl Proxy {
             limit: Arc::new(Semaphore::new(config.max_connections)),
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
+            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -131,14 +135,26 @@ impl Proxy {
         self.listener.local_addr()
     }
 
-    /// Accepts and serves connections forever.
-    pub async fn serve(self) {
+    /// Accepts and serves connections until `shutdown` is cancelled; then
+    /// stops accepting, lets established connections finish for up to
+    /// `shutdown_grace`, and drops the rest.
+    pub async fn serve(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let tracker = TaskTracker::new();
+        let force = CancellationToken::new();
         loop {
-            let Ok(permit) = Arc::clone(&this.limit).acquire_owned().await else {
-                return;
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = Arc::clone(&this.limit).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
             };
-            let (stream, peer) = match this.listener.accept().await {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = this.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -147,10 +163,26 @@ impl Proxy {
                 }
             };
             let this = Arc::clone(&this);
-            tokio::spawn(async move {
+            let force = force.clone();
+            tracker.spawn(async move {
                 let _permit = permit;
-                this.handle(stream, peer).await;
+                tokio::select! {
+                    () = this.handle(stream, peer) => {}
+                    () = force.cancelled() => {}
+                }
             });
+        }
+        tracker.close();
+        if tokio::time::timeout(this.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                remaining = tracker.len(),
+                "shutdown grace over: dropping connections"
+            );
+            force.cancel();
+            tracker.wait().await;
         }
     }
 

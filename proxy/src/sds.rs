@@ -20,6 +20,7 @@ use sigil_identity::{TrustBundle, X509Svid};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Endpoint, Uri};
 
 use crate::credentials::Credentials;
@@ -87,9 +88,13 @@ impl SdsClient {
         self
     }
 
-    /// Runs forever: streams, and reconnects with backoff (reset after a
-    /// session that installed something).
-    pub async fn run(self) {
+    /// Streams, and reconnects with backoff (reset after a session that
+    /// installed something), until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        shutdown.run_until_cancelled(self.run_forever()).await;
+    }
+
+    async fn run_forever(self) {
         let mut backoff = self.backoff_min;
         loop {
             let mut installed = false;

@@ -103,7 +103,7 @@ async fn sds_fills_credentials_follows_rotation_and_reconnects() {
     assert!(!creds.is_ready());
     let client = SdsClient::new(path.clone(), creds.clone())
         .with_backoff(Duration::from_millis(20), Duration::from_millis(200));
-    tokio::spawn(client.run());
+    tokio::spawn(client.run(CancellationToken::new()));
     until(|| creds.is_ready() && !creds.bundles().load().is_empty()).await;
     let first = leaf_der(&creds);
     assert_eq!(check_leaf(&first).unwrap().to_string(), WEB);
@@ -203,6 +203,10 @@ target = "127.0.0.1:1"
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "echo through two SDS-fed proxies");
-    inbound.stop();
-    outbound.stop();
+    tokio::time::timeout(Duration::from_secs(10), inbound.shutdown())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), outbound.shutdown())
+        .await
+        .unwrap();
 }
