@@ -495,3 +495,55 @@ async fn sniffing_tells_a_client_hello_from_plaintext() {
     assert_eq!(first[0], 0x16);
     hello.abort();
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_drops_connections_after_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::root(TD);
+    write_creds(
+        tmp.path(),
+        "in",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/server"),
+    );
+    write_creds(
+        tmp.path(),
+        "out",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/client"),
+    );
+    let backend = echo_backend().await;
+    let inbound = start(
+        &config_with(tmp.path(), "in", "inbound", backend, "", ""),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let config = config_with(
+        tmp.path(),
+        "out",
+        "outbound",
+        inbound,
+        "",
+        r#"shutdown_grace = "200ms""#,
+    );
+    let running = sigil_proxy::start(&config, Arc::new(AllowAll))
+        .await
+        .unwrap();
+    let outbound = running.addrs[0];
+    let mut established = TcpStream::connect(outbound).await.unwrap();
+    assert_eq!(roundtrip(&mut established, b"up").await.unwrap(), b"up");
+
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .expect("shutdown completes after the grace");
+    assert!(
+        TcpStream::connect(outbound).await.is_err(),
+        "no longer listening"
+    );
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), established.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the connection was dropped: {read:?}"
+    );
+}
