@@ -14,6 +14,7 @@ use crate::authz_seam::Authorizer;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::credentials::{Credentials, CredentialsError, FileCredentials};
 use crate::listener::{ListenerError, Proxy};
+use crate::metrics::ProxyMetrics;
 use crate::sds::SdsClient;
 
 /// Why the daemon could not start.
@@ -50,10 +51,19 @@ impl Running {
     }
 }
 
-/// Starts the credential source and every listener.
+/// Starts the credential source and every listener (metrics unregistered).
 pub async fn start(
     config: &ProxyConfig,
     authorizer: Arc<dyn Authorizer>,
+) -> Result<Running, RunError> {
+    start_with_metrics(config, authorizer, ProxyMetrics::default()).await
+}
+
+/// [`start`], recording into `metrics`.
+pub async fn start_with_metrics(
+    config: &ProxyConfig,
+    authorizer: Arc<dyn Authorizer>,
+    metrics: ProxyMetrics,
 ) -> Result<Running, RunError> {
     config.validate()?;
     let tasks = TaskTracker::new();
@@ -84,7 +94,9 @@ pub async fn start(
     };
     let mut addrs = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let proxy = Proxy::bind(config, listener, &creds, Arc::clone(&authorizer)).await?;
+        let proxy = Proxy::bind(config, listener, &creds, Arc::clone(&authorizer))
+            .await?
+            .with_metrics(metrics.clone());
         addrs.push(proxy.local_addr().unwrap_or(listener.listen));
         tasks.spawn(proxy.serve(shutdown.child_token()));
     }

@@ -17,6 +17,7 @@ pub mod copy;
 pub mod credentials;
 pub mod daemon;
 pub mod listener;
+pub mod metrics;
 pub mod sds;
 pub mod sniff;
 pub mod tls;
@@ -27,6 +28,7 @@ pub use config::{
     SdsConfig,
 };
 pub use credentials::{Credentials, CredentialsError, FileCredentials};
-pub use daemon::{RunError, Running, run, start};
+pub use daemon::{RunError, Running, run, start, start_with_metrics};
 pub use listener::{ListenerError, Proxy};
+pub use metrics::ProxyMetrics;
 pub use sds::{SdsClient, SdsError};

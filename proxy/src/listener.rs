@@ -26,6 +26,7 @@ use crate::authz_seam::{Authorizer, ConnectionAttributes, Decision};
 use crate::config::{ListenerConfig, ListenerMode, ProxyConfig};
 use crate::copy::{self, CopyEnd};
 use crate::credentials::Credentials;
+use crate::metrics::ProxyMetrics;
 use crate::tls;
 
 /// Errors starting a listener.
@@ -76,6 +77,7 @@ pub struct Proxy {
     handshake_timeout: Duration,
     idle_timeout: Duration,
     shutdown_grace: Duration,
+    metrics: ProxyMetrics,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -127,7 +129,14 @@ impl Proxy {
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
             shutdown_grace: config.shutdown_grace,
+            metrics: ProxyMetrics::default(),
         })
+    }
+
+    /// Records into `metrics` (default: unregistered counters).
+    pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -203,7 +212,14 @@ impl Proxy {
             bytes_sent: 0,
             bytes_received: 0,
         };
+        let _open = self.metrics.open();
         self.serve_one(stream, &mut log).await;
+        self.metrics.finished(
+            log.direction,
+            log.decision,
+            log.bytes_received,
+            log.bytes_sent,
+        );
         log.emit();
     }
 

@@ -4,6 +4,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
+    clippy::panic,
     reason = "test helpers outside #[test] fns: a failure here is a test failure"
 )]
 
@@ -17,7 +18,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use sigil_identity::{
     BundleHandle, BundleSet, IdMatcher, SpiffeServerVerifier, TrustBundle, TrustDomain, check_leaf,
 };
-use sigil_proxy::{AllowAll, Authorizer, ConnectionAttributes, Decision, ProxyConfig};
+use sigil_proxy::{
+    AllowAll, Authorizer, ConnectionAttributes, Decision, ProxyConfig, ProxyMetrics,
+};
 use sigil_test_util::{TestCa, TestCert, leaf_params, p256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,8 +82,18 @@ async fn echo_backend() -> SocketAddr {
 }
 
 async fn start(config: &ProxyConfig, authz: Arc<dyn Authorizer>) -> SocketAddr {
+    start_with(config, authz, ProxyMetrics::default()).await
+}
+
+async fn start_with(
+    config: &ProxyConfig,
+    authz: Arc<dyn Authorizer>,
+    metrics: ProxyMetrics,
+) -> SocketAddr {
     // The daemon's tasks live as long as the test's runtime.
-    let running = sigil_proxy::start(config, authz).await.unwrap();
+    let running = sigil_proxy::start_with_metrics(config, authz, metrics)
+        .await
+        .unwrap();
     let addr = running.addrs[0];
     std::mem::forget(running);
     addr
@@ -92,6 +105,8 @@ struct Mesh {
     ca: TestCa,
     inbound: SocketAddr,
     outbound: SocketAddr,
+    /// The inbound proxy's metrics.
+    metrics: ProxyMetrics,
 }
 
 async fn mesh(authz: Arc<dyn Authorizer>) -> Mesh {
@@ -122,9 +137,11 @@ async fn mesh_with(
         &ca.leaf("spiffe://example.org/ns/default/sa/client"),
     );
     let backend = echo_backend().await;
-    let inbound = start(
+    let metrics = ProxyMetrics::default();
+    let inbound = start_with(
         &config_with(&dir, "in", "inbound", backend, "", inbound_top),
         authz,
+        metrics.clone(),
     )
     .await;
     let outbound = start(
@@ -145,6 +162,7 @@ async fn mesh_with(
         ca,
         inbound,
         outbound,
+        metrics,
     }
 }
 
@@ -290,6 +308,15 @@ async fn a_denied_connection_is_closed_after_the_handshake() {
     let mesh = mesh(Arc::new(DenyAll)).await;
     let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
     assert!(roundtrip(&mut client, b"hello").await.is_err());
+    // The inbound counted one denied connection (the log line is written
+    // when the task ends, just after the close).
+    for _ in 0..100 {
+        if mesh.metrics.connections("inbound", "deny") == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no denied connection counted");
 }
 
 fn served_id(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> String {

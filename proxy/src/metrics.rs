@@ -1,0 +1,105 @@
+//! Proxy metrics (prometheus-client): connections by direction and
+//! outcome, handshake failures by reason, bytes by direction, connections
+//! open. Labels are low-cardinality (fixed strings).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// The access log's decision (`allow`, `deny`, `handshake_failed`, ...).
+    pub decision: &'static str,
+}
+
+/// Labels of a byte counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `received` (from the downstream peer) or `sent` (to it).
+    pub flow: &'static str,
+}
+
+/// The proxy's metrics; clones share the counters.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyMetrics {
+    connections: Family<ConnectionLabels, Counter>,
+    bytes: Family<BytesLabels, Counter>,
+    open: Gauge,
+}
+
+impl ProxyMetrics {
+    /// Metrics registered in `registry` (callers pass the `sigil` sub-registry).
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "proxy_connections",
+            "Connections by direction and outcome (handshake failures by reason)",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "proxy_bytes",
+            "Bytes copied by direction and flow",
+            metrics.bytes.clone(),
+        );
+        registry.register(
+            "proxy_connections_open",
+            "Connections currently being served",
+            metrics.open.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub(crate) fn open(&self) -> OpenGuard {
+        self.open.inc();
+        OpenGuard(self.open.clone())
+    }
+
+    /// Records a finished connection.
+    pub(crate) fn finished(
+        &self,
+        direction: &'static str,
+        decision: &'static str,
+        received: u64,
+        sent: u64,
+    ) {
+        self.connections
+            .get_or_create(&ConnectionLabels {
+                direction,
+                decision,
+            })
+            .inc();
+        for (flow, n) in [("received", received), ("sent", sent)] {
+            self.bytes
+                .get_or_create(&BytesLabels { direction, flow })
+                .inc_by(n);
+        }
+    }
+
+    /// Finished connections with these labels so far.
+    pub fn connections(&self, direction: &'static str, decision: &'static str) -> u64 {
+        self.connections
+            .get_or_create(&ConnectionLabels {
+                direction,
+                decision,
+            })
+            .get()
+    }
+}
+
+/// Decrements the open-connections gauge on drop.
+#[derive(Debug)]
+pub(crate) struct OpenGuard(Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
