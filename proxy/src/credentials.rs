@@ -64,7 +64,7 @@ pub struct Credentials {
 
 impl Credentials {
     /// Empty material for `trust_domain`: handshakes fail closed until the
-    /// first [`Self::install`].
+    /// first [`Self::install_svid`].
     pub fn empty(trust_domain: TrustDomain) -> Self {
         Self {
             trust_domain,

@@ -5,10 +5,15 @@
 //! proxies (outbound listeners), with an authorization seam
 //! ([`authz_seam::Authorizer`]) the policy engine plugs into.
 //!
-//! Built so far (issue 16, L4 first): configuration, credentials from files
-//! (hot reloaded, atomically swapped), L4 TCP listeners with half-close,
-//! bounded connections and a handshake timeout, a ClientHello sniffer for
-//! PERMISSIVE mode, and a JSON access log line per connection.
+//! Built so far (issue 16, L4 first): configuration ([`config`]),
+//! credentials from files (hot reloaded) or from the node agent's SDS
+//! ([`sds`]), both swapped atomically into the TLS configs ([`tls`]); L4
+//! TCP listeners ([`listener`]) with half-close, an idle timeout
+//! ([`copy`]), bounded connections and a handshake timeout; a ClientHello
+//! sniffer for PERMISSIVE mode ([`sniff`]); a JSON access log line and
+//! metrics ([`metrics`]) per connection; the daemon ([`daemon`]) with
+//! graceful shutdown. Not yet: L7 (HTTP), PeerAuthentication, the policy
+//! engine behind [`Authorizer`], JWT.
 #![forbid(unsafe_code)]
 
 pub mod authz_seam;
