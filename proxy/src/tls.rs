@@ -3,7 +3,8 @@
 //! Both sides present the [`sigil_identity::CredentialResolver`]'s current
 //! credential and verify the peer with sigil-identity's SPIFFE verifiers on a
 //! [`sigil_identity::BundleHandle`]; TLS 1.3 only unless 1.2 is allowed; ALPN
-//! offers `h2` and `http/1.1`.
+//! offers `h2` and `http/1.1`; no session resumption (every handshake
+//! verifies the peer against the current bundle).
 
 use std::sync::Arc;
 
@@ -39,6 +40,12 @@ pub fn server_config(
         .with_protocol_versions(versions(allow_tls12))?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(creds.resolver());
+    // No session resumption: a resumed TLS 1.3 session skips the client
+    // certificate, so a peer whose certificate expired or whose root left
+    // the bundle would keep its identity until the ticket ran out. Every
+    // handshake verifies the peer against the current bundle.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -56,6 +63,8 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(creds.resolver());
+    // No resumption either way (see `server_config`).
+    config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
