@@ -1,0 +1,114 @@
+//! String, path-template and CIDR matchers with Istio's per-field wildcard rules.
+
+use std::net::IpAddr;
+
+/// What `*` alone means for a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Star {
+    /// `.+`: any non-empty value (principals, namespaces, paths, ...).
+    NonEmpty,
+    /// Presence: any value, the empty one included (headers, methods, hosts).
+    Presence,
+}
+
+/// Istio's string match: exact, `abc*` prefix, `*abc` suffix, `*`.
+pub(crate) fn string(pattern: &str, value: &str, star: Star) -> bool {
+    if pattern == "*" {
+        return star == Star::Presence || !value.is_empty();
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return value.starts_with(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return value.ends_with(suffix);
+    }
+    pattern == value
+}
+
+/// Whether a path template is one Envoy accepts: `{*}`/`{**}` whole segments, `{**}` the last operator.
+pub(crate) fn valid_template(pattern: &str) -> bool {
+    let mut seen_double = false;
+    for seg in pattern.split('/') {
+        if seg.contains('{') || seg.contains('}') {
+            if seen_double {
+                return false;
+            }
+            match seg {
+                "{*}" => {}
+                "{**}" => seen_double = true,
+                _ => return false,
+            }
+        }
+    }
+    pattern.starts_with('/')
+}
+
+/// Matches a normalized path against a path pattern (template, or Istio string match).
+pub(crate) fn path(pattern: &str, value: &str) -> bool {
+    if !pattern.contains('{') {
+        return string(pattern, value, Star::NonEmpty);
+    }
+    let pat: Vec<&str> = pattern.split('/').collect();
+    let val: Vec<&str> = value.split('/').collect();
+    template(&pat, &val)
+}
+
+fn template(pat: &[&str], val: &[&str]) -> bool {
+    match pat.split_first() {
+        None => val.is_empty(),
+        Some((&"{**}", rest)) => {
+            // `{**}` takes zero or more characters including `/`: one or more segments, the
+            // first possibly empty (`/store/{**}/cart` matches `/store//cart`).
+            (1..=val.len()).any(|n| val.get(n..).is_some_and(|tail| template(rest, tail)))
+        }
+        Some((p, rest)) => match val.split_first() {
+            Some((v, vrest)) => {
+                (if *p == "{*}" { !v.is_empty() } else { p == v }) && template(rest, vrest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// Matches an IP against a CIDR (`10.0.0.0/8`) or a single address.
+pub(crate) fn cidr(block: &str, ip: IpAddr) -> bool {
+    let (addr, len) = match block.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().ok()),
+        None => (block, None),
+    };
+    let Ok(net) = addr.trim().parse::<IpAddr>() else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => prefix_eq(
+            u128::from(u32::from(n)) << 96,
+            u128::from(u32::from(i)) << 96,
+            len.unwrap_or(32).min(32),
+        ),
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            prefix_eq(u128::from(n), u128::from(i), len.unwrap_or(128).min(128))
+        }
+        _ => false,
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, len: u8) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - u32::from(len));
+    a & mask == b & mask
+}
+
+/// `requestPrincipals` / `request.auth.principal`: split at the last `/`, iss and sub separately.
+pub(crate) fn request_principal(pattern: &str, issuer: &str, subject: &str) -> bool {
+    if pattern == "*" {
+        return !issuer.is_empty() && !subject.is_empty();
+    }
+    match pattern.rsplit_once('/') {
+        Some((iss, sub)) => {
+            string(iss, issuer, Star::NonEmpty) && string(sub, subject, Star::NonEmpty)
+        }
+        None => string(pattern, &format!("{issuer}/{subject}"), Star::NonEmpty),
+    }
+}
