@@ -54,15 +54,8 @@ pub fn normalize_path(raw: &str, mode: PathNormalization) -> Result<String, Requ
             } else if decode_slash {
                 out.push(b'/');
             } else {
-                // Kept encoded, hex in upper case as Envoy emits it.
-                out.push(b'%');
-                out.extend(
-                    bytes
-                        .get(i + 1..i + 3)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(u8::to_ascii_uppercase),
-                );
+                // Kept encoded as received (`/app/%2f` stays `/app/%2f`).
+                out.extend_from_slice(bytes.get(i..i + 3).unwrap_or_default());
             }
             i += 3;
             continue;
