@@ -72,24 +72,30 @@ fn template(pat: &[&str], val: &[&str]) -> bool {
 
 /// Matches an IP against a CIDR (`10.0.0.0/8`) or a single address.
 pub(crate) fn cidr(block: &str, ip: IpAddr) -> bool {
-    let (addr, len) = match block.split_once('/') {
-        Some((a, l)) => (a, l.parse::<u8>().ok()),
-        None => (block, None),
-    };
-    let Ok(net) = addr.trim().parse::<IpAddr>() else {
+    let Some((net, len)) = parse_cidr(block) else {
         return false;
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => prefix_eq(
             u128::from(u32::from(n)) << 96,
             u128::from(u32::from(i)) << 96,
-            len.unwrap_or(32).min(32),
+            len,
         ),
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            prefix_eq(u128::from(n), u128::from(i), len.unwrap_or(128).min(128))
-        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => prefix_eq(u128::from(n), u128::from(i), len),
         _ => false,
     }
+}
+
+/// Parses `addr` or `addr/len` (len within the family's width); `None` if invalid.
+pub(crate) fn parse_cidr(block: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match block.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+        None => (block, None),
+    };
+    let net = addr.parse::<IpAddr>().ok()?;
+    let width = if net.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(width);
+    (len <= width).then_some((net, len))
 }
 
 fn prefix_eq(a: u128, b: u128, len: u8) -> bool {

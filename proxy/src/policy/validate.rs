@@ -74,6 +74,21 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
                     ));
                 }
                 if let Some(s) = &f.source {
+                    let blocks = [
+                        &s.ip_blocks,
+                        &s.not_ip_blocks,
+                        &s.remote_ip_blocks,
+                        &s.not_remote_ip_blocks,
+                    ];
+                    for b in blocks.into_iter().flatten().flatten() {
+                        if super::matcher::parse_cidr(b).is_none() {
+                            // An unparsable block would never match: a DENY would silently not deny.
+                            return Err((
+                                format!("spec.rules[{r}].from[{i}].source.ipBlocks"),
+                                format!("not an IP or CIDR: {b:?}"),
+                            ));
+                        }
+                    }
                     for sa in s
                         .service_accounts
                         .iter()
@@ -147,6 +162,20 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
             }
         }
         for (i, c) in rule.when.iter().flatten().enumerate() {
+            let values = c.values.iter().chain(&c.not_values).flatten();
+            let bad = match c.key.as_str() {
+                "source.ip" | "remote.ip" | "destination.ip" => values
+                    .clone()
+                    .find(|v| super::matcher::parse_cidr(v).is_none()),
+                "destination.port" => values.clone().find(|v| v.parse::<u16>().is_err()),
+                _ => None,
+            };
+            if let Some(v) = bad {
+                return Err((
+                    format!("spec.rules[{r}].when[{i}].values"),
+                    format!("invalid for {}: {v:?}", c.key),
+                ));
+            }
             if !known_key(&c.key) {
                 return Err((
                     format!("spec.rules[{r}].when[{i}].key"),
