@@ -418,3 +418,45 @@ fn claim_strings(claims: &serde_json::Value, path: &str) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+// === impl Decision ===
+
+impl std::fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let action = match self.action {
+            Action::Allow => "ALLOW",
+            Action::Audit => "AUDIT",
+            Action::Custom => "CUSTOM",
+            Action::Deny => "DENY",
+        };
+        write!(
+            f,
+            "{action} policy {}/{} rule {}",
+            self.namespace, self.name, self.rule
+        )
+    }
+}
+
+/// One line for `sigil policy explain` and the access log, e.g.
+/// `deny: DENY policy foo/deny-admin rule 0`.
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match self.verdict {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        };
+        match &self.reason {
+            Reason::NoAllowPolicy => {
+                write!(f, "{verdict}: no ALLOW policy applies to the workload")?
+            }
+            Reason::NoAllowMatched => {
+                write!(f, "{verdict}: ALLOW policies apply and none matched")?
+            }
+            Reason::Policy(p) => write!(f, "{verdict}: {p}")?,
+        }
+        if let Some(a) = &self.audit {
+            write!(f, " (audited by {a})")?;
+        }
+        Ok(())
+    }
+}

@@ -118,3 +118,47 @@ pub(crate) fn request_principal(pattern: &str, issuer: &str, subject: &str) -> b
         None => string(pattern, &format!("{issuer}/{subject}"), Star::NonEmpty),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_forms() {
+        assert!(string("abc", "abc", Star::NonEmpty));
+        assert!(!string("abc", "abcd", Star::NonEmpty));
+        assert!(string("ab*", "abcd", Star::NonEmpty));
+        assert!(string("*cd", "abcd", Star::NonEmpty));
+        assert!(!string("*", "", Star::NonEmpty));
+        assert!(string("*", "", Star::Presence));
+    }
+
+    #[test]
+    fn cidrs() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(cidr("0.0.0.0/0", ip("8.8.8.8")));
+        assert!(cidr("10.0.0.0/8", ip("10.255.0.1")));
+        assert!(!cidr("10.0.0.0/8", ip("11.0.0.1")));
+        assert!(!cidr("10.0.0.0/8", ip("::ffff:10.0.0.1")));
+        assert!(cidr("::/0", ip("::1")));
+        assert!(parse_cidr("10.0.0.0/33").is_none());
+        assert!(parse_cidr("::/129").is_none());
+    }
+
+    #[test]
+    fn templates() {
+        assert!(valid_template("/a/{*}/b/{**}"));
+        assert!(!valid_template("/a/{**}/{*}"));
+        assert!(!valid_template("/a/x{*}"));
+        assert!(path("/a/{**}", "/a/"));
+        assert!(!path("/a/{**}", "/a"));
+    }
+
+    #[test]
+    fn request_principals() {
+        assert!(request_principal("*", "i", "s"));
+        assert!(!request_principal("*", "", "s"));
+        assert!(request_principal("https://x/*", "https://x", "a/b"));
+        assert!(!request_principal("https://x/*", "https://x/a", ""));
+    }
+}

@@ -446,3 +446,24 @@ impl PolicyDocuments {
         Ok(())
     }
 }
+
+impl PolicyDocuments {
+    /// The RequestAuthentications that apply to `workload` (root namespace or its own, selector
+    /// matching; `targetRef(s)` ignored as a sidecar does). All apply: their JWT rules are merged.
+    pub fn request_authentications_for<'a>(
+        &'a self,
+        root_namespace: &'a str,
+        workload: &'a super::request::Workload,
+    ) -> impl Iterator<Item = &'a RequestAuthentication> + 'a {
+        self.request.iter().filter(move |r| {
+            (r.namespace == root_namespace || r.namespace == workload.namespace)
+                && r.spec.target_ref.is_none()
+                && r.spec.target_refs.is_none()
+                && r.spec.selector.as_ref().is_none_or(|s| {
+                    s.match_labels
+                        .iter()
+                        .all(|(k, v)| workload.labels.get(k) == Some(v))
+                })
+        })
+    }
+}
