@@ -177,3 +177,38 @@ fn policy_table() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// What `sigil policy explain` prints: the verdict and the deciding policy and rule.
+#[test]
+fn decision_display_names_policy_and_rule() -> anyhow::Result<()> {
+    let mut docs = PolicyDocuments::default();
+    docs.load_str(
+        "p.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: foo}\n\
+         spec: {action: DENY, rules: [{to: [{operation: {paths: [\"/x\"]}}]}, {to: [{operation: {paths: [\"/admin\"]}}]}]}\n",
+    )?;
+    let authz = Authorizer::new(
+        docs.authorization,
+        DEFAULT_ROOT_NAMESPACE,
+        PathNormalization::Base,
+    );
+    let workload = Workload {
+        namespace: "foo".into(),
+        labels: BTreeMap::new(),
+    };
+    let req = request(Req {
+        path: Some("/a/../admin".into()),
+        ..Req::default()
+    })?;
+    let d = authz.evaluate(&workload, &req)?;
+    assert_eq!(d.to_string(), "deny: DENY policy foo/deny-admin rule 1");
+    let req = request(Req {
+        path: Some("/ok".into()),
+        ..Req::default()
+    })?;
+    assert_eq!(
+        authz.evaluate(&workload, &req)?.to_string(),
+        "allow: no ALLOW policy applies to the workload"
+    );
+    Ok(())
+}
