@@ -95,6 +95,7 @@ fn reason(r: &Reason) -> String {
         Reason::NoAllowPolicy => "no-allow-policy".into(),
         Reason::NoAllowMatched => "no-allow-matched".into(),
         Reason::Policy(p) => format!("{}/{}#{}", p.namespace, p.name, p.rule),
+        Reason::FailClosed => "fail-closed".into(),
     }
 }
 
@@ -210,5 +211,8 @@ fn decision_display_names_policy_and_rule() -> anyhow::Result<()> {
         authz.evaluate(&workload, &req)?.to_string(),
         "allow: no ALLOW policy applies to the workload"
     );
+    // POLICY.md "Where Sigil goes further": a policy that fails to load fails closed.
+    let d = Authorizer::fail_closed().evaluate(&workload, &req)?;
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::FailClosed));
     Ok(())
 }

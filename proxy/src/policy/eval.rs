@@ -24,6 +24,8 @@ pub enum Reason {
     NoAllowMatched,
     /// This policy's rule decided.
     Policy(PolicyRef),
+    /// The policy set failed to load (or a referenced policy is missing): everything is denied.
+    FailClosed,
 }
 
 /// A rule of a policy.
@@ -53,6 +55,7 @@ pub struct Decision {
 /// The loaded AuthorizationPolicies plus the mesh settings to evaluate them.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
+    fail_closed: bool,
     policies: Vec<AuthorizationPolicy>,
     root_namespace: String,
     normalization: PathNormalization,
@@ -69,9 +72,21 @@ impl Authorizer {
         normalization: PathNormalization,
     ) -> Self {
         Self {
+            fail_closed: false,
             policies,
             root_namespace: root_namespace.to_owned(),
             normalization,
+        }
+    }
+
+    /// An authorizer that denies everything: what the proxy runs when its policy files fail
+    /// to load at startup or a referenced policy is missing (never allow-all).
+    pub fn fail_closed() -> Self {
+        Self {
+            fail_closed: true,
+            policies: Vec::new(),
+            root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
+            normalization: PathNormalization::Base,
         }
     }
 
@@ -100,6 +115,13 @@ impl Authorizer {
             Some(h) => Some(normalize_path(&h.path, self.normalization)?),
             None => None,
         };
+        if self.fail_closed {
+            return Ok(Decision {
+                verdict: Verdict::Deny,
+                reason: Reason::FailClosed,
+                audit: None,
+            });
+        }
         let ctx = Ctx {
             req: request,
             path: path.as_deref(),
@@ -453,6 +475,7 @@ impl std::fmt::Display for Decision {
                 write!(f, "{verdict}: ALLOW policies apply and none matched")?
             }
             Reason::Policy(p) => write!(f, "{verdict}: {p}")?,
+            Reason::FailClosed => write!(f, "{verdict}: policies failed to load (fail closed)")?,
         }
         if let Some(a) = &self.audit {
             write!(f, " (audited by {a})")?;
