@@ -12,8 +12,10 @@
 //! ([`copy`]), bounded connections and a handshake timeout; a ClientHello
 //! sniffer for PERMISSIVE mode ([`sniff`]); a JSON access log line and
 //! metrics ([`metrics`]) per connection; the daemon ([`daemon`]) with
-//! graceful shutdown. Not yet: L7 (HTTP), PeerAuthentication, the policy
-//! engine behind [`Authorizer`], JWT.
+//! graceful shutdown; [`policy`], the pure authorization engine (Istio YAML,
+//! matching, evaluation, path normalization, PeerAuthentication composition).
+//! Not yet: L7 (HTTP), PeerAuthentication enforcement, the policy engine
+//! behind [`Authorizer`], JWT.
 #![forbid(unsafe_code)]
 
 pub mod authz_seam;
@@ -23,6 +25,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod listener;
 pub mod metrics;
+pub mod policy;
 pub mod sds;
 pub mod sniff;
 pub mod tls;
