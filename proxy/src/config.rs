@@ -69,6 +69,119 @@ pub struct ProxyConfig {
     /// (default [`DEFAULT_MAX_CONNECTIONS`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The workload this proxy fronts and the policy files that apply to it.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Limits of HTTP (L7) listeners.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The workload and its Istio policy files (`[policy]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Istio YAML files (AuthorizationPolicy, PeerAuthentication,
+    /// RequestAuthentication), hot reloaded. None: every request is allowed
+    /// and mTLS is PERMISSIVE, as Istio with no policy.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// The mesh root namespace (default [`DEFAULT_ROOT_NAMESPACE`]).
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
+    /// The workload's namespace (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The workload's labels, for `selector.matchLabels`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Path normalization before matching: `base` (default, Istio's),
+    /// `merge_slashes` or `decode_and_merge_slashes`.
+    #[serde(default)]
+    pub path_normalization: PathNormalizationConfig,
+    /// How often the policy files are checked for changes (default
+    /// [`DEFAULT_POLL_INTERVAL`]).
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// PEM roots for `jwksUri` fetches (default: the bundled Mozilla roots).
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            root_namespace: default_root_namespace(),
+            namespace: default_namespace(),
+            labels: std::collections::BTreeMap::new(),
+            path_normalization: PathNormalizationConfig::default(),
+            reload_interval: DEFAULT_POLL_INTERVAL,
+            jwks_ca_file: None,
+        }
+    }
+}
+
+/// `[policy] path_normalization`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathNormalizationConfig {
+    /// Istio's default (`BASE`).
+    #[default]
+    Base,
+    /// `BASE` plus merging `//`.
+    MergeSlashes,
+    /// `MERGE_SLASHES` plus decoding `%2F`, `%5C`.
+    DecodeAndMergeSlashes,
+}
+
+impl From<PathNormalizationConfig> for crate::policy::PathNormalization {
+    fn from(value: PathNormalizationConfig) -> Self {
+        match value {
+            PathNormalizationConfig::Base => Self::Base,
+            PathNormalizationConfig::MergeSlashes => Self::MergeSlashes,
+            PathNormalizationConfig::DecodeAndMergeSlashes => Self::DecodeAndMergeSlashes,
+        }
+    }
+}
+
+/// Limits of HTTP listeners (`[http]`): bounded headers and slow clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request head (request line and headers) accepted, in bytes;
+    /// larger gets 431 (default [`DEFAULT_MAX_HEADER_BYTES`]).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send a whole request head once it started
+    /// (slowloris; default [`DEFAULT_HEADER_READ_TIMEOUT`]).
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time an upstream has to answer a request (default
+    /// [`DEFAULT_REQUEST_TIMEOUT`]).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// L4: bytes copied both ways, one decision per connection.
+    #[default]
+    Tcp,
+    /// L7: HTTP/1.1 and HTTP/2, one decision per request.
+    Http,
 }
 
 /// Where the credentials come from: exactly one of `files` and `sds`.
@@ -138,6 +251,9 @@ pub struct ListenerConfig {
     /// Outbound: the SNI sent (default `sigil`).
     #[serde(default)]
     pub sni: Option<String>,
+    /// `tcp` (default) or `http`.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// Default [`ProxyConfig::tls_min_version`].
@@ -150,6 +266,14 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default [`ProxyConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`PolicyConfig::root_namespace`] (Istio's).
+pub const DEFAULT_ROOT_NAMESPACE: &str = crate::policy::DEFAULT_ROOT_NAMESPACE;
+/// Default [`HttpConfig::max_header_bytes`] (Envoy's 60 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 60 * 1024;
+/// Default [`HttpConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`HttpConfig::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`FilesConfig::poll_interval`].
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -167,6 +291,21 @@ fn default_shutdown_grace() -> Duration {
 }
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
+}
+fn default_root_namespace() -> String {
+    DEFAULT_ROOT_NAMESPACE.to_owned()
+}
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+fn default_max_header_bytes() -> usize {
+    DEFAULT_MAX_HEADER_BYTES
+}
+fn default_header_read_timeout() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
 }
 fn default_poll() -> Duration {
     DEFAULT_POLL_INTERVAL

@@ -4,13 +4,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use sigil_identity::TrustDomain;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::authz_seam::Authorizer;
+use crate::authz::{Policies, PolicyState};
 use crate::config::{ConfigError, ProxyConfig};
 use crate::credentials::{Credentials, CredentialsError, FileCredentials};
 use crate::listener::{ListenerError, Proxy};
@@ -27,6 +26,14 @@ pub enum RunError {
     /// The credential files could not be loaded.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// A policy file could not be read or is invalid.
+    #[error("policy file {file}: {reason}")]
+    Policy {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// A listener could not start.
     #[error(transparent)]
     Listener(#[from] ListenerError),
@@ -52,20 +59,18 @@ impl Running {
 }
 
 /// Starts the credential source and every listener (metrics unregistered).
-pub async fn start(
-    config: &ProxyConfig,
-    authorizer: Arc<dyn Authorizer>,
-) -> Result<Running, RunError> {
-    start_with_metrics(config, authorizer, ProxyMetrics::default()).await
+pub async fn start(config: &ProxyConfig) -> Result<Running, RunError> {
+    start_with_metrics(config, ProxyMetrics::default()).await
 }
 
 /// [`start`], recording into `metrics`.
 pub async fn start_with_metrics(
     config: &ProxyConfig,
-    authorizer: Arc<dyn Authorizer>,
     metrics: ProxyMetrics,
 ) -> Result<Running, RunError> {
     config.validate()?;
+    // SEAM: loaded once here; hot reload and the JWT filter come next.
+    let policies = Policies::new(load_policies(&config.policy)?);
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let creds = match (&config.credentials.files, &config.credentials.sds) {
@@ -94,7 +99,7 @@ pub async fn start_with_metrics(
     };
     let mut addrs = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let proxy = Proxy::bind(config, listener, &creds, Arc::clone(&authorizer))
+        let proxy = Proxy::bind(config, listener, &creds, policies.clone())
             .await?
             .with_metrics(metrics.clone());
         addrs.push(proxy.local_addr().unwrap_or(listener.listen));
@@ -108,13 +113,36 @@ pub async fn start_with_metrics(
 }
 
 /// Runs until `shutdown` completes.
-pub async fn run(
-    config: &ProxyConfig,
-    authorizer: Arc<dyn Authorizer>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let running = start(config, authorizer).await?;
+pub async fn run(config: &ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let running = start(config).await?;
     shutdown.await;
     running.shutdown().await;
     Ok(())
+}
+
+fn load_policies(config: &crate::config::PolicyConfig) -> Result<PolicyState, RunError> {
+    let workload = crate::policy::Workload {
+        namespace: config.namespace.clone(),
+        labels: config.labels.clone(),
+    };
+    let mut docs = crate::policy::PolicyDocuments::default();
+    for file in &config.files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|e| RunError::Policy {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+        docs.load_str(&name, &text).map_err(|e| RunError::Policy {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let mut state = PolicyState::allow_all(workload);
+    state.authorizer = crate::policy::Authorizer::new(
+        docs.authorization,
+        &config.root_namespace,
+        config.path_normalization.into(),
+    );
+    state.mtls = crate::policy::compose(&docs.peer, &config.root_namespace, &state.workload);
+    Ok(state)
 }

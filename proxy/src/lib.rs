@@ -3,7 +3,7 @@
 //! The bundled proxy: consumes SPIFFE credentials to enforce mutual TLS in
 //! front of local applications (inbound listeners) and towards remote Sigil
 //! proxies (outbound listeners), with an authorization seam
-//! ([`authz_seam::Authorizer`]) the policy engine plugs into.
+//! ([`authz::Policies`]) the policy engine plugs into.
 //!
 //! Built so far (issue 16, L4 first): configuration ([`config`]),
 //! credentials from files (hot reloaded) or from the node agent's SDS
@@ -18,11 +18,13 @@
 //! behind [`Authorizer`], JWT.
 #![forbid(unsafe_code)]
 
-pub mod authz_seam;
+pub mod authz;
 pub mod config;
 pub mod copy;
 pub mod credentials;
 pub mod daemon;
+pub mod http;
+pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
@@ -30,10 +32,10 @@ pub mod sds;
 pub mod sniff;
 pub mod tls;
 
-pub use authz_seam::{AllowAll, Authorizer, ConnectionAttributes, Decision};
+pub use authz::{Policies, PolicyState};
 pub use config::{
-    ConfigError, CredentialsConfig, FilesConfig, ListenerConfig, ListenerMode, ProxyConfig,
-    SdsConfig,
+    ConfigError, CredentialsConfig, FilesConfig, HttpConfig, ListenerConfig, ListenerMode,
+    PolicyConfig, Protocol, ProxyConfig, SdsConfig,
 };
 pub use credentials::{Credentials, CredentialsError, FileCredentials};
 pub use daemon::{RunError, Running, run, start, start_with_metrics};

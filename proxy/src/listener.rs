@@ -22,11 +22,12 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::authz_seam::{Authorizer, ConnectionAttributes, Decision};
+use crate::authz::Policies;
 use crate::config::{ListenerConfig, ListenerMode, ProxyConfig};
 use crate::copy::{self, CopyEnd};
 use crate::credentials::Credentials;
 use crate::metrics::ProxyMetrics;
+use crate::policy::{Reason, Request, Verdict};
 use crate::tls;
 
 /// Errors starting a listener.
@@ -71,7 +72,7 @@ pub struct Proxy {
     listener: TcpListener,
     side: Side,
     target: SocketAddr,
-    authorizer: Arc<dyn Authorizer>,
+    policies: Policies,
     resolver: Arc<CredentialResolver>,
     limit: Arc<Semaphore>,
     handshake_timeout: Duration,
@@ -94,7 +95,7 @@ impl Proxy {
         config: &ProxyConfig,
         listener: &ListenerConfig,
         creds: &Credentials,
-        authorizer: Arc<dyn Authorizer>,
+        policies: Policies,
     ) -> Result<Self, ListenerError> {
         let addr = listener.listen;
         let tls12 = config.tls_min_version == "1.2";
@@ -123,7 +124,7 @@ impl Proxy {
             listener: tcp,
             side,
             target: listener.target,
-            authorizer,
+            policies,
             resolver: creds.resolver(),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             handshake_timeout: config.handshake_timeout,
@@ -237,16 +238,28 @@ impl Proxy {
                 };
                 let (_, conn) = tls.get_ref();
                 log.source_principal = peer_id(conn.peer_certificates());
-                let attrs = ConnectionAttributes {
-                    source_principal: log.source_principal.clone(),
-                    source_addr: log.source_addr,
-                    destination_addr: local,
+                let request = Request {
+                    peer: log.source_principal.clone(),
+                    source_ip: log.source_addr.ip(),
+                    remote_ip: None,
+                    destination_ip: local.ip(),
+                    destination_port: self.target.port(),
                     sni: conn.server_name().map(str::to_owned),
+                    http: None,
                 };
-                if let Decision::Deny { policy } = self.authorizer.decide(&attrs) {
-                    log.decision = "deny";
-                    log.policy = policy;
-                    return;
+                let state = self.policies.current();
+                match state.authorize(&request) {
+                    Ok(decision) if decision.verdict == Verdict::Allow => {}
+                    Ok(decision) => {
+                        log.decision = "deny";
+                        log.detail = Some(decision.to_string());
+                        log.policy = match decision.reason {
+                            Reason::Policy(p) => Some(format!("{}/{}", p.namespace, p.name)),
+                            _ => None,
+                        };
+                        return;
+                    }
+                    Err(error) => return log.fail("deny", error.to_string()),
                 }
                 let upstream = match TcpStream::connect(self.target).await {
                     Ok(upstream) => upstream,

@@ -18,9 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use sigil_identity::{
     BundleHandle, BundleSet, IdMatcher, SpiffeServerVerifier, TrustBundle, TrustDomain, check_leaf,
 };
-use sigil_proxy::{
-    AllowAll, Authorizer, ConnectionAttributes, Decision, ProxyConfig, ProxyMetrics,
-};
+use sigil_proxy::{ProxyConfig, ProxyMetrics};
 use sigil_test_util::{TestCa, TestCert, leaf_params, p256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -81,17 +79,13 @@ async fn echo_backend() -> SocketAddr {
     addr
 }
 
-async fn start(config: &ProxyConfig, authz: Arc<dyn Authorizer>) -> SocketAddr {
-    start_with(config, authz, ProxyMetrics::default()).await
+async fn start(config: &ProxyConfig) -> SocketAddr {
+    start_with(config, ProxyMetrics::default()).await
 }
 
-async fn start_with(
-    config: &ProxyConfig,
-    authz: Arc<dyn Authorizer>,
-    metrics: ProxyMetrics,
-) -> SocketAddr {
+async fn start_with(config: &ProxyConfig, metrics: ProxyMetrics) -> SocketAddr {
     // The daemon's tasks live as long as the test's runtime.
-    let running = sigil_proxy::start_with_metrics(config, authz, metrics)
+    let running = sigil_proxy::start_with_metrics(config, metrics)
         .await
         .unwrap();
     let addr = running.addrs[0];
@@ -109,18 +103,14 @@ struct Mesh {
     metrics: ProxyMetrics,
 }
 
-async fn mesh(authz: Arc<dyn Authorizer>) -> Mesh {
-    mesh_with(authz, "", "spiffe://example.org/ns/default/sa/server", "").await
+async fn mesh(policy: &str) -> Mesh {
+    mesh_with(policy, "", "spiffe://example.org/ns/default/sa/server", "").await
 }
 
-/// A mesh whose inbound config has the top-level lines `inbound_top`, whose
-/// outbound expects `expected_id` and has the top-level lines `outbound_top`.
-async fn mesh_with(
-    authz: Arc<dyn Authorizer>,
-    inbound_top: &str,
-    expected_id: &str,
-    outbound_top: &str,
-) -> Mesh {
+/// A mesh whose inbound runs the Istio policy YAML `policy` (none when
+/// empty) and has the top-level lines `inbound_top`, whose outbound expects
+/// `expected_id` and has the top-level lines `outbound_top`.
+async fn mesh_with(policy: &str, inbound_top: &str, expected_id: &str, outbound_top: &str) -> Mesh {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let ca = TestCa::root(TD);
@@ -138,23 +128,25 @@ async fn mesh_with(
     );
     let backend = echo_backend().await;
     let metrics = ProxyMetrics::default();
+    let mut inbound_top = inbound_top.to_owned();
+    if !policy.is_empty() {
+        let file = dir.join("policy.yaml");
+        std::fs::write(&file, policy).unwrap();
+        inbound_top.push_str(&format!("\n[policy]\nfiles = [\"{}\"]\n", file.display()));
+    }
     let inbound = start_with(
-        &config_with(&dir, "in", "inbound", backend, "", inbound_top),
-        authz,
+        &config_with(&dir, "in", "inbound", backend, "", &inbound_top),
         metrics.clone(),
     )
     .await;
-    let outbound = start(
-        &config_with(
-            &dir,
-            "out",
-            "outbound",
-            inbound,
-            &format!("expected_id = \"{expected_id}\""),
-            outbound_top,
-        ),
-        Arc::new(AllowAll),
-    )
+    let outbound = start(&config_with(
+        &dir,
+        "out",
+        "outbound",
+        inbound,
+        &format!("expected_id = \"{expected_id}\""),
+        outbound_top,
+    ))
     .await;
     Mesh {
         _dir: tmp,
@@ -180,7 +172,7 @@ async fn roundtrip(
 
 #[tokio::test]
 async fn client_outbound_inbound_echo_over_mtls() {
-    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mesh = mesh("").await;
     let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
     assert_eq!(
         roundtrip(&mut client, b"hello mesh").await.unwrap(),
@@ -190,7 +182,7 @@ async fn client_outbound_inbound_echo_over_mtls() {
 
 #[tokio::test]
 async fn half_close_reaches_the_backend_and_the_reply_still_arrives() {
-    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mesh = mesh("").await;
     let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
     client.write_all(b"last words").await.unwrap();
     client.shutdown().await.unwrap();
@@ -258,14 +250,14 @@ async fn refused(mesh: &Mesh, cert: Option<&TestCert>) -> bool {
 
 #[tokio::test]
 async fn a_valid_direct_peer_is_served() {
-    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mesh = mesh("").await;
     let leaf = mesh.ca.leaf("spiffe://example.org/ns/x/sa/y");
     assert!(!refused(&mesh, Some(&leaf)).await);
 }
 
 #[tokio::test]
 async fn bad_peers_are_refused() {
-    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mesh = mesh("").await;
     // No certificate.
     assert!(refused(&mesh, None).await, "no certificate");
     // Another trust domain.
@@ -294,18 +286,22 @@ async fn bad_peers_are_refused() {
     );
 }
 
-struct DenyAll;
-impl Authorizer for DenyAll {
-    fn decide(&self, _req: &ConnectionAttributes) -> Decision {
-        Decision::Deny {
-            policy: Some("test/deny-all".to_owned()),
-        }
-    }
-}
+/// An Istio DENY policy matching every connection.
+const DENY_ALL: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-all
+  namespace: default
+spec:
+  action: DENY
+  rules:
+  - {}
+"#;
 
 #[tokio::test]
 async fn a_denied_connection_is_closed_after_the_handshake() {
-    let mesh = mesh(Arc::new(DenyAll)).await;
+    let mesh = mesh(DENY_ALL).await;
     let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
     assert!(roundtrip(&mut client, b"hello").await.is_err());
     // The inbound counted one denied connection (the log line is written
@@ -326,7 +322,7 @@ fn served_id(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> String {
 
 #[tokio::test]
 async fn rotation_new_handshakes_use_new_files_established_connections_stay() {
-    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mesh = mesh("").await;
     let client_leaf = mesh.ca.leaf("spiffe://example.org/ns/x/sa/y");
     let mut before = direct(&mesh, Some(&client_leaf)).await.unwrap();
     assert_eq!(
@@ -373,17 +369,14 @@ async fn a_peer_that_never_finishes_the_handshake_is_dropped() {
         &ca.leaf("spiffe://example.org/ns/default/sa/server"),
     );
     let backend = echo_backend().await;
-    let inbound = start(
-        &config_with(
-            tmp.path(),
-            "in",
-            "inbound",
-            backend,
-            "",
-            r#"handshake_timeout = "200ms""#,
-        ),
-        Arc::new(AllowAll),
-    )
+    let inbound = start(&config_with(
+        tmp.path(),
+        "in",
+        "inbound",
+        backend,
+        "",
+        r#"handshake_timeout = "200ms""#,
+    ))
     .await;
     let mut silent = TcpStream::connect(inbound).await.unwrap();
     let mut buf = [0u8; 1];
@@ -410,20 +403,14 @@ async fn config_with_both_or_no_credential_source_is_refused() {
 
 #[tokio::test]
 async fn the_outbound_refuses_an_inbound_with_an_unexpected_id() {
-    let mesh = mesh_with(
-        Arc::new(AllowAll),
-        "",
-        "spiffe://example.org/ns/default/sa/other",
-        "",
-    )
-    .await;
+    let mesh = mesh_with("", "", "spiffe://example.org/ns/default/sa/other", "").await;
     let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
     assert!(roundtrip(&mut client, b"hello").await.is_err());
 }
 
 #[tokio::test]
 async fn tls12_only_when_configured_and_alpn_is_negotiated() {
-    let strict = mesh(Arc::new(AllowAll)).await;
+    let strict = mesh("").await;
     let leaf = strict.ca.leaf("spiffe://example.org/ns/x/sa/y");
     let tls12 = direct_with(&strict, Some(&leaf), true, &[]).await;
     assert!(tls12.is_err(), "TLS 1.2 refused by default");
@@ -437,7 +424,7 @@ async fn tls12_only_when_configured_and_alpn_is_negotiated() {
     );
 
     let lax = mesh_with(
-        Arc::new(AllowAll),
+        "",
         r#"tls_min_version = "1.2""#,
         "spiffe://example.org/ns/default/sa/server",
         "",
@@ -461,7 +448,7 @@ async fn tls12_only_when_configured_and_alpn_is_negotiated() {
 #[tokio::test]
 async fn connections_are_bounded_the_next_waits_for_a_free_slot() {
     let mesh = mesh_with(
-        Arc::new(AllowAll),
+        "",
         "",
         "spiffe://example.org/ns/default/sa/server",
         "max_connections = 1",
@@ -499,7 +486,7 @@ async fn sniffing_tells_a_client_hello_from_plaintext() {
         Protocol::Plaintext
     );
 
-    let mesh = mesh(Arc::new(AllowAll)).await;
+    let mesh = mesh("").await;
     let hello = tokio::spawn({
         let ca = TestCa::root(TD);
         async move {
@@ -540,11 +527,7 @@ async fn shutdown_stops_accepting_and_drops_connections_after_the_grace() {
         &ca.leaf("spiffe://example.org/ns/default/sa/client"),
     );
     let backend = echo_backend().await;
-    let inbound = start(
-        &config_with(tmp.path(), "in", "inbound", backend, "", ""),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let inbound = start(&config_with(tmp.path(), "in", "inbound", backend, "", "")).await;
     let config = config_with(
         tmp.path(),
         "out",
@@ -553,9 +536,7 @@ async fn shutdown_stops_accepting_and_drops_connections_after_the_grace() {
         "",
         r#"shutdown_grace = "200ms""#,
     );
-    let running = sigil_proxy::start(&config, Arc::new(AllowAll))
-        .await
-        .unwrap();
+    let running = sigil_proxy::start(&config).await.unwrap();
     let outbound = running.addrs[0];
     let mut established = TcpStream::connect(outbound).await.unwrap();
     assert_eq!(roundtrip(&mut established, b"up").await.unwrap(), b"up");

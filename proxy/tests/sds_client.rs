@@ -169,9 +169,7 @@ target = "127.0.0.1:1"
     let config =
         sigil_proxy::ProxyConfig::load(&text, &std::collections::BTreeMap::<String, String>::new())
             .unwrap();
-    let inbound = sigil_proxy::start(&config, Arc::new(sigil_proxy::AllowAll))
-        .await
-        .unwrap();
+    let inbound = sigil_proxy::start(&config).await.unwrap();
     let inbound_addr = inbound.addrs[0];
     // A second daemon's outbound listener, also fed by SDS (same identity),
     // pointing at the first's inbound.
@@ -182,9 +180,7 @@ target = "127.0.0.1:1"
     let config =
         sigil_proxy::ProxyConfig::load(&text, &std::collections::BTreeMap::<String, String>::new())
             .unwrap();
-    let outbound = sigil_proxy::start(&config, Arc::new(sigil_proxy::AllowAll))
-        .await
-        .unwrap();
+    let outbound = sigil_proxy::start(&config).await.unwrap();
     let outbound_addr = outbound.addrs[1];
 
     // Until the first SDS push, handshakes fail closed; then echo works.
