@@ -7,6 +7,13 @@
 //! - `sigil ca serve` runs the CA server;
 //! - `sigil agent` runs the node agent, `sigil agent status` asks a running
 //!   one what it holds;
+//! - `sigil proxy [--config F] [--admin-addr A]` runs the proxy: its
+//!   listeners (inbound: terminate mTLS in front of a local application;
+//!   outbound: originate mTLS to a remote Sigil proxy) with the Istio
+//!   policy files of `[policy] files`, and an admin listener (`[admin]
+//!   addr`, default 127.0.0.1:15021) serving `/healthz`, `/readyz` and
+//!   `/metrics`. Configuration: defaults < file < `SIGIL_PROXY__*`
+//!   variables < flags. SIGINT/SIGTERM drain and exit 0;
 //! - `sigil bench ca` drives a CA with real CSRs and reports throughput and
 //!   latency (closed loop, or open loop at a fixed rate with `--rate`);
 //!   `sigil bench issue` times the same issuance in-process.
@@ -20,6 +27,7 @@ mod bench;
 mod ca;
 mod cert;
 mod kube;
+mod proxy;
 mod serve;
 
 use std::process::ExitCode;
@@ -52,6 +60,9 @@ enum Command {
     /// Work with certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Run the proxy: mTLS and Istio policies in front of (inbound) and
+    /// out of (outbound) local applications (`sigil proxy --config F`).
+    Proxy(proxy::ProxyArgs),
     /// Load tools.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +74,7 @@ fn main() -> ExitCode {
     let default_level = match &cli.command {
         Command::Ca(ca::CaCommand::Serve(_)) => "info",
         Command::Agent(a) if a.is_daemon() => "info",
+        Command::Proxy(_) => "info",
         _ => "warn",
     };
     // Log lines are formatted where they happen and written in batches by
@@ -87,6 +99,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Ca(cmd) => ca::run(cmd),
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Proxy(args) => proxy::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     // Log lines first, then the verdict.

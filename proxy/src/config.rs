@@ -11,6 +11,8 @@
 //! mode = "inbound"
 //! listen = "0.0.0.0:15006"
 //! target = "127.0.0.1:8080"
+//! [admin]                      # optional; /healthz, /readyz, /metrics
+//! addr = "127.0.0.1:15021"     # the default (the node agent's is 15020)
 //! ```
 
 use std::net::SocketAddr;
@@ -75,6 +77,28 @@ pub struct ProxyConfig {
     /// Limits of HTTP (L7) listeners.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the admin listener `sigil proxy` serves with
+/// `sigil_runtime::admin` (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address (default [`DEFAULT_ADMIN_ADDR`], loopback; port 0
+    /// picks a free port).
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            addr: default_admin_addr(),
+        }
+    }
 }
 
 /// The workload and its Istio policy files (`[policy]`).
@@ -274,6 +298,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 60 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`HttpConfig::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`AdminConfig::addr`]: loopback port 15021 (Istio's sidecar
+/// health port), next to the node agent's 15020 so both can run on one host.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15021);
 /// Default [`FilesConfig::poll_interval`].
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -306,6 +334,9 @@ fn default_header_read_timeout() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     DEFAULT_REQUEST_TIMEOUT
+}
+fn default_admin_addr() -> SocketAddr {
+    DEFAULT_ADMIN_ADDR
 }
 fn default_poll() -> Duration {
     DEFAULT_POLL_INTERVAL
@@ -375,6 +406,18 @@ target = "127.0.0.1:8080"
         assert_eq!(config.tls_min_version, "1.2");
         assert_eq!(config.listeners.len(), 1);
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.admin.addr, DEFAULT_ADMIN_ADDR);
+    }
+
+    #[test]
+    fn admin_addr_from_the_environment() {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "SIGIL_PROXY__ADMIN__ADDR".to_owned(),
+            "127.0.0.1:9999".to_owned(),
+        );
+        let config = ProxyConfig::load(TOML, &env).unwrap();
+        assert_eq!(config.admin.addr.to_string(), "127.0.0.1:9999");
     }
 
     #[test]
