@@ -9,11 +9,12 @@ use sigil_identity::TrustDomain;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::authz::{Policies, PolicyState};
+use crate::authz::Policies;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::credentials::{Credentials, CredentialsError, FileCredentials};
 use crate::listener::{ListenerError, Proxy};
 use crate::metrics::ProxyMetrics;
+use crate::reload::{PolicyError, PolicyStore};
 use crate::sds::SdsClient;
 
 /// Why the daemon could not start.
@@ -39,16 +40,40 @@ pub enum RunError {
     Listener(#[from] ListenerError),
 }
 
+impl From<PolicyError> for RunError {
+    fn from(e: PolicyError) -> Self {
+        Self::Policy {
+            file: e.file,
+            reason: e.reason,
+        }
+    }
+}
+
 /// A started daemon: its listeners' bound addresses, in config order.
 #[derive(Debug)]
 pub struct Running {
     /// The bound address of each listener.
     pub addrs: Vec<SocketAddr>,
+    creds: Credentials,
+    policies: Policies,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Running {
+    /// Whether the proxy can serve: a credential is installed (from the
+    /// files, or the first SDS push) and the policies are loaded (they
+    /// always are once [`start`] returned: a policy set that fails to load
+    /// stops the start).
+    pub fn ready(&self) -> bool {
+        self.creds.is_ready()
+    }
+
+    /// The policies in force (hot reloaded).
+    pub fn policies(&self) -> Policies {
+        self.policies.clone()
+    }
+
     /// Stops accepting, lets connections finish for up to the configured
     /// grace, stops the credential source, and returns when all is done.
     pub async fn shutdown(self) {
@@ -69,10 +94,12 @@ pub async fn start_with_metrics(
     metrics: ProxyMetrics,
 ) -> Result<Running, RunError> {
     config.validate()?;
-    // SEAM: loaded once here; hot reload and the JWT filter come next.
-    let policies = Policies::new(load_policies(&config.policy)?);
+    let store = PolicyStore::load(&config.policy, metrics.clone())?;
+    let policies = store.policies();
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
+    // A start that fails after the credential source was spawned stops it.
+    let stop_on_error = shutdown.clone().drop_guard();
     let creds = match (&config.credentials.files, &config.credentials.sds) {
         (Some(files), _) => {
             let loaded = FileCredentials::load(files, &config.trust_domain)?;
@@ -98,15 +125,23 @@ pub async fn start_with_metrics(
         }
     };
     let mut addrs = Vec::with_capacity(config.listeners.len());
+    let mut proxies = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let proxy = Proxy::bind(config, listener, &creds, policies.clone())
             .await?
             .with_metrics(metrics.clone());
         addrs.push(proxy.local_addr().unwrap_or(listener.listen));
+        proxies.push(proxy);
+    }
+    for proxy in proxies {
         tasks.spawn(proxy.serve(shutdown.child_token()));
     }
+    tasks.spawn(store.watch(shutdown.child_token()));
+    stop_on_error.disarm();
     Ok(Running {
         addrs,
+        creds,
+        policies,
         shutdown,
         tasks,
     })
@@ -118,31 +153,4 @@ pub async fn run(config: &ProxyConfig, shutdown: impl Future<Output = ()>) -> Re
     shutdown.await;
     running.shutdown().await;
     Ok(())
-}
-
-fn load_policies(config: &crate::config::PolicyConfig) -> Result<PolicyState, RunError> {
-    let workload = crate::policy::Workload {
-        namespace: config.namespace.clone(),
-        labels: config.labels.clone(),
-    };
-    let mut docs = crate::policy::PolicyDocuments::default();
-    for file in &config.files {
-        let name = file.display().to_string();
-        let text = std::fs::read_to_string(file).map_err(|e| RunError::Policy {
-            file: name.clone(),
-            reason: e.to_string(),
-        })?;
-        docs.load_str(&name, &text).map_err(|e| RunError::Policy {
-            file: name.clone(),
-            reason: e.to_string(),
-        })?;
-    }
-    let mut state = PolicyState::allow_all(workload);
-    state.authorizer = crate::policy::Authorizer::new(
-        docs.authorization,
-        &config.root_namespace,
-        config.path_normalization.into(),
-    );
-    state.mtls = crate::policy::compose(&docs.peer, &config.root_namespace, &state.workload);
-    Ok(state)
 }

@@ -28,6 +28,7 @@ pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod sds;
 pub mod sniff;
 pub mod tls;

@@ -1,11 +1,17 @@
-//! L4 listeners: inbound (terminate mTLS, forward to the local application)
+//! Listeners: inbound (terminate mTLS, forward to the local application)
 //! and outbound (accept from the local application, originate mTLS).
 //!
 //! Each listener bounds its connections with a semaphore (accepting stops
-//! while it is full), bounds the TLS handshake by `handshake_timeout`, asks
-//! the [`Authorizer`] after an inbound handshake (a denied connection is
-//! closed), copies both directions with half-close and an idle timeout, and writes one JSON
-//! access log line per connection (target `sigil_proxy::access`).
+//! while it is full) and bounds the TLS handshake by `handshake_timeout`.
+//! Inbound, the workload port's PeerAuthentication mode decides: STRICT
+//! requires the mTLS handshake, PERMISSIVE sniffs the first bytes
+//! ([`crate::sniff`]) and serves a ClientHello over mTLS and anything else
+//! as plaintext (no peer identity), DISABLE never terminates TLS. A TCP
+//! listener then asks the policy in force once for the connection (a denied
+//! connection is closed) and copies both directions with half-close and an
+//! idle timeout; an HTTP listener hands the connection to its
+//! [`HttpService`] (one decision per request). One JSON access log line per
+//! connection (target `sigil_proxy::access`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +28,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::authz::Policies;
-use crate::config::{ListenerConfig, ListenerMode, ProxyConfig};
+use crate::authz::{Policies, PolicyState};
+use crate::config::{ListenerConfig, ListenerMode, Protocol, ProxyConfig};
 use crate::copy::{self, CopyEnd};
 use crate::credentials::Credentials;
+use crate::http::{ConnInfo, HttpService};
 use crate::metrics::ProxyMetrics;
-use crate::policy::{Reason, Request, Verdict};
-use crate::tls;
+use crate::policy::{MtlsMode, Reason, Request, Verdict};
+use crate::{sniff, tls};
 
 /// Errors starting a listener.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +80,9 @@ pub struct Proxy {
     side: Side,
     target: SocketAddr,
     policies: Policies,
+    /// The HTTP layer of a `protocol = "http"` listener.
+    http: Option<HttpService>,
+    http_config: crate::config::HttpConfig,
     resolver: Arc<CredentialResolver>,
     limit: Arc<Semaphore>,
     handshake_timeout: Duration,
@@ -124,6 +134,9 @@ impl Proxy {
             listener: tcp,
             side,
             target: listener.target,
+            http: (listener.protocol == Protocol::Http)
+                .then(|| HttpService::new(policies.clone(), &config.http, ProxyMetrics::default())),
+            http_config: config.http.clone(),
             policies,
             resolver: creds.resolver(),
             limit: Arc::new(Semaphore::new(config.max_connections)),
@@ -136,6 +149,13 @@ impl Proxy {
 
     /// Records into `metrics` (default: unregistered counters).
     pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Self {
+        if self.http.is_some() {
+            self.http = Some(HttpService::new(
+                self.policies.clone(),
+                &self.http_config,
+                metrics.clone(),
+            ));
+        }
         self.metrics = metrics;
         self
     }
@@ -174,10 +194,11 @@ impl Proxy {
             };
             let this = Arc::clone(&this);
             let force = force.clone();
+            let drain = shutdown.clone();
             tracker.spawn(async move {
                 let _permit = permit;
                 tokio::select! {
-                    () = this.handle(stream, peer) => {}
+                    () = this.handle(stream, peer, drain) => {}
                     () = force.cancelled() => {}
                 }
             });
@@ -196,7 +217,7 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
         let _ = stream.set_nodelay(true);
         let mut log = AccessLog {
             direction: match self.side {
@@ -207,6 +228,7 @@ impl Proxy {
             destination_addr: self.target,
             source_principal: None,
             destination_principal: None,
+            mtls: true,
             decision: "allow",
             policy: None,
             detail: None,
@@ -214,7 +236,7 @@ impl Proxy {
             bytes_received: 0,
         };
         let _open = self.metrics.open();
-        self.serve_one(stream, &mut log).await;
+        self.serve_one(stream, &mut log, shutdown).await;
         self.metrics.finished(
             log.direction,
             log.decision,
@@ -224,68 +246,159 @@ impl Proxy {
         log.emit();
     }
 
-    async fn serve_one(&self, stream: TcpStream, log: &mut AccessLog) {
-        let local = stream.local_addr().unwrap_or(log.source_addr);
+    async fn serve_one(&self, stream: TcpStream, log: &mut AccessLog, shutdown: CancellationToken) {
         match &self.side {
-            Side::Inbound(acceptor) => {
-                log.destination_principal = self.local_id();
-                let accepted =
-                    tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await;
-                let tls = match accepted {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => return log.fail("handshake_failed", error.to_string()),
-                    Err(_) => return log.fail("handshake_timeout", String::new()),
-                };
-                let (_, conn) = tls.get_ref();
-                log.source_principal = peer_id(conn.peer_certificates());
-                let request = Request {
-                    peer: log.source_principal.clone(),
-                    source_ip: log.source_addr.ip(),
-                    remote_ip: None,
-                    destination_ip: local.ip(),
-                    destination_port: self.target.port(),
-                    sni: conn.server_name().map(str::to_owned),
-                    http: None,
-                };
-                let state = self.policies.current();
-                match state.authorize(&request) {
-                    Ok(decision) if decision.verdict == Verdict::Allow => {}
-                    Ok(decision) => {
-                        log.decision = "deny";
-                        log.detail = Some(decision.to_string());
-                        log.policy = match decision.reason {
-                            Reason::Policy(p) => Some(format!("{}/{}", p.namespace, p.name)),
-                            _ => None,
-                        };
-                        return;
-                    }
-                    Err(error) => return log.fail("deny", error.to_string()),
-                }
-                let upstream = match TcpStream::connect(self.target).await {
-                    Ok(upstream) => upstream,
-                    Err(error) => return log.fail("upstream_connect_failed", error.to_string()),
-                };
-                let _ = upstream.set_nodelay(true);
-                self.pipe(tls, upstream, log).await;
-            }
+            Side::Inbound(acceptor) => self.inbound(acceptor, stream, log, shutdown).await,
             Side::Outbound(connector, name) => {
-                log.source_principal = self.local_id();
-                let connect = async {
-                    let upstream = TcpStream::connect(self.target).await?;
-                    let _ = upstream.set_nodelay(true);
-                    connector.connect(name.clone(), upstream).await
-                };
-                let tls = match tokio::time::timeout(self.handshake_timeout, connect).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        return log.fail("upstream_handshake_failed", error.to_string());
-                    }
-                    Err(_) => return log.fail("upstream_handshake_timeout", String::new()),
-                };
-                log.destination_principal = peer_id(tls.get_ref().1.peer_certificates());
-                self.pipe(stream, tls, log).await;
+                self.outbound(connector, name, stream, log, shutdown).await;
             }
         }
+    }
+
+    /// Inbound: the PeerAuthentication mode of the workload port (read from
+    /// the policy in force when the connection arrived) says whether TLS is
+    /// required (STRICT), told apart from plaintext by the first bytes
+    /// (PERMISSIVE) or not terminated at all (DISABLE: bytes, a ClientHello
+    /// included, go to the application as they are). Sniffing and the
+    /// handshake together get `handshake_timeout`.
+    async fn inbound(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        log: &mut AccessLog,
+        shutdown: CancellationToken,
+    ) {
+        log.destination_principal = self.local_id();
+        let local = stream.local_addr().unwrap_or(log.source_addr);
+        let state = self.policies.current();
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let terminate = match state.mtls_mode(self.target.port()) {
+            MtlsMode::Strict => true,
+            MtlsMode::Disable => false,
+            // UNSET never survives composition; treat it as Istio's default.
+            MtlsMode::Permissive | MtlsMode::Unset => {
+                match sniff::sniff(&stream, self.handshake_timeout).await {
+                    Ok(sniff::Protocol::Tls) => true,
+                    Ok(sniff::Protocol::Plaintext) => false,
+                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                        return log.fail("handshake_timeout", "no bytes".to_owned());
+                    }
+                    Err(error) => return log.fail("handshake_failed", error.to_string()),
+                }
+            }
+        };
+        let mut conn = ConnInfo {
+            peer: None,
+            source: log.source_addr,
+            local,
+            sni: None,
+            h2: false,
+        };
+        if !terminate {
+            log.mtls = false;
+            return self.admit(stream, conn, &state, log, shutdown).await;
+        }
+        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => return log.fail("handshake_failed", error.to_string()),
+            Err(_) => return log.fail("handshake_timeout", String::new()),
+        };
+        let (_, session) = tls.get_ref();
+        conn.peer = peer_id(session.peer_certificates());
+        conn.sni = session.server_name().map(str::to_owned);
+        conn.h2 = session.alpn_protocol() == Some(b"h2");
+        log.source_principal = conn.peer.clone();
+        self.admit(tls, conn, &state, log, shutdown).await;
+    }
+
+    /// An accepted inbound connection (mTLS or plaintext): HTTP listeners
+    /// hand it to the HTTP layer (one decision per request); TCP listeners
+    /// decide once for the connection and close a denied one.
+    async fn admit<IO>(
+        &self,
+        io: IO,
+        conn: ConnInfo,
+        state: &PolicyState,
+        log: &mut AccessLog,
+        shutdown: CancellationToken,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if let Some(http) = &self.http {
+            log.detail = Some("http".to_owned());
+            return http.serve_inbound(io, conn, self.target, shutdown).await;
+        }
+        let request = Request {
+            peer: conn.peer,
+            source_ip: conn.source.ip(),
+            remote_ip: None,
+            destination_ip: conn.local.ip(),
+            destination_port: self.target.port(),
+            sni: conn.sni,
+            http: None,
+        };
+        match state.authorize(&request) {
+            Ok(decision) if decision.verdict == Verdict::Allow => {}
+            Ok(decision) => {
+                log.decision = "deny";
+                log.detail = Some(decision.to_string());
+                log.policy = match decision.reason {
+                    Reason::Policy(p) => Some(format!("{}/{}", p.namespace, p.name)),
+                    _ => None,
+                };
+                return;
+            }
+            Err(error) => return log.fail("deny", error.to_string()),
+        }
+        let upstream = match TcpStream::connect(self.target).await {
+            Ok(upstream) => upstream,
+            Err(error) => return log.fail("upstream_connect_failed", error.to_string()),
+        };
+        let _ = upstream.set_nodelay(true);
+        self.pipe(io, upstream, log).await;
+    }
+
+    /// Outbound: originate mTLS to the remote proxy, then copy bytes (TCP)
+    /// or hand both ends to the HTTP layer.
+    async fn outbound(
+        &self,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+        stream: TcpStream,
+        log: &mut AccessLog,
+        shutdown: CancellationToken,
+    ) {
+        log.source_principal = self.local_id();
+        let local = stream.local_addr().unwrap_or(log.source_addr);
+        let connect = async {
+            let upstream = TcpStream::connect(self.target).await?;
+            let _ = upstream.set_nodelay(true);
+            connector.connect(name.clone(), upstream).await
+        };
+        let tls = match tokio::time::timeout(self.handshake_timeout, connect).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                return log.fail("upstream_handshake_failed", error.to_string());
+            }
+            Err(_) => return log.fail("upstream_handshake_timeout", String::new()),
+        };
+        let session = tls.get_ref().1;
+        log.destination_principal = peer_id(session.peer_certificates());
+        if let Some(http) = &self.http {
+            let upstream_h2 = session.alpn_protocol() == Some(b"h2");
+            let conn = ConnInfo {
+                peer: None,
+                source: log.source_addr,
+                local,
+                sni: None,
+                h2: false,
+            };
+            log.detail = Some("http".to_owned());
+            return http
+                .serve_outbound(stream, conn, tls, upstream_h2, shutdown)
+                .await;
+        }
+        self.pipe(stream, tls, log).await;
     }
 
     /// The SPIFFE ID of the credential currently presented.
@@ -324,6 +437,9 @@ struct AccessLog {
     source_principal: Option<SpiffeId>,
     #[serde(serialize_with = "opt_display")]
     destination_principal: Option<SpiffeId>,
+    /// Whether the mesh side was mTLS (false only inbound, for plaintext on
+    /// a PERMISSIVE or DISABLE port).
+    mtls: bool,
     decision: &'static str,
     policy: Option<String>,
     detail: Option<String>,
@@ -387,6 +503,7 @@ mod tests {
             destination_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             source_principal: SpiffeId::parse("spiffe://example.org/ns/a/sa/client").ok(),
             destination_principal: SpiffeId::parse("spiffe://example.org/ns/b/sa/server").ok(),
+            mtls: true,
             decision: "deny",
             policy: Some("b/deny-a".to_owned()),
             detail: None,

@@ -1,6 +1,6 @@
 //! Proxy metrics (prometheus-client): connections by direction and
 //! outcome, handshake failures by reason, bytes by direction, connections
-//! open. Labels are low-cardinality (fixed strings).
+//! open, policy reloads by outcome. Labels are low-cardinality (fixed strings).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,12 +26,20 @@ pub struct BytesLabels {
     pub flow: &'static str,
 }
 
+/// Labels of a policy reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `refused` (the old policy kept).
+    pub outcome: &'static str,
+}
+
 /// The proxy's metrics; clones share the counters.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyMetrics {
     connections: Family<ConnectionLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
     open: Gauge,
+    policy_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -53,7 +61,26 @@ impl ProxyMetrics {
             "Connections currently being served",
             metrics.open.clone(),
         );
+        registry.register(
+            "proxy_policy_reloads",
+            "Policy file reloads by outcome (applied, refused: the old policy kept)",
+            metrics.policy_reloads.clone(),
+        );
         metrics
+    }
+
+    /// Records a policy reload.
+    pub(crate) fn policy_reload(&self, outcome: &'static str) {
+        self.policy_reloads
+            .get_or_create(&ReloadLabels { outcome })
+            .inc();
+    }
+
+    /// Policy reloads with this outcome so far.
+    pub fn policy_reloads(&self, outcome: &'static str) -> u64 {
+        self.policy_reloads
+            .get_or_create(&ReloadLabels { outcome })
+            .get()
     }
 
     /// Counts a connection as open until the guard drops.

@@ -24,14 +24,16 @@ pub fn classify(first: &[u8]) -> Protocol {
     }
 }
 
-/// Peeks at `stream` until two bytes arrive (or the peer closes, or
-/// `timeout` passes) and classifies them. Nothing is consumed.
+/// Peeks at `stream` until two bytes arrive (one is enough when it is not a
+/// handshake record's type; or the peer closes) and classifies them.
+/// Nothing is consumed. A peer that sends nothing within `timeout` gets a
+/// `TimedOut` error (the caller closes it).
 pub async fn sniff(stream: &TcpStream, timeout: Duration) -> std::io::Result<Protocol> {
     let mut buf = [0u8; 2];
     let peeked = tokio::time::timeout(timeout, async {
         loop {
             let n = stream.peek(&mut buf).await?;
-            if n >= 2 || n == 0 {
+            if n >= 2 || n == 0 || buf.first().is_some_and(|b| *b != 0x16) {
                 return Ok::<usize, std::io::Error>(n);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
