@@ -279,4 +279,43 @@ mod tests {
         assert_eq!(policies.current().mtls_mode(80), MtlsMode::Disable);
         assert_eq!(metrics.policy_reloads("applied"), 1);
     }
+
+    /// Lets the watcher run after the clock moved by `by`.
+    async fn step(by: std::time::Duration) {
+        tokio::time::advance(by).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_applies_a_change_only_once_it_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(&file, STRICT).unwrap();
+        let mut config = config(&[&file]);
+        config.reload_interval = std::time::Duration::from_secs(1);
+        let metrics = ProxyMetrics::default();
+        let store = PolicyStore::load(&config, metrics.clone()).unwrap();
+        let policies = store.policies();
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn(store.watch(shutdown.clone()));
+        step(std::time::Duration::ZERO).await;
+        // Caught half-written: an empty file would be allow-all PERMISSIVE.
+        std::fs::write(&file, "").unwrap();
+        step(std::time::Duration::from_secs(1)).await;
+        assert_eq!(policies.current().mtls_mode(80), MtlsMode::Strict);
+        std::fs::write(&file, STRICT.replace("STRICT", "DISABLE")).unwrap();
+        step(std::time::Duration::from_secs(1)).await;
+        assert_eq!(policies.current().mtls_mode(80), MtlsMode::Strict);
+        assert_eq!(metrics.policy_reloads("applied"), 0);
+        step(std::time::Duration::from_secs(1)).await;
+        assert_eq!(policies.current().mtls_mode(80), MtlsMode::Disable);
+        assert_eq!(metrics.policy_reloads("applied"), 1);
+        // Unchanged files: no further reload.
+        step(std::time::Duration::from_secs(5)).await;
+        assert_eq!(metrics.policy_reloads("applied"), 1);
+        shutdown.cancel();
+        watcher.await.unwrap();
+    }
 }
