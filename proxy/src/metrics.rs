@@ -1,6 +1,7 @@
 //! Proxy metrics (prometheus-client): connections by direction and
 //! outcome, handshake failures by reason, bytes by direction, connections
-//! open, policy reloads by outcome. Labels are low-cardinality (fixed strings).
+//! open, policy reloads by outcome, HTTP requests by direction and
+//! decision. Labels are low-cardinality (fixed strings).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +34,16 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a finished HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `allow`, `deny`, `unauthenticated` (invalid JWT), `bad_request`
+    /// (unparsable, `%00`, oversized head) or `header_timeout`.
+    pub decision: &'static str,
+}
+
 /// The proxy's metrics; clones share the counters.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyMetrics {
@@ -40,6 +51,7 @@ pub struct ProxyMetrics {
     bytes: Family<BytesLabels, Counter>,
     open: Gauge,
     policy_reloads: Family<ReloadLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -65,6 +77,11 @@ impl ProxyMetrics {
             "proxy_policy_reloads",
             "Policy file reloads by outcome (applied, refused: the old policy kept)",
             metrics.policy_reloads.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "HTTP requests by direction and decision",
+            metrics.requests.clone(),
         );
         metrics
     }
@@ -118,6 +135,28 @@ impl ProxyMetrics {
                 decision,
             })
             .get()
+    }
+}
+
+impl ProxyMetrics {
+    /// The request counter for these labels (kept by the HTTP layer, so a
+    /// request costs one atomic increment).
+    pub(crate) fn request_counter(
+        &self,
+        direction: &'static str,
+        decision: &'static str,
+    ) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                decision,
+            })
+            .clone()
+    }
+
+    /// HTTP requests with these labels so far.
+    pub fn requests(&self, direction: &'static str, decision: &'static str) -> u64 {
+        self.request_counter(direction, decision).get()
     }
 }
 

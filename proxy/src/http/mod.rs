@@ -1,11 +1,52 @@
 //! L7 listeners: HTTP/1.1 and HTTP/2 with hyper; one authorization decision
 //! per request.
 //!
-//! SEAM (issue 16, being built).
+//! ```text
+//! inbound:  mTLS stream ─► server (h1 | h2 by ALPN | h2c by preface) ─► per request:
+//!           strip XFCC ─► JWT (RequestAuthentication) ─► Authorizer ─► 400 / 401 / 403
+//!           └─ allow ─► normalized path, hop-by-hop removed, XFCC set ─► pooled HTTP/1.1 client ─► app
+//! outbound: plaintext from the app ─► server (h1 | h2c) ─► per request ─► the one mTLS upstream
+//!           connection (h2 if ALPN chose it, else HTTP/1.1)
+//! ```
+//!
+//! Limits: request heads above `[http] max_header_bytes` get 431 (hyper's
+//! HTTP/1 parser; HTTP/2 header lists), a client that does not finish a
+//! request head within `header_read_timeout` is disconnected (slowloris; this
+//! also bounds how long an idle HTTP/1 keep-alive connection is held), an
+//! upstream that does not answer within `request_timeout` gives 504, at most
+//! [`MAX_CONCURRENT_STREAMS`] streams per HTTP/2 connection. One JSON access
+//! log line per request (target `sigil_proxy::access`) and a request counter
+//! by direction and decision ([`crate::metrics::ProxyMetrics::requests`]).
+//!
+//! Not here: WebSocket / `Upgrade` (the header is hop-by-hop and removed),
+//! HTTP/2 towards the local application (always HTTP/1.1).
+
+mod headers;
+mod inbound;
+mod log;
+mod outbound;
+mod prefixed;
+mod response;
+mod server;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use sigil_identity::SpiffeId;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::sign::CertifiedKey;
+use sigil_identity::{CredentialResolver, SpiffeId, check_leaf};
+
+use crate::authz::Policies;
+use crate::config::HttpConfig;
+
+/// Streams per HTTP/2 connection served at once (Envoy's default is 2^31;
+/// a bound keeps one connection from holding unbounded upstream requests).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Idle pooled connections to the local application are closed after this.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// What the listener knows about an accepted (and, inbound, authenticated)
 /// connection when it hands it to the HTTP layer.
@@ -26,11 +67,29 @@ pub struct ConnInfo {
 /// The HTTP layer of one listener: request parsing with bounded heads and
 /// slow-client timeouts, JWT authentication, one authorization decision per
 /// request, forwarding, one access log line per request.
-#[derive(Debug, Clone)]
+///
+/// Clones share the upstream connection pool and the counters.
+#[derive(Clone)]
 pub struct HttpService {
-    policies: crate::authz::Policies,
-    config: crate::config::HttpConfig,
-    metrics: crate::metrics::ProxyMetrics,
+    inner: Arc<Inner>,
+    identity: Option<Arc<LocalIdentity>>,
+}
+
+/// Shared by every connection of a listener.
+struct Inner {
+    policies: Policies,
+    config: HttpConfig,
+    counters: log::Counters,
+    /// Pooled keep-alive HTTP/1.1 connections to the local application.
+    client: Client<HttpConnector, hyper::body::Incoming>,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpService {
@@ -40,11 +99,34 @@ impl HttpService {
         config: &crate::config::HttpConfig,
         metrics: crate::metrics::ProxyMetrics,
     ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.request_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .set_host(false)
+            .build(connector);
         Self {
-            policies,
-            config: config.clone(),
-            metrics,
+            inner: Arc::new(Inner {
+                policies,
+                counters: log::Counters::new(&metrics),
+                config: config.clone(),
+                client,
+            }),
+            identity: None,
         }
+    }
+
+    /// Names this proxy's own SPIFFE ID (the credential `resolver` presents)
+    /// as `By=` in the `x-forwarded-client-cert` header set on inbound
+    /// requests from an mTLS peer. Without it the header carries `URI=` only.
+    pub fn with_local_identity(mut self, resolver: Arc<CredentialResolver>) -> Self {
+        self.identity = Some(Arc::new(LocalIdentity {
+            resolver,
+            cache: Mutex::new(None),
+        }));
+        self
     }
 
     /// Inbound: serves HTTP/1.1 (or HTTP/2 when `conn.h2`) on `io`,
@@ -60,16 +142,9 @@ impl HttpService {
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        // SEAM: being built.
-        let _ = (
-            io,
-            conn,
-            target,
-            shutdown,
-            &self.policies,
-            &self.config,
-            &self.metrics,
-        );
+        let local_id = self.identity.as_ref().and_then(|i| i.current());
+        let ctx = inbound::ConnCtx::new(conn, target, local_id);
+        inbound::serve(Arc::clone(&self.inner), ctx, io, &shutdown).await;
     }
 
     /// Outbound: serves plaintext HTTP from the local application on `io`,
@@ -86,7 +161,37 @@ impl HttpService {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         UP: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        // SEAM: being built.
-        let _ = (io, conn, upstream, upstream_h2, shutdown);
+        outbound::serve(
+            Arc::clone(&self.inner),
+            conn,
+            upstream,
+            upstream_h2,
+            io,
+            &shutdown,
+        )
+        .await;
+    }
+}
+
+/// This proxy's SPIFFE ID, parsed once per credential.
+struct LocalIdentity {
+    resolver: Arc<CredentialResolver>,
+    cache: Mutex<Option<(Arc<CertifiedKey>, Option<SpiffeId>)>>,
+}
+
+impl LocalIdentity {
+    fn current(&self) -> Option<SpiffeId> {
+        let key = self.resolver.current()?;
+        let Ok(mut cache) = self.cache.lock() else {
+            return check_leaf(key.cert.first()?).ok();
+        };
+        if let Some((cached, id)) = cache.as_ref()
+            && Arc::ptr_eq(cached, &key)
+        {
+            return id.clone();
+        }
+        let id = check_leaf(key.cert.first()?).ok();
+        *cache = Some((key, id.clone()));
+        id
     }
 }

@@ -105,6 +105,12 @@ impl Authorizer {
         })
     }
 
+    /// The path normalization mode (the HTTP layer forwards the normalized path, so the
+    /// application sees the path that was authorized, as Envoy's `normalize_path`).
+    pub fn normalization(&self) -> PathNormalization {
+        self.normalization
+    }
+
     /// Decides `request` for `workload`. A path with `%00` is refused (400) before any policy.
     pub fn evaluate(
         &self,

@@ -1,0 +1,259 @@
+//! Request heads: the policy engine's view of a hyper request, the checks
+//! made before it (method, head size), the normalized path forwarded, and
+//! hop-by-hop header removal.
+
+use http::Version;
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
+};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+
+use crate::policy::{HttpRequest, JwtIdentity, PathNormalization, RequestError, normalize_path};
+
+/// Set by the inbound proxy (never taken from the client).
+pub(super) const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the legacy ones Envoy removes).
+const HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "http2-settings"];
+
+/// The request's host: the URI's authority (HTTP/2 `:authority`, HTTP/1
+/// absolute-form, which RFC 9112 section 3.2.2 says wins over `Host`), else
+/// `Host`; `None` when `Host` is not visible ASCII.
+pub(super) fn host(parts: &Parts) -> Option<&str> {
+    if let Some(authority) = parts.uri.authority() {
+        return Some(authority.as_str());
+    }
+    match parts.headers.get(HOST) {
+        Some(value) => value.to_str().ok(),
+        None => Some(""),
+    }
+}
+
+/// The raw request target, path and query, as received.
+pub(super) fn raw_target(parts: &Parts) -> &str {
+    parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), PathAndQuery::as_str)
+}
+
+/// "a lowercase method → 400 on HTTP/1.1" (POLICY.md, Corrections: Envoy's
+/// HTTP/1 codec accepts upper-case method tokens only).
+pub(super) fn method_acceptable(parts: &Parts) -> bool {
+    parts.version > Version::HTTP_11
+        || !parts
+            .method
+            .as_str()
+            .bytes()
+            .any(|b| b.is_ascii_lowercase())
+}
+
+/// The size of the head as HTTP/2 counts it (RFC 9113 section 6.5.2:
+/// name + value + 32 per field).
+pub(super) fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+/// What the policy engine matches: method, raw target (the engine
+/// normalizes), host, every header in order (repeated ones kept), the JWT
+/// identity.
+pub(super) fn policy_view(parts: &Parts, host: &str, auth: Option<JwtIdentity>) -> HttpRequest {
+    HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        path: raw_target(parts).to_owned(),
+        host: host.to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        auth,
+    }
+}
+
+/// The path and query to forward: the path normalized as it was for
+/// matching (so the application serves what was authorized, as Envoy's
+/// `normalize_path`), the query unchanged. `None`: the target is already
+/// normal (the common case, no allocation).
+pub(super) fn normalized_target(
+    target: &PathAndQuery,
+    mode: PathNormalization,
+) -> Result<Option<PathAndQuery>, RequestError> {
+    let path = target.path();
+    let clean = !path.bytes().any(|b| b == b'%' || b == b'\\' || b == 0)
+        && !path.contains("/.")
+        && (mode == PathNormalization::Base || !path.contains("//"));
+    if clean {
+        return Ok(None);
+    }
+    let mut normalized = normalize_path(path, mode)?;
+    if normalized == path {
+        return Ok(None);
+    }
+    if let Some(query) = target.query() {
+        normalized.push('?');
+        normalized.push_str(query);
+    }
+    PathAndQuery::try_from(normalized)
+        .map(Some)
+        .map_err(|_| RequestError::NotOriginForm)
+}
+
+/// Removes the hop-by-hop headers (and those `Connection` names); keeps
+/// `te: trailers` when the next hop is HTTP/2 (gRPC needs it).
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, next_hop_h2: bool) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    if headers.contains_key(TE) {
+        let trailers = next_hop_h2
+            && headers
+                .get_all(TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        headers.remove(TE);
+        if trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(UPGRADE);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: http::Request<()>) -> Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn host_prefers_the_authority() {
+        let p = parts(
+            http::Request::get("http://a.example:8080/x")
+                .header("host", "b.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(host(&p), Some("a.example:8080"));
+        let p = parts(
+            http::Request::get("/x")
+                .header("host", "b.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(host(&p), Some("b.example"));
+        let p = parts(http::Request::get("/x").body(()).unwrap());
+        assert_eq!(host(&p), Some(""));
+    }
+
+    #[test]
+    fn lowercase_methods_are_refused_on_http1_only() {
+        let mut p = parts(
+            http::Request::builder()
+                .method("get")
+                .uri("/")
+                .body(())
+                .unwrap(),
+        );
+        assert!(!method_acceptable(&p));
+        p.version = Version::HTTP_2;
+        assert!(method_acceptable(&p));
+        let p = parts(
+            http::Request::builder()
+                .method("PURGE")
+                .uri("/")
+                .body(())
+                .unwrap(),
+        );
+        assert!(method_acceptable(&p));
+    }
+
+    #[test]
+    fn policy_view_keeps_repeated_headers_and_the_raw_target() {
+        let p = parts(
+            http::Request::get("/a/../b?q=%2e")
+                .header("x-user", "alice")
+                .header("x-user", "mallory")
+                .body(())
+                .unwrap(),
+        );
+        let view = policy_view(&p, "h", None);
+        assert_eq!(view.path, "/a/../b?q=%2e");
+        assert_eq!(
+            view.header_values("X-User").collect::<Vec<_>>(),
+            ["alice", "mallory"]
+        );
+    }
+
+    #[test]
+    fn forwarded_target_is_normalized_with_the_query_kept() {
+        let t = |s: &'static str| PathAndQuery::from_static(s);
+        let base = PathNormalization::Base;
+        assert_eq!(normalized_target(&t("/a/b?x=1"), base), Ok(None));
+        assert_eq!(
+            normalized_target(&t("/public/../admin?x=/../"), base)
+                .unwrap()
+                .unwrap(),
+            "/admin?x=/../"
+        );
+        assert_eq!(
+            normalized_target(&t("/%61dmin"), base).unwrap().unwrap(),
+            "/admin"
+        );
+        assert_eq!(normalized_target(&t("/a%2Fb"), base), Ok(None));
+        assert_eq!(
+            normalized_target(&t("/a/%00"), base),
+            Err(RequestError::NulInPath)
+        );
+        assert_eq!(
+            normalized_target(&t("/a//b"), PathNormalization::MergeSlashes)
+                .unwrap()
+                .unwrap(),
+            "/a/b"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut h1 = h.clone();
+        remove_hop_by_hop(&mut h1, false);
+        assert_eq!(h1.len(), 1);
+        assert!(h1.contains_key("x-kept"));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(TE).unwrap(), "trailers");
+        assert_eq!(h.len(), 2);
+    }
+}

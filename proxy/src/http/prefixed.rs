@@ -1,0 +1,172 @@
+//! A stream whose first bytes were already read (to tell an HTTP/2
+//! prior-knowledge preface from HTTP/1.1): replays them, then reads on.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the first bytes of a connection said.
+pub(super) enum Sniffed<IO> {
+    /// HTTP/1 (or anything that is not the HTTP/2 preface).
+    Http1(Prefixed<IO>),
+    /// The HTTP/2 preface (h2c prior knowledge).
+    Http2(Prefixed<IO>),
+    /// The peer closed, failed or was too slow before saying anything useful.
+    Closed,
+}
+
+/// Reads until the bytes received either differ from the HTTP/2 preface or
+/// hold all of it, for at most `timeout` (a slow client is cut off here as
+/// it would be by the HTTP/1 head timeout).
+pub(super) async fn sniff<IO>(mut io: IO, timeout: Duration) -> Sniffed<IO>
+where
+    IO: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        loop {
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf.get(..n) != H2_PREFACE.get(..n) {
+                return true;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(true) => {}
+        Ok(false) | Err(_) => return Sniffed::Closed,
+    }
+    let h2 = buf.starts_with(H2_PREFACE);
+    let io = Prefixed {
+        prefix: buf.freeze(),
+        io,
+    };
+    if h2 {
+        Sniffed::Http2(io)
+    } else {
+        Sniffed::Http1(io)
+    }
+}
+
+/// `io` with `prefix` read first.
+#[derive(Debug)]
+pub(super) struct Prefixed<IO> {
+    prefix: Bytes,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    /// `io` with nothing replayed.
+    pub(super) fn new(io: IO) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            io,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    async fn sniffed(input: &'static [u8]) -> (&'static str, Vec<u8>) {
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(input).await.unwrap();
+        drop(client);
+        let (kind, io) = match sniff(server, Duration::from_secs(5)).await {
+            Sniffed::Http1(io) => ("h1", io),
+            Sniffed::Http2(io) => ("h2", io),
+            Sniffed::Closed => return ("closed", Vec::new()),
+        };
+        let mut io = io;
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        (kind, all)
+    }
+
+    #[tokio::test]
+    async fn http1_is_replayed_whole() {
+        let req = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        assert_eq!(sniffed(req).await, ("h1", req.to_vec()));
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_recognized_and_replayed() {
+        let input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04";
+        assert_eq!(sniffed(input).await, ("h2", input.to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_preface_cut_short_is_a_close() {
+        assert_eq!(sniffed(b"PRI * HTTP").await.0, "closed");
+        assert_eq!(sniffed(b"").await.0, "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_cut_off_at_the_timeout() {
+        let (_client, server) = tokio::io::duplex(64);
+        let sniffed = sniff(server, Duration::from_secs(3)).await;
+        assert!(matches!(sniffed, Sniffed::Closed));
+    }
+}

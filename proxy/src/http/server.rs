@@ -1,0 +1,125 @@
+//! One server connection: HTTP/1.1 or HTTP/2 (by ALPN, or by the h2c
+//! preface), with the `[http]` limits, drained gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::MAX_CONCURRENT_STREAMS;
+use super::prefixed::{Prefixed, Sniffed, sniff};
+use super::response::Body;
+use crate::config::HttpConfig;
+
+/// hyper's smallest accepted HTTP/1 read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+
+/// Why a connection ended early.
+#[derive(Debug)]
+pub(super) enum ConnEnd {
+    /// Closed, failed or timed out before a request could start.
+    Silent,
+    /// hyper's error (parse errors were already answered by hyper: 400 / 414 / 431).
+    Error(hyper::Error),
+}
+
+/// Serves `io` with `service` until the peer closes, an error, or
+/// `shutdown` (then in-flight requests finish first). `h2`: ALPN chose
+/// `h2`; otherwise the first bytes decide (HTTP/1.1 or h2c prior knowledge).
+pub(super) async fn serve<IO, S>(
+    io: IO,
+    h2: bool,
+    config: &HttpConfig,
+    service: S,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnEnd>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if h2 {
+        return serve_h2(Prefixed::new(io), config, service, shutdown).await;
+    }
+    let sniffed = tokio::select! {
+        sniffed = sniff(io, config.header_read_timeout) => sniffed,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    match sniffed {
+        Sniffed::Http1(io) => serve_h1(io, config, service, shutdown).await,
+        Sniffed::Http2(io) => serve_h2(io, config, service, shutdown).await,
+        Sniffed::Closed => Err(ConnEnd::Silent),
+    }
+}
+
+async fn serve_h1<IO, S>(
+    io: Prefixed<IO>,
+    config: &HttpConfig,
+    service: S,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnEnd>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_BUF_SIZE))
+        .max_header_size(config.max_header_bytes)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    drive(conn, shutdown, |c| c.graceful_shutdown()).await
+}
+
+async fn serve_h2<IO, S>(
+    io: Prefixed<IO>,
+    config: &HttpConfig,
+    service: S,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnEnd>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    drive(conn, shutdown, |c| c.graceful_shutdown()).await
+}
+
+/// Polls `conn`; on `shutdown` asks it to finish gracefully (no new
+/// requests, GOAWAY on HTTP/2) and polls it to the end.
+async fn drive<C>(
+    conn: C,
+    shutdown: &CancellationToken,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> Result<(), ConnEnd>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result.map_err(ConnEnd::Error),
+        () = shutdown.cancelled() => {}
+    }
+    graceful(conn.as_mut());
+    conn.await.map_err(ConnEnd::Error)
+}

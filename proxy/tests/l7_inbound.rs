@@ -1,0 +1,302 @@
+//! L7 inbound: one decision per request with the Istio engine, 403 bodies,
+//! path normalization forwarded, `%00` and lowercase methods refused, XFCC
+//! set by the proxy only, hop-by-hop headers, upstream failures, pooling.
+
+mod l7_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use l7_support::*;
+use sigil_proxy::HttpConfig;
+
+const DENY_ADMIN: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: ["/admin", "/admin/*"]
+"#;
+
+const ALLOW_CLIENT_GET_PUBLIC: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-client, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  rules:
+  - from:
+    - source:
+        principals: ["example.org/ns/default/sa/client"]
+    to:
+    - operation:
+        methods: ["GET"]
+        paths: ["/public/*"]
+"#;
+
+async fn inbound(yaml: &str, peer: Option<&str>) -> (App, Front, sigil_proxy::ProxyMetrics) {
+    let app = App::start().await;
+    let (svc, metrics) = service_with(yaml, &HttpConfig::default());
+    let front = Front::inbound(svc, app.addr, peer).await;
+    (app, front, metrics)
+}
+
+#[tokio::test]
+async fn an_allowed_request_reaches_the_app_and_its_answer_comes_back() {
+    let (app, front, metrics) = inbound("", Some(CLIENT_ID)).await;
+    let answer = get(front.addr, "/hello?x=1").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "GET /hello?x=1");
+    let seen = app.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["host"], "app.example");
+    assert_eq!(seen[0].version, http::Version::HTTP_11);
+    assert_eq!(metrics.requests("inbound", "allow"), 1);
+}
+
+#[tokio::test]
+async fn a_denied_request_gets_istios_403_and_never_reaches_the_app() {
+    let (app, front, metrics) = inbound(DENY_ADMIN, Some(CLIENT_ID)).await;
+    let answer = get(front.addr, "/admin").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.body, "RBAC: access denied");
+    // The same connection keeps deciding per request.
+    let mut send = h1(front.addr).await;
+    let denied = send_h1(&mut send, request("GET", "/admin/users")).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let allowed = send_h1(&mut send, request("GET", "/index")).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(app.seen().len(), 1, "only /index reached the app");
+    assert_eq!(metrics.requests("inbound", "deny"), 2);
+    assert_eq!(metrics.requests("inbound", "allow"), 1);
+}
+
+#[tokio::test]
+async fn the_path_is_normalized_before_matching_and_forwarded_normalized() {
+    let (app, front, _) = inbound(DENY_ADMIN, Some(CLIENT_ID)).await;
+    // Dot segments, encoded dots and encoded unreserved characters all
+    // reach the DENY on /admin (Istio's BASE normalization).
+    for target in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin/x",
+        "/%61dmin",
+        "/./admin",
+    ] {
+        let answer = raw(
+            front.addr,
+            format!("GET {target} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{target}: {answer}");
+    }
+    assert!(app.seen().is_empty());
+    // An allowed request is forwarded with the path that was authorized.
+    let answer = get(front.addr, "/public/./a/../b?q=/../admin").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(app.seen()[0].target, "/public/b?q=/../admin");
+    // `%2F` stays encoded (so it is not /admin/x).
+    assert_eq!(get(front.addr, "/admin%2Fx").await.status, StatusCode::OK);
+    assert_eq!(app.seen()[1].target, "/admin%2Fx");
+}
+
+#[tokio::test]
+async fn an_encoded_nul_in_the_path_is_400_before_any_policy() {
+    let (app, front, metrics) = inbound("", Some(CLIENT_ID)).await;
+    let answer = raw(
+        front.addr,
+        b"GET /a%00b HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(app.seen().is_empty());
+    assert_eq!(metrics.requests("inbound", "bad_request"), 1);
+}
+
+#[tokio::test]
+async fn a_lowercase_method_is_400_on_http1() {
+    let (app, front, _) = inbound("", Some(CLIENT_ID)).await;
+    let answer = raw(
+        front.addr,
+        b"get / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(app.seen().is_empty());
+}
+
+#[tokio::test]
+async fn principals_methods_and_paths_decide_per_request() {
+    let (app, front, _) = inbound(ALLOW_CLIENT_GET_PUBLIC, Some(CLIENT_ID)).await;
+    assert_eq!(get(front.addr, "/public/a").await.status, StatusCode::OK);
+    assert_eq!(
+        get(front.addr, "/private").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut send = h1(front.addr).await;
+    let post = send_h1(&mut send, request("POST", "/public/a")).await;
+    assert_eq!(post.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.seen().len(), 1);
+
+    // Another identity, and plaintext, are denied by the same ALLOW.
+    let (app, other, _) = inbound(
+        ALLOW_CLIENT_GET_PUBLIC,
+        Some("spiffe://example.org/ns/default/sa/other"),
+    )
+    .await;
+    assert_eq!(
+        get(other.addr, "/public/a").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let (_, plaintext, _) = inbound(ALLOW_CLIENT_GET_PUBLIC, None).await;
+    assert_eq!(
+        get(plaintext.addr, "/public/a").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(app.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_spoofed_xfcc_is_replaced_by_the_verified_peer() {
+    let (app, front, _) = inbound("", Some(CLIENT_ID)).await;
+    let mut send = h1(front.addr).await;
+    let mut req = request("GET", "/");
+    req.headers_mut().insert(
+        "x-forwarded-client-cert",
+        "By=spiffe://example.org/ns/default/sa/server;URI=spiffe://example.org/ns/admin/sa/root"
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(send_h1(&mut send, req).await.status, StatusCode::OK);
+    let seen = app.seen();
+    let xfcc: Vec<_> = seen[0]
+        .headers
+        .get_all("x-forwarded-client-cert")
+        .iter()
+        .collect();
+    assert_eq!(xfcc, [&format!("URI={CLIENT_ID}")]);
+
+    // Plaintext: no identity, so no XFCC at all.
+    let (app, plaintext, _) = inbound("", None).await;
+    let mut send = h1(plaintext.addr).await;
+    let mut req = request("GET", "/");
+    req.headers_mut().insert(
+        "x-forwarded-client-cert",
+        "URI=spiffe://evil".parse().unwrap(),
+    );
+    assert_eq!(send_h1(&mut send, req).await.status, StatusCode::OK);
+    assert!(
+        !app.seen()[0]
+            .headers
+            .contains_key("x-forwarded-client-cert")
+    );
+}
+
+#[tokio::test]
+async fn a_policy_on_xfcc_cannot_be_satisfied_by_a_client_supplied_header() {
+    let policy = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-xfcc, namespace: default}
+spec:
+  rules:
+  - when:
+    - key: request.headers[x-forwarded-client-cert]
+      values: ["*"]
+"#;
+    let (app, front, _) = inbound(policy, None).await;
+    let mut send = h1(front.addr).await;
+    let mut req = request("GET", "/");
+    req.headers_mut().insert(
+        "x-forwarded-client-cert",
+        "URI=spiffe://evil".parse().unwrap(),
+    );
+    assert_eq!(send_h1(&mut send, req).await.status, StatusCode::FORBIDDEN);
+    assert!(app.seen().is_empty());
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let (app, front, _) = inbound("", Some(CLIENT_ID)).await;
+    let mut send = h1(front.addr).await;
+    let mut req = request("GET", "/");
+    let h = req.headers_mut();
+    h.insert("connection", "x-private".parse().unwrap());
+    h.insert("x-private", "1".parse().unwrap());
+    h.insert("keep-alive", "timeout=5".parse().unwrap());
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("x-kept", "1".parse().unwrap());
+    assert_eq!(send_h1(&mut send, req).await.status, StatusCode::OK);
+    let seen = &app.seen()[0].headers;
+    for gone in ["x-private", "keep-alive", "upgrade"] {
+        assert!(!seen.contains_key(gone), "{gone} forwarded");
+    }
+    assert_eq!(seen["x-kept"], "1");
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let (_, front, _) = inbound("", Some(CLIENT_ID)).await;
+    let mut send = h1(front.addr).await;
+    let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let req = Request::post("/echo")
+        .header("host", "a")
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    send.ready().await.unwrap();
+    let response = send.send_request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let got = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(got.len(), body.len());
+    assert!(got == body);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_across_client_connections() {
+    let (app, front, _) = inbound("", Some(CLIENT_ID)).await;
+    for i in 0..10 {
+        let answer = get(front.addr, &format!("/n{i}")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(app.seen().len(), 10);
+    assert_eq!(
+        app.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential requests reuse one kept-alive upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_app_is_503_and_a_slow_one_504() {
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (svc, metrics) = service_with("", &HttpConfig::default());
+    let front = Front::inbound(svc, closed, Some(CLIENT_ID)).await;
+    let answer = get(front.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(metrics.requests("inbound", "allow"), 1);
+
+    let app = App::start().await;
+    let config = HttpConfig {
+        request_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    };
+    let (svc, _) = service_with("", &config);
+    let front = Front::inbound(svc, app.addr, Some(CLIENT_ID)).await;
+    let answer = get(front.addr, "/never").await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    // The connection and the proxy still serve.
+    assert_eq!(get(front.addr, "/").await.status, StatusCode::OK);
+}
