@@ -14,19 +14,29 @@
 //!   addr`, default 127.0.0.1:15021) serving `/healthz`, `/readyz` and
 //!   `/metrics`. Configuration: defaults < file < `SIGIL_PROXY__*`
 //!   variables < flags. SIGINT/SIGTERM drain and exit 0;
+//! - `sigil policy explain --policy F|DIR ... (--peer ID | --plaintext)
+//!   --port P [--method M --path P --host H --header 'k: v'
+//!   --jwt-claims JSON | --request-principal ISS/SUB --claim k=v]` prints
+//!   what the proxy would decide for that request with the same engine
+//!   (PeerAuthentication mode for the port, the RequestAuthentication
+//!   jwtRules that apply, then the AuthorizationPolicy decision naming the
+//!   policy and rule); `--output json` for scripts. Exit 0 allowed, 1
+//!   denied;
 //! - `sigil bench ca` drives a CA with real CSRs and reports throughput and
 //!   latency (closed loop, or open loop at a fixed rate with `--rate`);
 //!   `sigil bench issue` times the same issuance in-process.
 //!
 //! `main` only parses arguments and maps results to exit codes: 0 success,
-//! 1 the operation failed (the reason is printed), 2 bad usage, 64 an
-//! invalid configuration file.
+//! 1 the operation failed (the reason is printed; for `sigil policy
+//! explain`: the request is denied), 2 bad usage, 64 an invalid
+//! configuration or policy file.
 
 mod agent;
 mod bench;
 mod ca;
 mod cert;
 mod kube;
+mod policy;
 mod proxy;
 mod serve;
 
@@ -63,6 +73,9 @@ enum Command {
     /// Run the proxy: mTLS and Istio policies in front of (inbound) and
     /// out of (outbound) local applications (`sigil proxy --config F`).
     Proxy(proxy::ProxyArgs),
+    /// Explain Istio policies offline (`sigil policy explain`).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Load tools.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -95,17 +108,20 @@ fn main() -> ExitCode {
         .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let success = |()| ExitCode::SUCCESS;
     let result = match cli.command {
-        Command::Agent(args) => agent::run(args),
-        Command::Ca(cmd) => ca::run(cmd),
-        Command::Cert(cmd) => cert::run(cmd),
-        Command::Proxy(args) => proxy::run(&args),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Agent(args) => agent::run(args).map(success),
+        Command::Ca(cmd) => ca::run(cmd).map(success),
+        Command::Cert(cmd) => cert::run(cmd).map(success),
+        Command::Proxy(args) => proxy::run(&args).map(success),
+        // 0 allowed, 1 denied.
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd).map(success),
     };
     // Log lines first, then the verdict.
     drop(log_guard);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("sigil: {err:#}");
             if err.downcast_ref::<serve::InvalidConfig>().is_some() {
