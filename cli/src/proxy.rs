@@ -9,21 +9,22 @@
 //!
 //! The admin listener (`[admin] addr`, default
 //! [`sigil_proxy::config::DEFAULT_ADMIN_ADDR`]) serves `/healthz`,
-//! `/readyz` (200 once the listeners serve, 503 while draining) and
+//! `/readyz` (200 while a credential is installed — from the files, or
+//! the first SDS push — and the listeners serve; 503 before and while
+//! draining) and
 //! `/metrics` (the `sigil_proxy_*` families). SIGINT or SIGTERM: the
 //! listeners stop accepting, connections get `shutdown_grace` to finish,
 //! and the process exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use sigil_proxy::config::{ConfigError, ENV_PREFIX, ProxyConfig};
-use sigil_proxy::{ProxyMetrics, RunError};
+use sigil_proxy::{ProxyMetrics, RunError, Running};
 use sigil_runtime::env::{EnvOverrides, Environment, ProcessEnvironment};
 use tokio_util::sync::CancellationToken;
 
@@ -106,12 +107,16 @@ async fn serve(config: ProxyConfig) -> anyhow::Result<()> {
         listeners = ?running.addrs,
         "proxy running"
     );
-    // SEAM: switch to `Running::ready()` (credentials and policies loaded)
-    // once the daemon offers it; until then ready = listeners serving.
-    let serving = Arc::new(AtomicBool::new(true));
+    // Ready while the daemon is (a credential installed, policies
+    // loaded); not once draining starts (the daemon is taken out).
+    let running = Arc::new(Mutex::new(Some(running)));
     let ready = {
-        let serving = serving.clone();
-        move || serving.load(Ordering::SeqCst)
+        let running = running.clone();
+        move || {
+            running
+                .lock()
+                .is_ok_and(|daemon| daemon.as_ref().is_some_and(Running::ready))
+        }
     };
     let registry = Arc::new(registry);
     let encode = move || {
@@ -132,8 +137,10 @@ async fn serve(config: ProxyConfig) -> anyhow::Result<()> {
     let served = until_signal(|shutdown| async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: draining the listeners");
-        serving.store(false, Ordering::SeqCst);
-        running.shutdown().await;
+        let daemon = running.lock().ok().and_then(|mut daemon| daemon.take());
+        if let Some(daemon) = daemon {
+            daemon.shutdown().await;
+        }
         tracing::info!("listeners drained");
         anyhow::Ok(())
     })

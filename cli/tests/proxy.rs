@@ -271,6 +271,31 @@ fn proxy_enforces_its_policy_files() {
     terminate(&mut proxy);
 }
 
+#[test]
+fn proxy_is_not_ready_without_credentials() {
+    // SDS from an agent that is not there: alive, not ready.
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let toml = format!(
+        "trust_domain = \"{TD}\"\nshutdown_grace = \"1s\"\n\
+         [credentials.sds]\nsocket = \"{}/agent.sock\"\n\
+         [[listeners]]\nmode = \"inbound\"\nlisten = \"127.0.0.1:0\"\n\
+         target = \"127.0.0.1:1\"\n",
+        dir.path().display()
+    );
+    std::fs::write(dir.path().join("proxy.toml"), toml).unwrap();
+    let mut proxy = spawn(dir.path(), admin);
+    eventually(&proxy, "/healthz never answered", || get(admin, "/healthz"));
+    let (status, body) = get(admin, "/readyz").unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready\n"),
+        "{}",
+        proxy.log()
+    );
+    terminate(&mut proxy);
+}
+
 /// `sigil proxy <args>` expected to refuse its configuration.
 fn refusing(args: &[&str], vars: &[(&str, &str)], dir: &Path) -> Output {
     let mut all = vec!["proxy"];
