@@ -399,6 +399,8 @@ fn build_refuses_bad_rules_naming_the_field() {
         ),
         ("    audiences: ['']\n", "audiences[0]"),
         ("    timeout: soon\n", "timeout"),
+        ("    timeout: 0s\n", "timeout"),
+        ("    timeout: 10m\n", "timeout"),
     ];
     for (extra, field) in cases {
         let err = build(&rule_yaml(&signer, extra), &cache)
@@ -408,6 +410,9 @@ fn build_refuses_bad_rules_naming_the_field() {
             err.contains("foo/ra") && err.contains(field),
             "{extra}: {err}"
         );
+    }
+    for ok in ["1.5s", "5s", "500ms"] {
+        build(&rule_yaml(&signer, &format!("    timeout: {ok}\n")), &cache).unwrap();
     }
     // Fields whose refusal the YAML loader does not cover: mutate a loaded rule.
     let docs = docs(&rule_yaml(&signer, ""));

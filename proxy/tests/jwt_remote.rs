@@ -116,3 +116,29 @@ fn no_kid(token: &str) -> String {
     let rest = token.split_once('.').unwrap().1;
     format!("{}.{rest}", b64(br#"{"alg":"ES256","typ":"JWT"}"#))
 }
+
+#[tokio::test]
+async fn the_rule_timeout_bounds_a_jwks_server_that_never_answers() {
+    // Accepts TCP connections and never speaks TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let yaml = format!(
+        "{}    timeout: 200ms\n",
+        remote_rule_yaml(&format!("https://localhost:{port}/jwks"))
+    );
+    let f = build(&yaml, &JwksCache::new(None)).unwrap();
+    let token = Signer::new("k1").token(&json!({"sub": "alice"}));
+    let mut p = parts("/", &[("authorization", &format!("Bearer {token}"))]);
+    // Well under the default 5 s fetch deadline; fails closed.
+    let reject = tokio::time::timeout(std::time::Duration::from_secs(4), f.authenticate(&mut p))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(reject.message, "Jwks remote fetch is failed");
+}

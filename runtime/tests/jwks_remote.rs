@@ -206,3 +206,32 @@ async fn an_untrusted_server_is_refused() {
     ));
     assert_eq!(source.current().len(), 0);
 }
+
+#[tokio::test]
+async fn a_fetch_timeout_bounds_a_server_that_never_answers() {
+    // Accepts TCP connections and never speaks TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let ca = TestCa::root("example.org");
+    let source = JwksSource::remote(
+        &format!("https://localhost:{port}/jwks"),
+        Some(ca.cert.pem.as_bytes()),
+        Duration::ZERO,
+    )
+    .unwrap()
+    .with_fetch_timeout(Duration::from_millis(200));
+    // Well under the default 5 s deadline.
+    let result = tokio::time::timeout(Duration::from_secs(4), source.refresh())
+        .await
+        .expect("the configured fetch timeout applies");
+    match result {
+        Err(JwksSourceError::Fetch { reason, .. }) => assert!(reason.contains("timed out")),
+        other => panic!("expected a timed-out fetch, got {other:?}"),
+    }
+}

@@ -8,7 +8,8 @@
 //! forged on the path), an inline JWKS that `sigil_identity` refuses, empty
 //! issuer / audience / location names, invalid header names, an output
 //! header that is a hop-by-hop or framing header or a header tokens are
-//! read from, an unparsable `timeout`.
+//! read from, a `timeout` that does not parse or is 0 or over a minute
+//! (`timeout` bounds each fetch of the rule's `jwksUri`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use sigil_identity::jwt::{Jwks, JwtPolicy};
-use sigil_runtime::jwt::{JwksSource, JwksSourceError, JwtIssuer};
+use sigil_runtime::jwt::{JWKS_FETCH_TIMEOUT, JwksSource, JwksSourceError, JwtIssuer};
 
 use super::location::Location;
 use super::{JwtFilter, Rule};
@@ -73,7 +74,8 @@ pub struct JwksCache {
 struct CacheInner {
     roots_pem: Option<Vec<u8>>,
     min_interval: Duration,
-    sources: Mutex<HashMap<String, Weak<JwksSource>>>,
+    /// By URI and fetch timeout.
+    sources: Mutex<HashMap<(String, Duration), Weak<JwksSource>>>,
 }
 
 impl JwksCache {
@@ -94,24 +96,32 @@ impl JwksCache {
         }
     }
 
-    /// The source for `uri`: the one a live filter already uses, or a new
-    /// one (fetched lazily, on the first token).
-    pub fn remote(&self, uri: &str) -> Result<Arc<JwksSource>, JwksSourceError> {
+    /// The source for `uri` fetched with `fetch_timeout`: the one a live
+    /// filter already uses, or a new one (fetched lazily, on the first token).
+    pub fn remote(
+        &self,
+        uri: &str,
+        fetch_timeout: Duration,
+    ) -> Result<Arc<JwksSource>, JwksSourceError> {
         let mut sources = self
             .inner
             .sources
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         sources.retain(|_, source| source.strong_count() > 0);
-        if let Some(source) = sources.get(uri).and_then(Weak::upgrade) {
+        let key = (uri.to_owned(), fetch_timeout);
+        if let Some(source) = sources.get(&key).and_then(Weak::upgrade) {
             return Ok(source);
         }
-        let source = Arc::new(JwksSource::remote(
-            uri,
-            self.inner.roots_pem.as_deref(),
-            self.inner.min_interval,
-        )?);
-        sources.insert(uri.to_owned(), Arc::downgrade(&source));
+        let source = Arc::new(
+            JwksSource::remote(
+                uri,
+                self.inner.roots_pem.as_deref(),
+                self.inner.min_interval,
+            )?
+            .with_fetch_timeout(fetch_timeout),
+        );
+        sources.insert(key, Arc::downgrade(&source));
         Ok(source)
     }
 }
@@ -205,6 +215,10 @@ fn build_rule(
     if let Some(i) = rule.audiences.iter().position(String::is_empty) {
         return Err(err(&format!("audiences[{i}]"), "empty"));
     }
+    let fetch_timeout = match &rule.timeout {
+        Some(text) => fetch_timeout(text).map_err(|reason| ("timeout".to_owned(), reason))?,
+        None => JWKS_FETCH_TIMEOUT,
+    };
     let (keys, remote) = match (&rule.jwks_uri, &rule.jwks) {
         (Some(_), Some(_)) => return Err(err("jwks", "set only one of jwksUri and jwks")),
         (None, None) => {
@@ -224,7 +238,7 @@ fn build_rule(
                 ));
             }
             let source = cache
-                .remote(uri)
+                .remote(uri, fetch_timeout)
                 .map_err(|e| ("jwksUri".to_owned(), e.to_string()))?;
             (source, true)
         }
@@ -234,10 +248,6 @@ fn build_rule(
             (Arc::new(JwksSource::fixed(jwks)), false)
         }
     };
-    if let Some(timeout) = &rule.timeout {
-        humantime_serde::re::humantime::parse_duration(timeout)
-            .map_err(|e| ("timeout".to_owned(), format!("{timeout:?}: {e}")))?;
-    }
 
     // Token locations: the defaults unless any is given (POLICY.md: replaced, not extended).
     let mut own = Vec::new();
@@ -323,6 +333,25 @@ fn build_rule(
         claim_headers,
         remote,
     })
+}
+
+/// The longest `timeout` accepted.
+const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `timeout`: a protobuf `Duration` as Istio's YAML carries it (`"5s"`, `"1.5s"`), or a
+/// human-readable one (`"500ms"`); Istio's default (5 s) is [`JWKS_FETCH_TIMEOUT`].
+fn fetch_timeout(text: &str) -> Result<Duration, String> {
+    let parsed = match text.strip_suffix('s').map(str::parse::<f64>) {
+        Some(Ok(secs)) => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
+        _ => humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("{text:?}: {e}"))?;
+    if parsed.is_zero() || parsed > MAX_FETCH_TIMEOUT {
+        return Err(format!(
+            "{text:?}: must be over 0 and at most {MAX_FETCH_TIMEOUT:?}"
+        ));
+    }
+    Ok(parsed)
 }
 
 fn output_header(name: &str) -> Result<HeaderName, String> {

@@ -343,7 +343,8 @@ fn claim_header_value(claims: &Map<String, Value>, claim: &str) -> Option<Header
     if text.is_empty() {
         return None;
     }
-    HeaderValue::from_str(&text).ok()
+    // UTF-8 is kept as bytes (Envoy copies the claim's bytes); control characters refuse.
+    HeaderValue::from_bytes(text.as_bytes()).ok()
 }
 
 #[cfg(test)]
@@ -368,13 +369,17 @@ mod tests {
     fn claims_to_header_values() {
         let claims = serde_json::json!({
             "s": "alice", "n": 42, "f": 1.5, "b": true, "a": ["x"], "o": {"k": "v"},
-            "bad": "a\nb", "e": "", "dotted.name": "d"
+            "bad": "a\nb", "e": "", "dotted.name": "d", "name": "Zoë"
         });
         let claims = claims.as_object().unwrap();
         let get = |c: &str| {
             claim_header_value(claims, c).map(|v| v.to_str().unwrap_or_default().to_owned())
         };
         assert_eq!(get("s").as_deref(), Some("alice"));
+        assert_eq!(
+            claim_header_value(claims, "name").map(|v| v.as_bytes().to_vec()),
+            Some("Zoë".as_bytes().to_vec())
+        );
         assert_eq!(get("n").as_deref(), Some("42"));
         assert_eq!(get("f").as_deref(), Some("1.5"));
         assert_eq!(get("b").as_deref(), Some("true"));
