@@ -1,7 +1,14 @@
 //! L7 inbound: one decision per request with the Istio engine, 403 bodies,
 //! path normalization forwarded, `%00` and lowercase methods refused, XFCC
-//! set by the proxy only, hop-by-hop headers, upstream failures, pooling.
+//! set by the proxy only, hop-by-hop headers, upstream failures, pooling,
+//! JWT rejections (401) ahead of the decision.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] fns: a failure here is a test failure"
+)]
 
+mod jwt_common;
 mod l7_support;
 
 use std::time::Duration;
@@ -299,4 +306,73 @@ async fn an_unreachable_app_is_503_and_a_slow_one_504() {
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     // The connection and the proxy still serve.
     assert_eq!(get(front.addr, "/").await.status, StatusCode::OK);
+}
+
+fn jwt_policy(signer: &jwt_common::Signer) -> String {
+    format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: ra, namespace: default}}
+spec:
+  jwtRules:
+  - issuer: {iss}
+    jwks: '{jwks}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: require-alice, namespace: default}}
+spec:
+  rules:
+  - from:
+    - source:
+        requestPrincipals: ["{iss}/alice"]
+"#,
+        iss = jwt_common::ISS,
+        jwks = signer.jwks()
+    )
+}
+
+fn with_token(target: &str, token: &str) -> Request<Full<Bytes>> {
+    let mut req = request("GET", target);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn jwt_authentication_runs_before_the_decision() {
+    let signer = jwt_common::Signer::new("k1");
+    let (app, front, metrics) = inbound(&jwt_policy(&signer), Some(CLIENT_ID)).await;
+    let mut send = h1(front.addr).await;
+
+    // A valid token for the required principal: allowed, token stripped
+    // (forwardOriginalToken defaults to false).
+    let alice = signer.token(&serde_json::json!({"sub": "alice"}));
+    let ok = send_h1(&mut send, with_token("/a", &alice)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(!app.seen()[0].headers.contains_key("authorization"));
+
+    // Another subject, or no token at all: the requestPrincipals ALLOW denies.
+    let bob = signer.token(&serde_json::json!({"sub": "bob"}));
+    let denied = send_h1(&mut send, with_token("/b", &bob)).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.body, "RBAC: access denied");
+    assert_eq!(
+        send_h1(&mut send, request("GET", "/c")).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // A token signed by another key: 401 before any policy.
+    let forged = jwt_common::Signer::new("k1").token(&serde_json::json!({"sub": "alice"}));
+    let rejected = send_h1(&mut send, with_token("/d", &forged)).await;
+    assert_eq!(rejected.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.seen().len(),
+        1,
+        "only the valid request reached the app"
+    );
+    assert_eq!(metrics.requests("inbound", "allow"), 1);
+    assert_eq!(metrics.requests("inbound", "deny"), 2);
+    assert_eq!(metrics.requests("inbound", "unauthenticated"), 1);
 }

@@ -98,14 +98,11 @@ pub(super) fn connection_end(
 ) {
     let (outcome, status, detail) = match end {
         Ok(()) => return,
-        Err(ConnEnd::Silent) => {
-            if served == 0 {
-                inner
-                    .counters
-                    .count(peers.direction, Outcome::HeaderTimeout);
-            }
-            return;
-        }
+        Err(ConnEnd::HeadTimeout) => (
+            Outcome::HeaderTimeout,
+            StatusCode::REQUEST_TIMEOUT,
+            "no request head in time".to_owned(),
+        ),
         Err(ConnEnd::Error(e)) if e.is_parse_too_large() => (
             Outcome::BadRequest,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -170,6 +170,13 @@ pub(super) fn enabled() -> bool {
 
 /// Writes one access log line.
 pub(super) fn emit(peers: &Peers<'_>, line: &Line<'_>, record: &Record) {
+    match json(peers, line, record) {
+        Ok(line) => tracing::info!(target: "sigil_proxy::access", "{line}"),
+        Err(error) => tracing::warn!(%error, "access log line not serialized"),
+    }
+}
+
+fn json(peers: &Peers<'_>, line: &Line<'_>, record: &Record) -> serde_json::Result<String> {
     let (policy, rule) = match record.decision.as_ref().map(|d| &d.reason) {
         Some(Reason::Policy(p)) => (Some(format!("{}/{}", p.namespace, p.name)), Some(p.rule)),
         _ => (None, None),
@@ -195,10 +202,7 @@ pub(super) fn emit(peers: &Peers<'_>, line: &Line<'_>, record: &Record) {
         detail: record.detail.as_deref(),
         duration_ms: line.duration.as_secs_f64() * 1000.0,
     };
-    match serde_json::to_string(&entry) {
-        Ok(line) => tracing::info!(target: "sigil_proxy::access", "{line}"),
-        Err(error) => tracing::warn!(%error, "access log line not serialized"),
-    }
+    serde_json::to_string(&entry)
 }
 
 /// One access log line.
@@ -253,6 +257,65 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_names_identities_request_decision_and_policy() {
+        use crate::policy::{Action, PolicyRef, Verdict};
+        let client = SpiffeId::parse("spiffe://example.org/ns/a/sa/client").unwrap();
+        let server = SpiffeId::parse("spiffe://example.org/ns/b/sa/server").unwrap();
+        let peers = Peers {
+            direction: Direction::Inbound,
+            source_addr: SocketAddr::from(([10, 0, 0, 1], 5000)),
+            destination_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            source_principal: Some(&client),
+            destination_principal: Some(&server),
+        };
+        let long_path = format!("/admin/{}", "x".repeat(1000));
+        let line = Line {
+            method: "GET",
+            host: "app.example",
+            path: &long_path,
+            status: 403,
+            duration: std::time::Duration::from_micros(1500),
+        };
+        let record = Record {
+            outcome: Outcome::Deny,
+            decision: Some(Decision {
+                verdict: Verdict::Deny,
+                reason: Reason::Policy(PolicyRef {
+                    namespace: "b".into(),
+                    name: "deny-admin".into(),
+                    rule: 1,
+                    action: Action::Deny,
+                }),
+                audit: None,
+            }),
+            auth: Some(JwtIdentity {
+                issuer: "https://idp.example".into(),
+                subject: "alice".into(),
+                ..JwtIdentity::default()
+            }),
+            detail: None,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&json(&peers, &line, &record).unwrap()).unwrap();
+        assert_eq!(v["direction"], "inbound");
+        assert_eq!(v["source_principal"], "spiffe://example.org/ns/a/sa/client");
+        assert_eq!(
+            v["destination_principal"],
+            "spiffe://example.org/ns/b/sa/server"
+        );
+        assert_eq!(v["request_principal"], "https://idp.example/alice");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["host"], "app.example");
+        assert_eq!(v["path"].as_str().unwrap().len(), MAX_LOGGED_PATH);
+        assert_eq!(v["status"], 403);
+        assert_eq!(v["decision"], "deny");
+        assert_eq!(v["policy"], "b/deny-admin");
+        assert_eq!(v["rule"], 1);
+        assert!(v["reason"].as_str().unwrap().contains("deny-admin"));
+        assert_eq!(v["duration_ms"], 1.5);
+    }
 
     #[test]
     fn truncation_respects_char_boundaries() {

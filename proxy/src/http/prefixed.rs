@@ -18,8 +18,10 @@ pub(super) enum Sniffed<IO> {
     Http1(Prefixed<IO>),
     /// The HTTP/2 preface (h2c prior knowledge).
     Http2(Prefixed<IO>),
-    /// The peer closed, failed or was too slow before saying anything useful.
+    /// The peer closed or failed before saying anything useful.
     Closed,
+    /// The peer was too slow to say anything useful.
+    TimedOut,
 }
 
 /// Reads until the bytes received either differ from the HTTP/2 preface or
@@ -47,7 +49,8 @@ where
     };
     match tokio::time::timeout(timeout, read).await {
         Ok(true) => {}
-        Ok(false) | Err(_) => return Sniffed::Closed,
+        Ok(false) => return Sniffed::Closed,
+        Err(_) => return Sniffed::TimedOut,
     }
     let h2 = buf.starts_with(H2_PREFACE);
     let io = Prefixed {
@@ -66,16 +69,6 @@ where
 pub(super) struct Prefixed<IO> {
     prefix: Bytes,
     io: IO,
-}
-
-impl<IO> Prefixed<IO> {
-    /// `io` with nothing replayed.
-    pub(super) fn new(io: IO) -> Self {
-        Self {
-            prefix: Bytes::new(),
-            io,
-        }
-    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
@@ -138,6 +131,7 @@ mod tests {
             Sniffed::Http1(io) => ("h1", io),
             Sniffed::Http2(io) => ("h2", io),
             Sniffed::Closed => return ("closed", Vec::new()),
+            Sniffed::TimedOut => return ("timed out", Vec::new()),
         };
         let mut io = io;
         let mut all = Vec::new();
@@ -167,6 +161,6 @@ mod tests {
     async fn a_silent_client_is_cut_off_at_the_timeout() {
         let (_client, server) = tokio::io::duplex(64);
         let sniffed = sniff(server, Duration::from_secs(3)).await;
-        assert!(matches!(sniffed, Sniffed::Closed));
+        assert!(matches!(sniffed, Sniffed::TimedOut));
     }
 }

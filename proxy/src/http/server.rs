@@ -23,15 +23,16 @@ const MIN_BUF_SIZE: usize = 8192;
 /// Why a connection ended early.
 #[derive(Debug)]
 pub(super) enum ConnEnd {
-    /// Closed, failed or timed out before a request could start.
-    Silent,
+    /// The client sent no request head (nor HTTP/2 preface) in time.
+    HeadTimeout,
     /// hyper's error (parse errors were already answered by hyper: 400 / 414 / 431).
     Error(hyper::Error),
 }
 
 /// Serves `io` with `service` until the peer closes, an error, or
 /// `shutdown` (then in-flight requests finish first). `h2`: ALPN chose
-/// `h2`; otherwise the first bytes decide (HTTP/1.1 or h2c prior knowledge).
+/// `h2` (the connection must start with its preface); otherwise the first
+/// bytes decide (HTTP/1.1 or h2c prior knowledge).
 pub(super) async fn serve<IO, S>(
     io: IO,
     h2: bool,
@@ -47,17 +48,18 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    if h2 {
-        return serve_h2(Prefixed::new(io), config, service, shutdown).await;
-    }
+    // The first bytes must come within the head timeout, with ALPN h2 too
+    // (a client that completes TLS and then says nothing is cut off).
     let sniffed = tokio::select! {
         sniffed = sniff(io, config.header_read_timeout) => sniffed,
         () = shutdown.cancelled() => return Ok(()),
     };
     match sniffed {
-        Sniffed::Http1(io) => serve_h1(io, config, service, shutdown).await,
+        Sniffed::Http1(io) if !h2 => serve_h1(io, config, service, shutdown).await,
         Sniffed::Http2(io) => serve_h2(io, config, service, shutdown).await,
-        Sniffed::Closed => Err(ConnEnd::Silent),
+        // ALPN said h2 but this is not its preface: nothing to serve.
+        Sniffed::Http1(_) | Sniffed::Closed => Ok(()),
+        Sniffed::TimedOut => Err(ConnEnd::HeadTimeout),
     }
 }
 

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sigil_identity::SpiffeId;
 use sigil_proxy::http::{ConnInfo, HttpService};
+use sigil_proxy::jwt::{JwksCache, JwtFilter};
 use sigil_proxy::policy::{Authorizer, PathNormalization, PolicyDocuments, Workload};
 use sigil_proxy::{HttpConfig, Policies, PolicyState, ProxyMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,7 +148,8 @@ impl App {
     }
 }
 
-/// Istio YAML `yaml` for workload `default` / `app: server`.
+/// Istio YAML `yaml` (AuthorizationPolicies and RequestAuthentications)
+/// for workload `default` / `app: server`.
 pub fn policies(yaml: &str) -> Policies {
     let workload = Workload {
         namespace: "default".to_owned(),
@@ -155,13 +157,14 @@ pub fn policies(yaml: &str) -> Policies {
     };
     let mut state = PolicyState::allow_all(workload);
     if !yaml.is_empty() {
+        let root = sigil_proxy::policy::DEFAULT_ROOT_NAMESPACE;
         let mut docs = PolicyDocuments::default();
         docs.load_str("test.yaml", yaml).unwrap();
-        state.authorizer = Authorizer::new(
-            docs.authorization,
-            sigil_proxy::policy::DEFAULT_ROOT_NAMESPACE,
-            PathNormalization::Base,
-        );
+        let jwt_rules: Vec<_> = docs
+            .request_authentications_for(root, &state.workload)
+            .collect();
+        state.jwt = Arc::new(JwtFilter::build(&jwt_rules, &JwksCache::new(None)).unwrap());
+        state.authorizer = Authorizer::new(docs.authorization, root, PathNormalization::Base);
     }
     Policies::new(state)
 }
