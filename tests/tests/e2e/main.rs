@@ -43,5 +43,6 @@ mod hostile_csrs;
 mod openssl_client;
 mod openssl_issuance;
 mod plugin_ca;
+mod proxy_mtls;
 mod raw_conn;
 mod self_signed;

@@ -4,6 +4,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod ca;
+pub(crate) mod proxy;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,235 @@
+//! Peers of the inbound proxy that are not the outbound proxy: direct
+//! rustls clients with any certificate (or none), raw ClientHello bytes,
+//! the `idle_peers` child process (tests/src/bin) holding thousands of
+//! idle mTLS connections; and the system helpers these tests need (open
+//! file limit, this process's RSS, whether a command line tool exists).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sigil_identity::{BundleHandle, BundleSet, IdMatcher, SpiffeServerVerifier, TrustBundle};
+use sigil_test_util::TestCert;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::{LIMIT, MeshUnderTest, SERVER_ID, roundtrip};
+
+/// A rustls client config trusting the mesh's roots, expecting
+/// [`SERVER_ID`], presenting `cert` (or no certificate).
+pub(crate) fn direct_config(mesh: &MeshUnderTest, cert: Option<&TestCert>) -> rustls::ClientConfig {
+    let bundle = TrustBundle::from_pem(super::super::td(), mesh.ca.roots_pem.as_bytes())
+        .expect("the CA's roots");
+    let verifier = SpiffeServerVerifier::new(
+        BundleHandle::new(BundleSet::from(bundle)),
+        IdMatcher::Exact(sigil_identity::SpiffeId::parse(SERVER_ID).expect("id")),
+    );
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier));
+    match cert {
+        Some(c) => builder
+            .with_client_auth_cert(
+                vec![c.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.serialize_der())),
+            )
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    }
+}
+
+/// An mTLS connection straight to the inbound listener `addr`, presenting
+/// `cert`.
+pub(crate) async fn direct(
+    mesh: &MeshUnderTest,
+    addr: SocketAddr,
+    cert: Option<&TestCert>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let config = direct_config(mesh, cert);
+    let tcp = TcpStream::connect(addr).await?;
+    tokio::time::timeout(
+        LIMIT,
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("sigil").expect("name"), tcp),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("handshake timed out"))?
+}
+
+/// A handshake with the inbound TCP listener presenting `cert`, then one
+/// echo through it to the TCP app. `Err` when refused at any point.
+pub(crate) async fn direct_echo(
+    mesh: &MeshUnderTest,
+    cert: Option<&TestCert>,
+) -> std::io::Result<()> {
+    let mut tls = direct(mesh, mesh.inbound, cert).await?;
+    roundtrip(&mut tls, b"direct ping").await.map(drop)
+}
+
+/// The bytes of a real TLS ClientHello (as the mesh's rustls clients send
+/// it).
+pub(crate) fn client_hello(mesh: &MeshUnderTest) -> Vec<u8> {
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(direct_config(mesh, None)),
+        ServerName::try_from("sigil").expect("name"),
+    )
+    .expect("client connection");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write the ClientHello");
+    }
+    out
+}
+
+/// The `idle_peers` child process, killed on drop.
+pub(crate) struct IdlePeers {
+    child: tokio::process::Child,
+    /// Connections it holds (each did one echo).
+    pub(crate) connected: usize,
+}
+
+impl IdlePeers {
+    /// Starts `idle_peers` towards `addr` with the certificate and key
+    /// files and the roots file, `count` connections, `parallel` handshakes
+    /// at a time; waits (up to `limit`) until it reports them all open.
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        [cert, key, roots]: &[std::path::PathBuf; 3],
+        count: usize,
+        parallel: usize,
+        limit: Duration,
+    ) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_idle_peers"))
+            .arg(addr.to_string())
+            .arg(cert)
+            .arg(key)
+            .arg(roots)
+            .arg(SERVER_ID)
+            .arg(count.to_string())
+            .arg(parallel.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start idle_peers: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(limit, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("idle_peers did not open {count} connections in {limit:?}"))
+            .expect("read idle_peers")
+            .expect("idle_peers exited early");
+        let connected = match line.split_once(' ') {
+            Some(("ready", n)) => n.parse().expect("a count"),
+            _ => panic!("idle_peers: {line}"),
+        };
+        Self { child, connected }
+    }
+
+    /// Closes every connection (the process exits) and waits for it.
+    pub(crate) async fn close(mut self) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(LIMIT, self.child.wait()).await;
+    }
+}
+
+/// Raises this process's open-file limit to at least `needed` (children
+/// inherit it): the soft limit up to the hard one, the hard one too if
+/// allowed (root). Fails the test when it cannot.
+pub(crate) fn raise_open_files(needed: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_none_or(|c| c >= needed) {
+        return;
+    }
+    let maximum = match now.maximum {
+        Some(max) if max < needed => Some(needed),
+        other => other,
+    };
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(needed),
+            maximum,
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot raise RLIMIT_NOFILE to {needed} (now {:?}/{:?}): {e}; run as root or raise \
+             the hard limit (ulimit -Hn)",
+            now.current, now.maximum
+        )
+    });
+}
+
+/// This process's resident set size (`VmRSS` of `/proc/self/status`), bytes.
+pub(crate) fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+/// Whether the command line tool `name` runs (`<name> <version_arg>`);
+/// prints a loud notice when it does not, for the caller to skip.
+pub(crate) fn tool_available(name: &str, version_arg: &str) -> bool {
+    match std::process::Command::new(name)
+        .arg(version_arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: `{name}` is not installed ({e}); CI installs it (.ci/run). \
+                 This test checks nothing here. !!!!!!!!\n"
+            );
+            false
+        }
+    }
+}
+
+/// Runs `program args` with `stdin` written to it, waits up to `limit`:
+/// (exit success, stdout, stderr). Killed on timeout (the test fails).
+pub(crate) async fn run_tool(
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    stdin: &[u8],
+    limit: Duration,
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).await.expect("write stdin");
+    drop(input);
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`{program} {}` did not finish in {limit:?}", args.join(" ")))
+        .expect("wait for the tool");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,348 @@
+//! The proxy pair over mutual TLS (issue 16, acceptance 1), on a real CA
+//! and real agents ([`MeshUnderTest`]): client -> outbound proxy -> inbound
+//! proxy -> application, with the agents' SVIDs on both sides; the inbound
+//! proxy refuses peers with a certificate from another trust domain, none,
+//! an expired one, and self-signed look-alikes with the same SPIFFE ID
+//! (nothing reaches the application); `openssl s_client` and `curl` with
+//! and without a client certificate.
+
+use rcgen::CertificateParams;
+use sigil_test_util::{TestCa, leaf_params};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::common::agent::{check_svid_chain, wait_until};
+use crate::common::ca::uri_sans;
+use crate::common::proxy::{
+    CLIENT_ID, LIMIT, MeshOptions, MeshUnderTest, SERVER_ID, direct_echo, roundtrip, run_tool,
+    tool_available,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_to_outbound_to_inbound_to_app_over_mtls_with_the_agents_svids() {
+    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
+    let app_before = mesh.tcp_app.accepted();
+
+    // Several exchanges on one connection, then 1 MB in both directions
+    // at once, then a half-close whose reply still arrives.
+    let mut stream = TcpStream::connect(mesh.outbound).await.unwrap();
+    for i in 0..10 {
+        roundtrip(&mut stream, format!("message {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut read, mut write) = stream.into_split();
+    let sent = big.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(&sent).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, read.read_to_end(&mut got))
+        .await
+        .expect("the echo of 1 MB")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "the 1 MB echo differs");
+    assert_eq!(
+        mesh.tcp_app.accepted(),
+        app_before + 1,
+        "one app connection"
+    );
+
+    // The certificates in play are the agents' SVIDs, valid under the CA.
+    let leaf = mesh.inbound_leaf().await.unwrap();
+    assert_eq!(uri_sans(&leaf), vec![SERVER_ID.to_owned()]);
+    check_svid_chain(&[leaf.as_ref()], &mesh.ca, SERVER_ID);
+    let (_, presented) = mesh.outbound_presented().await.unwrap();
+    assert_eq!(
+        presented, CLIENT_ID,
+        "the outbound proxy's client certificate"
+    );
+
+    // Both proxies counted the connection as allowed.
+    wait_until("both proxies logged the connection", LIMIT, || async {
+        mesh.inbound_metrics.connections("inbound", "allow") >= 2
+            && mesh.outbound_metrics.connections("outbound", "allow") >= 2
+    })
+    .await;
+    assert_eq!(mesh.inbound_metrics.connections("inbound", "deny"), 0);
+    mesh.stop().await;
+}
+
+/// A leaf for `id` valid from `from` to `to` (seconds from now).
+fn leaf_between(id: &str, from: i64, to: i64) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let mut params = leaf_params(id);
+    params.not_before = now + time::Duration::seconds(from);
+    params.not_after = now + time::Duration::seconds(to);
+    params
+}
+
+/// A root with the mesh root's subject and URI SAN, and another key.
+fn look_alike_root(mesh: &MeshUnderTest) -> TestCa {
+    let der = crate::common::ca::pem_ders(&mesh.ca.roots_pem).remove(0);
+    let (_, real) = x509_parser::parse_x509_certificate(&der).expect("parse the root");
+    let mut subject = rcgen::DistinguishedName::new();
+    for attr in real.subject().iter_attributes() {
+        let oid: Vec<u64> = attr.attr_type().iter().expect("a small OID").collect();
+        subject.push(
+            rcgen::DnType::from_oid(&oid),
+            attr.as_str().expect("a string attribute"),
+        );
+    }
+    let mut params = sigil_test_util::ca_params("x", "x", 365);
+    params.distinguished_name = subject;
+    params.subject_alt_names = crate::common::ca::uri_sans(&der)
+        .into_iter()
+        .map(|u| rcgen::SanType::URI(u.try_into().expect("URI")))
+        .collect();
+    TestCa::self_signed(params, sigil_test_util::p256())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbound_refuses_foreign_missing_expired_and_look_alike_certificates() {
+    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
+    // The control: a leaf the mesh's CA signed is served.
+    direct_echo(&mesh, Some(&mesh.leaf(CLIENT_ID)))
+        .await
+        .expect("a valid peer is served");
+
+    let app_before = mesh.tcp_app.accepted();
+    let failed_before = mesh
+        .inbound_metrics
+        .connections("inbound", "handshake_failed");
+
+    let fake_root = look_alike_root(&mesh);
+    let other_td = TestCa::root("other.test");
+
+    let cases = [
+        ("no certificate", None),
+        (
+            "another trust domain",
+            Some(other_td.leaf("spiffe://other.test/ns/default/sa/client")),
+        ),
+        (
+            "expired (signed by the mesh's CA)",
+            Some(mesh.sign(leaf_between(CLIENT_ID, -7200, -3600))),
+        ),
+        (
+            "not yet valid (signed by the mesh's CA)",
+            Some(mesh.sign(leaf_between(CLIENT_ID, 3600, 7200))),
+        ),
+        (
+            "self-signed leaf with the same SPIFFE ID",
+            Some(TestCa::self_signed(leaf_params(CLIENT_ID), sigil_test_util::p256()).cert),
+        ),
+        (
+            "same SPIFFE ID under a look-alike of the mesh's root",
+            Some(fake_root.leaf(CLIENT_ID)),
+        ),
+    ];
+    for (what, cert) in &cases {
+        let outcome = direct_echo(&mesh, cert.as_ref()).await;
+        assert!(outcome.is_err(), "{what}: served");
+    }
+    assert_eq!(
+        mesh.tcp_app.accepted(),
+        app_before,
+        "a refused peer reached the application"
+    );
+    wait_until("every refusal is counted", LIMIT, || async {
+        mesh.inbound_metrics
+            .connections("inbound", "handshake_failed")
+            == failed_before + cases.len() as u64
+    })
+    .await;
+
+    // And the inbound proxy still serves the mesh.
+    assert_eq!(mesh.tcp_roundtrip(b"after").await.unwrap(), b"after");
+    mesh.stop().await;
+}
+
+/// `GET /<path>` with `Connection: close`, as raw bytes for `s_client`.
+fn raw_get(path: &str) -> Vec<u8> {
+    format!("GET /{path} HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_is_served_with_a_mesh_certificate_and_refused_without() {
+    if !tool_available("openssl", "version") {
+        return;
+    }
+    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
+    let [crt, key, roots] = mesh.write_peer("client", &mesh.leaf(CLIENT_ID));
+    let (crt, key, roots) = (
+        crt.to_str().unwrap(),
+        key.to_str().unwrap(),
+        roots.to_str().unwrap(),
+    );
+    // The TCP inbound in front of the HTTP app: a request with
+    // `Connection: close` ends the session from the server side.
+    let connect = mesh.inbound_tcp_http.to_string();
+    let base = [
+        "s_client",
+        "-connect",
+        &connect,
+        "-CAfile",
+        roots,
+        "-verify_return_error",
+        "-quiet",
+    ];
+
+    // With the certificate: openssl verifies the proxy's chain (SDS-issued)
+    // and the request reaches the app.
+    let mut args = base.to_vec();
+    args.extend(["-cert", crt, "-key", key]);
+    let (_, stdout, stderr) = run_tool(
+        mesh.dir.path(),
+        "openssl",
+        &args,
+        &raw_get("via-openssl"),
+        LIMIT,
+    )
+    .await;
+    assert!(
+        stdout.starts_with("HTTP/1.1 200"),
+        "s_client with a certificate: {stdout}\n--- stderr ---\n{stderr}"
+    );
+    assert!(stdout.contains(r#""path":"/via-openssl""#), "{stdout}");
+
+    // Without: the TLS 1.3 "certificate required" alert, nothing served.
+    let app_before = mesh
+        .inbound_metrics
+        .connections("inbound", "handshake_failed");
+    let (ok, stdout, stderr) = run_tool(
+        mesh.dir.path(),
+        "openssl",
+        &base,
+        &raw_get("no-cert"),
+        LIMIT,
+    )
+    .await;
+    assert!(
+        !stdout.contains("HTTP/1.1"),
+        "s_client without a certificate was served: {stdout}"
+    );
+    assert!(
+        stderr.contains("certificate required"),
+        "s_client without a certificate (exit ok: {ok}): {stderr}"
+    );
+    wait_until("the refusal is counted", LIMIT, || async {
+        mesh.inbound_metrics
+            .connections("inbound", "handshake_failed")
+            > app_before
+    })
+    .await;
+    mesh.stop().await;
+}
+
+/// `sha256//<base64>` of the SubjectPublicKeyInfo of `der`, curl's
+/// `--pinnedpubkey` form.
+fn pinned_key(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse certificate");
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    format!(
+        "sha256//{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_200_with_a_mesh_certificate_and_a_tls_failure_without() {
+    if !tool_available("curl", "--version") {
+        return;
+    }
+    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
+    let [crt, key, roots] = mesh.write_peer("client", &mesh.leaf(CLIENT_ID));
+    let (crt, key, roots) = (
+        crt.to_str().unwrap(),
+        key.to_str().unwrap(),
+        roots.to_str().unwrap(),
+    );
+    let url = format!("https://{}/via-curl", mesh.inbound_tcp_http);
+    let pin = pinned_key(&mesh.inbound_leaf().await.unwrap());
+    let curl = |extra: &[&str]| {
+        let mut args = vec![
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            roots,
+            "-w",
+            "\n%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        args.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let dir = mesh.dir.path();
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_tool(dir, "curl", &args, b"", LIMIT).await
+    };
+
+    // curl cannot match a SPIFFE URI SAN (no DNS name, no CN) to a host
+    // name...
+    let (ok, _, stderr) = run(curl(&["--cert", crt, "--key", key])).await;
+    assert!(!ok, "curl matched a host name it cannot match");
+    assert!(
+        stderr.contains("(60)") && stderr.contains("name"),
+        "curl fails on the server's name: {stderr}"
+    );
+
+    // ...so its verification is turned off (-k) and the server's key pinned
+    // instead: curl still refuses any other server.
+    let (ok, stdout, stderr) = run(curl(&[
+        "-k",
+        "--pinnedpubkey",
+        &pin,
+        "--cert",
+        crt,
+        "--key",
+        key,
+    ]))
+    .await;
+    assert!(ok, "curl with a certificate failed: {stderr}\n{stdout}");
+    let (body, code) = stdout.rsplit_once('\n').expect("body and code");
+    assert_eq!(code, "200", "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(body).expect("the app's JSON");
+    assert_eq!(report["path"], "/via-curl");
+    assert_eq!(report["method"], "GET");
+    // curl negotiated h2 with the proxy (ALPN) and spoke it through the L4
+    // listener to the application.
+    assert_eq!(report["version"], "HTTP/2.0", "{report}");
+
+    // Without a client certificate: the proxy fails the handshake (curl
+    // sees the alert or the closed connection, depending on timing), no
+    // HTTP status.
+    let failed_before = mesh
+        .inbound_metrics
+        .connections("inbound", "handshake_failed");
+    let (ok, stdout, stderr) = run(curl(&["-k", "--pinnedpubkey", &pin])).await;
+    assert!(!ok, "curl without a certificate succeeded: {stdout}");
+    assert!(stdout.ends_with("000"), "no HTTP status: {stdout}");
+    let code = stderr
+        .strip_prefix("curl: (")
+        .and_then(|r| r.split_once(')'))
+        .map(|(code, _)| code);
+    assert!(
+        matches!(code, Some("35" | "55" | "56" | "16" | "92")),
+        "a TLS/connection failure: {stderr}"
+    );
+    wait_until(
+        "the inbound counted the failed handshake",
+        LIMIT,
+        || async {
+            mesh.inbound_metrics
+                .connections("inbound", "handshake_failed")
+                > failed_before
+        },
+    )
+    .await;
+    mesh.stop().await;
+}
