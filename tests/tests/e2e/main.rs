@@ -44,5 +44,6 @@ mod openssl_client;
 mod openssl_issuance;
 mod plugin_ca;
 mod proxy_mtls;
+mod proxy_rotation;
 mod raw_conn;
 mod self_signed;

@@ -57,9 +57,9 @@ async fn client_to_outbound_to_inbound_to_app_over_mtls_with_the_agents_svids() 
     let leaf = mesh.inbound_leaf().await.unwrap();
     assert_eq!(uri_sans(&leaf), vec![SERVER_ID.to_owned()]);
     check_svid_chain(&[leaf.as_ref()], &mesh.ca, SERVER_ID);
-    let (_, presented) = mesh.outbound_presented().await.unwrap();
+    let presented = mesh.outbound_presented().await.unwrap();
     assert_eq!(
-        presented, CLIENT_ID,
+        presented.id, CLIENT_ID,
         "the outbound proxy's client certificate"
     );
 

@@ -283,16 +283,21 @@ impl MeshUnderTest {
         Ok(leaf.clone().into_owned())
     }
 
-    /// The serial (hex) and URI SAN of the certificate the outbound proxy
-    /// presents now, as the spy server saw (and verified) it.
-    pub(crate) async fn outbound_presented(&self) -> std::io::Result<(String, String)> {
+    /// The certificate the outbound proxy presents now, as the spy server
+    /// saw (and verified) it.
+    pub(crate) async fn outbound_presented(&self) -> std::io::Result<Presented> {
         let mut stream = TcpStream::connect(self.outbound_spy).await?;
         let mut out = String::new();
         tokio::time::timeout(LIMIT, stream.read_to_string(&mut out))
             .await
             .map_err(|_| std::io::Error::other("spy answer timed out"))??;
-        match out.trim().split_once(' ') {
-            Some((serial, id)) if !serial.is_empty() => Ok((serial.to_owned(), id.to_owned())),
+        let mut fields = out.split_whitespace();
+        match (fields.next(), fields.next(), fields.next().map(str::parse)) {
+            (Some(serial), Some(id), Some(Ok(not_after))) => Ok(Presented {
+                serial: serial.to_owned(),
+                id: id.to_owned(),
+                not_after,
+            }),
             _ => Err(std::io::Error::other(format!("the spy answered {out:?}"))),
         }
     }
@@ -347,6 +352,17 @@ impl MeshUnderTest {
     }
 }
 
+/// A certificate the outbound proxy presented to the spy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Presented {
+    /// Its serial number, lowercase hex.
+    pub(crate) serial: String,
+    /// Its URI SANs, comma-separated.
+    pub(crate) id: String,
+    /// Its notAfter, Unix seconds.
+    pub(crate) not_after: i64,
+}
+
 /// The serial number of a certificate, lowercase hex.
 pub(crate) fn serial_of(der: &[u8]) -> String {
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse certificate");
@@ -375,7 +391,7 @@ pub(crate) async fn roundtrip(
 }
 
 /// The spy: an mTLS server with `creds` (the proxy's own TLS config) that
-/// writes `<serial> <URI SANs>` of the peer's leaf and closes.
+/// writes `<serial> <URI SANs> <notAfter>` of the peer's leaf and closes.
 async fn spy_server(creds: Credentials, stop: &CancellationToken) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -405,7 +421,11 @@ async fn spy_server(creds: Credentials, stop: &CancellationToken) -> SocketAddr 
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|leaf| format!("{} {}", serial_of(leaf), ca::uri_sans(leaf).join(",")))
+                    .map(|leaf| {
+                        let (_, not_after) = ca::validity(leaf);
+                        let ids = ca::uri_sans(leaf).join(",");
+                        format!("{} {ids} {not_after}", serial_of(leaf))
+                    })
                     .unwrap_or_default();
                 let _ = tls.write_all(format!("{answer}\n").as_bytes()).await;
                 let _ = tls.shutdown().await;
