@@ -43,6 +43,7 @@ mod hostile_csrs;
 mod openssl_client;
 mod openssl_issuance;
 mod plugin_ca;
+mod proxy_hostile;
 mod proxy_mtls;
 mod proxy_rotation;
 mod raw_conn;

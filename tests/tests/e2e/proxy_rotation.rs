@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::agent::within;
 use crate::common::ca::{now_secs, validity};
-use crate::common::proxy::{MeshOptions, MeshUnderTest, roundtrip, serial_of};
+use crate::common::proxy::{
+    CLIENT_ID, MeshOptions, MeshUnderTest, SERVER_ID, roundtrip, serial_of,
+};
 
 /// The certificate lifetime both agents ask for: renewal at half of it
 /// (minus up to 10 % jitter), about every 10 s.
@@ -169,6 +171,24 @@ async fn rotation_every_10s_under_load_fails_no_request_and_long_lived_connectio
             distinct.len(),
             serials.len(),
             "a certificate came back: {serials:?}"
+        );
+    }
+
+    // Each agent counted the rotations it pushed.
+    for (agent, id) in [
+        (&mesh.server_agent, SERVER_ID),
+        (&mesh.client_agent, CLIENT_ID),
+    ] {
+        let status = agent.status().await;
+        let identity = status
+            .identities
+            .iter()
+            .find(|i| i.spiffe_id == id)
+            .expect("the identity in /status");
+        assert!(
+            identity.rotations >= 2,
+            "{id}: {} rotations",
+            identity.rotations
         );
     }
 

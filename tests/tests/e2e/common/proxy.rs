@@ -48,6 +48,18 @@ pub(crate) use peers::*;
 pub(crate) const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/server";
 /// The identity of the outbound proxy (the client side).
 pub(crate) const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+/// The inbound proxy's base policy: mTLS STRICT for its namespace (without
+/// a PeerAuthentication, Istio's default is PERMISSIVE: plaintext allowed).
+pub(crate) const STRICT: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: strict
+  namespace: default
+spec:
+  mtls:
+    mode: STRICT
+"#;
+
 /// Upper bound of the waits in these tests (setup, one exchange).
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
@@ -58,14 +70,21 @@ pub(crate) struct MeshOptions {
     pub(crate) ttl: Option<Duration>,
     /// Top-level TOML lines of the inbound proxy (e.g. `handshake_timeout`).
     pub(crate) inbound_top: String,
-    /// TOML tables of the inbound proxy (e.g. `[http]`), after its listeners.
+    /// TOML tables of the inbound proxy (e.g. `[http]`), after its listeners
+    /// (not `[policy]`: see [`Self::inbound_policy`]).
     pub(crate) inbound_tables: String,
+    /// Istio YAML for the inbound proxy, after [`STRICT`].
+    pub(crate) inbound_policy: String,
     /// Whether to add the `protocol = "http"` listener pair.
     pub(crate) http: bool,
 }
 
 /// A running mesh (see the module docs). Dropping it stops everything with
 /// the test's runtime.
+#[expect(
+    dead_code,
+    reason = "the protocol = \"http\" listener tests come with the HTTP layer"
+)]
 pub(crate) struct MeshUnderTest {
     /// The CA both agents get their certificates from.
     pub(crate) ca: CaUnderTest,
@@ -180,11 +199,21 @@ impl MeshUnderTest {
         if options.http {
             inbound_listeners += &listener("inbound", http_app, "protocol = \"http\"");
         }
+        let policy = super::write(
+            dir.path(),
+            "inbound-policy.yaml",
+            format!("{STRICT}---\n{}", options.inbound_policy),
+        );
+        let inbound_tables = format!(
+            "{}\n[policy]\nfiles = [\"{}\"]\n",
+            options.inbound_tables,
+            policy.display()
+        );
         let inbound_config = proxy_config(
             &server_agent.sds,
             &options.inbound_top,
             &inbound_listeners,
-            &options.inbound_tables,
+            &inbound_tables,
         );
         let mut inbound_registry = Registry::default();
         let inbound_metrics = ProxyMetrics::new(&mut inbound_registry);

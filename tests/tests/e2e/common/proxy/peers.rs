@@ -140,33 +140,39 @@ impl IdlePeers {
     }
 }
 
-/// Raises this process's open-file limit to at least `needed` (children
-/// inherit it): the soft limit up to the hard one, the hard one too if
-/// allowed (root). Fails the test when it cannot.
-pub(crate) fn raise_open_files(needed: u64) {
+/// Raises this process's open-file limit (children inherit it) towards
+/// `wanted`: the soft limit up to the hard one, the hard one too where
+/// allowed (CAP_SYS_RESOURCE). Returns the soft limit now in force.
+pub(crate) fn raise_open_files(wanted: u64) -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let now = getrlimit(Resource::Nofile);
-    if now.current.is_none_or(|c| c >= needed) {
-        return;
-    }
-    let maximum = match now.maximum {
-        Some(max) if max < needed => Some(needed),
-        other => other,
+    let (Some(current), maximum) = (now.current, now.maximum) else {
+        return u64::MAX;
     };
-    setrlimit(
+    if current >= wanted {
+        return current;
+    }
+    let raised = setrlimit(
         Resource::Nofile,
         Rlimit {
-            current: Some(needed),
-            maximum,
+            current: Some(wanted),
+            maximum: Some(maximum.map_or(wanted, |m| m.max(wanted))),
         },
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot raise RLIMIT_NOFILE to {needed} (now {:?}/{:?}): {e}; run as root or raise \
-             the hard limit (ulimit -Hn)",
-            now.current, now.maximum
-        )
-    });
+    );
+    if raised.is_ok() {
+        return wanted;
+    }
+    let Some(hard) = maximum else { return current };
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    ) {
+        Ok(()) => hard,
+        Err(_) => current,
+    }
 }
 
 /// This process's resident set size (`VmRSS` of `/proc/self/status`), bytes.
