@@ -117,6 +117,12 @@ async fn invalid_tokens_are_401_with_envoys_messages() {
         "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
     )
     .await;
+    // Larger than the validator's bound (16 KiB), signed and otherwise valid.
+    check(
+        signer.token(&json!({"sub": "alice", "pad": "x".repeat(20_000)})),
+        "Jwt verification fails",
+    )
+    .await;
     // alg none.
     let unsigned = format!(
         "{}.{}.",
@@ -321,6 +327,19 @@ async fn every_token_present_must_be_valid() {
     let mut p = parts(
         &format!("/?access_token={bad}"),
         &[("authorization", &format!("Bearer {good}"))],
+    );
+    assert_eq!(
+        f.authenticate(&mut p).await.unwrap_err().status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Each value of a repeated header is a token (Envoy extractor.cc): a forged second value
+    // is refused too.
+    let mut p = parts(
+        "/",
+        &[
+            ("authorization", &format!("Bearer {good}")),
+            ("authorization", &format!("Bearer {bad}")),
+        ],
     );
     assert_eq!(
         f.authenticate(&mut p).await.unwrap_err().status,

@@ -3,18 +3,21 @@
 //! (`envoy:source/extensions/filters/http/jwt_authn/extractor.cc`).
 //!
 //! - Headers first, then query parameters, then cookies (the extractor's
-//!   order). Repeated headers are joined with `,` (`getAllOfHeaderAsString`).
+//!   order). Each value of a repeated header is a token of its own (so each
+//!   must be valid).
 //! - With a prefix, the prefix may appear *anywhere* in the value and the
-//!   token is the run of base64url characters and `.` after it (`extractJWT`,
-//!   POLICY.md "Corrections and details"); a value without the prefix gives
-//!   no token. Without a prefix the whole value is the token.
+//!   token starts at the first base64url-or-`.` character after it and runs
+//!   to the end of the value (`extractJWT`; POLICY.md "Corrections and
+//!   details"); a value without the prefix gives no token. Without a prefix
+//!   the whole value is the token.
 //! - A query parameter's first value, percent-decoded; a cookie's first
 //!   value, surrounding quotes removed (`Http::Utility::parseCookies`).
 //!
-//! Removal (`forwardOriginalToken: false`): the whole header, as Envoy's
-//! `JwtHeaderLocation::removeJwt`; every occurrence of the query parameter;
-//! the cookie. (Envoy leaves parameters and cookies in place; Sigil strips
-//! them too, so the backend never sees a token it was told it would not.)
+//! Removal (`forwardOriginalToken: false`): the whole header
+//! (`JwtHeaderLocation::removeJwt`), the query parameter
+//! (`JwtParamLocation::removeJwt`), and the cookie (Envoy leaves cookies in
+//! place, a TODO there; Sigil strips them too, so the backend never sees a
+//! token it was told it would not).
 
 use http::HeaderName;
 use http::request::Parts;
@@ -57,37 +60,43 @@ impl Location {
         }
     }
 
-    /// The token at this location in `parts`, if any.
-    pub(super) fn extract(&self, parts: &Parts) -> Option<String> {
+    /// The tokens at this location in `parts` (several only for a repeated header).
+    pub(super) fn extract(&self, parts: &Parts) -> Vec<String> {
         match self {
-            Location::Header { name, prefix } => {
-                let values: Vec<String> = parts
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect();
-                if values.is_empty() {
-                    return None;
-                }
-                let joined = values.join(",");
-                if prefix.is_empty() {
-                    return Some(joined);
-                }
-                let at = joined.find(prefix.as_str())?;
-                let after = joined.get(at.saturating_add(prefix.len())..)?;
-                Some(jwt_run(after).unwrap_or(&joined).to_owned())
-            }
-            Location::Param(name) => query_pairs(parts.uri.query()?)
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value),
+            Location::Header { name, prefix } => parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| {
+                    let value = String::from_utf8_lossy(v.as_bytes());
+                    if prefix.is_empty() {
+                        return Some(value.into_owned());
+                    }
+                    let at = value.find(prefix.as_str())?;
+                    let after = value.get(at.saturating_add(prefix.len())..)?;
+                    // No JWT character at all: Envoy keeps the whole value (which then fails).
+                    Some(match after.find(is_jwt_char) {
+                        Some(start) => after.get(start..)?.to_owned(),
+                        None => value.into_owned(),
+                    })
+                })
+                .collect(),
+            Location::Param(name) => parts
+                .uri
+                .query()
+                .and_then(|q| query_pairs(q).find(|(key, _)| key == name))
+                .map(|(_, value)| value)
+                .into_iter()
+                .collect(),
             Location::Cookie(name) => parts
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
                 .flat_map(|v| cookies(&String::from_utf8_lossy(v.as_bytes())))
                 .find(|(key, _)| key == name)
-                .map(|(_, value)| value),
+                .map(|(_, value)| value)
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -105,15 +114,6 @@ impl Location {
 
 fn is_jwt_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-}
-
-/// `extractJWT`: skip to the first base64url-or-`.` character, take the run. `None` when there
-/// is none (Envoy then uses the whole value, which fails to parse).
-fn jwt_run(value: &str) -> Option<&str> {
-    let start = value.find(is_jwt_char)?;
-    let rest = value.get(start..)?;
-    let end = rest.find(|c: char| !is_jwt_char(c)).unwrap_or(rest.len());
-    rest.get(..end)
 }
 
 /// Decodes `%XX` escapes and `+` (a query parameter, as Envoy's
@@ -238,36 +238,44 @@ mod tests {
     }
 
     #[test]
-    fn header_prefix_anywhere_and_jwt_run() {
+    fn header_prefix_anywhere_and_one_token_per_value() {
+        let one = |p: &Parts| bearer().extract(p);
         let p = parts("/", &[("authorization", "Bearer a.b.c")]);
-        assert_eq!(bearer().extract(&p).as_deref(), Some("a.b.c"));
-        // Envoy: the prefix may appear anywhere; the run stops at a non-JWT char.
-        let p = parts("/", &[("authorization", "x Bearer a.b.c;rest")]);
-        assert_eq!(bearer().extract(&p).as_deref(), Some("a.b.c"));
+        assert_eq!(one(&p), ["a.b.c"]);
+        // Envoy: the prefix may appear anywhere; the token runs from the first JWT
+        // character after it to the end of the value.
+        let p = parts("/", &[("authorization", "x Bearer  a.b.c;rest")]);
+        assert_eq!(one(&p), ["a.b.c;rest"]);
+        // Nothing after the prefix: the whole value (which will not verify).
+        let p = parts("/", &[("authorization", "Bearer ")]);
+        assert_eq!(one(&p), ["Bearer "]);
         // Case-sensitive prefix, other schemes: no token.
         let p = parts("/", &[("authorization", "bearer a.b.c")]);
-        assert_eq!(bearer().extract(&p), None);
+        assert!(one(&p).is_empty());
         let p = parts("/", &[("authorization", "Basic dXNlcjpwdw==")]);
-        assert_eq!(bearer().extract(&p), None);
-        // Repeated headers are joined with ','.
+        assert!(one(&p).is_empty());
+        // Each value of a repeated header is a token.
         let p = parts(
             "/",
-            &[("authorization", "Bearer a.b.c"), ("authorization", "d")],
+            &[
+                ("authorization", "Bearer a.b.c"),
+                ("authorization", "Bearer d.e.f"),
+            ],
         );
-        assert_eq!(bearer().extract(&p).as_deref(), Some("a.b.c"));
+        assert_eq!(one(&p), ["a.b.c", "d.e.f"]);
         let raw = Location::Header {
             name: HeaderName::from_static("x-jwt"),
             prefix: String::new(),
         };
         let p = parts("/", &[("x-jwt", "a.b.c"), ("x-jwt", "d.e.f")]);
-        assert_eq!(raw.extract(&p).as_deref(), Some("a.b.c,d.e.f"));
+        assert_eq!(raw.extract(&p), ["a.b.c", "d.e.f"]);
     }
 
     #[test]
     fn params_first_value_decoded_and_removed() {
         let loc = Location::Param("access_token".into());
         let mut p = parts("/x?a=1&access_token=t%2Eu&access_token=v&b=2", &[]);
-        assert_eq!(loc.extract(&p).as_deref(), Some("t.u"));
+        assert_eq!(loc.extract(&p), ["t.u"]);
         loc.remove(&mut p);
         assert_eq!(
             p.uri.path_and_query().map(|x| x.as_str()),
@@ -276,14 +284,14 @@ mod tests {
         let mut p = parts("/x?access_token=t", &[]);
         loc.remove(&mut p);
         assert_eq!(p.uri.path_and_query().map(|x| x.as_str()), Some("/x"));
-        assert_eq!(loc.extract(&parts("/x?access_tokenx=t", &[])), None);
+        assert!(loc.extract(&parts("/x?access_tokenx=t", &[])).is_empty());
     }
 
     #[test]
     fn cookies_extracted_and_removed() {
         let loc = Location::Cookie("session".into());
         let mut p = parts("/", &[("cookie", "a=1; session=\"t.u.v\"; b=2")]);
-        assert_eq!(loc.extract(&p).as_deref(), Some("t.u.v"));
+        assert_eq!(loc.extract(&p), ["t.u.v"]);
         loc.remove(&mut p);
         assert_eq!(
             p.headers.get("cookie").and_then(|v| v.to_str().ok()),

@@ -152,7 +152,8 @@ impl JwtFilter {
         let found: Vec<(usize, String)> = self
             .order
             .iter()
-            .filter_map(|&i| Some((i, self.locations.get(i)?.extract(parts)?)))
+            .filter_map(|&i| Some((i, self.locations.get(i)?)))
+            .flat_map(|(i, location)| location.extract(parts).into_iter().map(move |t| (i, t)))
             .collect();
         if found.is_empty() {
             return Ok(None);
@@ -332,11 +333,11 @@ fn claim_header_value(claims: &Map<String, Value>, claim: &str) -> Option<Header
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => i.to_string(),
-            (_, Some(u), _) => u.to_string(),
-            (_, _, Some(f)) => f.to_string(),
-            _ => return None,
+        // Envoy `convertClaimDoubleToString`: a non-negative integer as an integer, anything
+        // else as C's `std::to_string(double)` (six decimals).
+        Value::Number(n) => match n.as_u64() {
+            Some(u) => u.to_string(),
+            None => format!("{:.6}", n.as_f64()?),
         },
         _ => return None,
     };
@@ -368,7 +369,7 @@ mod tests {
     #[test]
     fn claims_to_header_values() {
         let claims = serde_json::json!({
-            "s": "alice", "n": 42, "f": 1.5, "b": true, "a": ["x"], "o": {"k": "v"},
+            "s": "alice", "n": 42, "f": 1.5, "neg": -3, "b": true, "a": ["x"], "o": {"k": "v"},
             "bad": "a\nb", "e": "", "dotted.name": "d", "name": "Zoë"
         });
         let claims = claims.as_object().unwrap();
@@ -381,7 +382,8 @@ mod tests {
             Some("Zoë".as_bytes().to_vec())
         );
         assert_eq!(get("n").as_deref(), Some("42"));
-        assert_eq!(get("f").as_deref(), Some("1.5"));
+        assert_eq!(get("f").as_deref(), Some("1.500000"));
+        assert_eq!(get("neg").as_deref(), Some("-3.000000"));
         assert_eq!(get("b").as_deref(), Some("true"));
         assert_eq!(get("o.k").as_deref(), Some("v"));
         assert_eq!(get("dotted.name").as_deref(), Some("d"));
