@@ -142,3 +142,29 @@ async fn the_rule_timeout_bounds_a_jwks_server_that_never_answers() {
         .unwrap_err();
     assert_eq!(reject.message, "Jwks remote fetch is failed");
 }
+
+#[test]
+fn the_cache_shares_a_source_per_uri_and_timeout_while_it_is_in_use() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let cache = JwksCache::new(None);
+    let five = Duration::from_secs(5);
+    let a = cache.remote("https://idp.example/jwks", five).unwrap();
+    let b = cache
+        .clone()
+        .remote("https://idp.example/jwks", five)
+        .unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let other_timeout = cache
+        .remote("https://idp.example/jwks", Duration::from_secs(1))
+        .unwrap();
+    assert!(!Arc::ptr_eq(&a, &other_timeout));
+    let other_uri = cache.remote("https://idp2.example/jwks", five).unwrap();
+    assert!(!Arc::ptr_eq(&a, &other_uri));
+    // Once no filter uses it, it is forgotten (a new one is made, fetched afresh).
+    let weak = Arc::downgrade(&a);
+    drop((a, b));
+    assert!(weak.upgrade().is_none());
+    let c = cache.remote("https://idp.example/jwks", five).unwrap();
+    assert_eq!(Arc::strong_count(&c), 1);
+}
