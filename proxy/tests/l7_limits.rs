@@ -229,3 +229,28 @@ async fn a_client_that_never_speaks_is_cut_off() {
     assert_eq!(get(front.addr, "/").await.status, StatusCode::OK);
     assert_eq!(metrics.requests("inbound", "header_timeout"), 1);
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_drained_after_the_idle_timeout() {
+    let app = App::start().await;
+    let (svc, _) = service_with("", &HttpConfig::default());
+    let svc = svc.with_idle_timeout(Duration::from_millis(300));
+    let front = Front::inbound(svc, app.addr, Some(CLIENT_ID)).await;
+    let mut send = h2c(front.addr).await;
+    let started = tokio::time::Instant::now();
+    let req = Request::get("http://app.example/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        answer(send.send_request(req).await.unwrap()).await.status,
+        StatusCode::OK
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !send.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the idle connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

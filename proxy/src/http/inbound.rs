@@ -69,8 +69,13 @@ impl ConnCtx {
 }
 
 /// Serves one inbound connection.
-pub(super) async fn serve<IO>(inner: Arc<Inner>, ctx: ConnCtx, io: IO, shutdown: &CancellationToken)
-where
+pub(super) async fn serve<IO>(
+    inner: Arc<Inner>,
+    ctx: ConnCtx,
+    io: IO,
+    idle_timeout: std::time::Duration,
+    shutdown: &CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ctx = Arc::new(ctx);
@@ -83,7 +88,11 @@ where
             async move { Ok::<_, Infallible>(handle(&inner, &ctx, req).await) }
         })
     };
-    let end = server::serve(io, ctx.conn.h2, &inner.config, service, shutdown).await;
+    let limits = server::Limits {
+        config: &inner.config,
+        idle_timeout,
+    };
+    let end = server::serve(io, ctx.conn.h2, &limits, service, shutdown).await;
     let served = ctx.requests.load(Ordering::Relaxed);
     connection_end(&inner, &ctx.peers(), end, served);
 }

@@ -73,6 +73,7 @@ pub struct ConnInfo {
 pub struct HttpService {
     inner: Arc<Inner>,
     identity: Option<Arc<LocalIdentity>>,
+    idle_timeout: std::time::Duration,
 }
 
 /// Shared by every connection of a listener.
@@ -115,7 +116,17 @@ impl HttpService {
                 client,
             }),
             identity: None,
+            idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
         }
+    }
+
+    /// Drains a connection on which no byte moved for `idle` (default
+    /// [`crate::config::DEFAULT_IDLE_TIMEOUT`]; in-flight requests finish).
+    /// An idle HTTP/1 keep-alive connection is closed sooner, after
+    /// `[http] header_read_timeout`.
+    pub fn with_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.idle_timeout = idle;
+        self
     }
 
     /// Names this proxy's own SPIFFE ID (the credential `resolver` presents)
@@ -144,7 +155,14 @@ impl HttpService {
     {
         let local_id = self.identity.as_ref().and_then(|i| i.current());
         let ctx = inbound::ConnCtx::new(conn, target, local_id);
-        inbound::serve(Arc::clone(&self.inner), ctx, io, &shutdown).await;
+        inbound::serve(
+            Arc::clone(&self.inner),
+            ctx,
+            io,
+            self.idle_timeout,
+            &shutdown,
+        )
+        .await;
     }
 
     /// Outbound: serves plaintext HTTP from the local application on `io`,
@@ -167,6 +185,7 @@ impl HttpService {
             upstream,
             upstream_h2,
             io,
+            self.idle_timeout,
             &shutdown,
         )
         .await;

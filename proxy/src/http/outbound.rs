@@ -58,6 +58,7 @@ pub(super) async fn serve<IO, UP>(
     upstream: UP,
     upstream_h2: bool,
     io: IO,
+    idle_timeout: std::time::Duration,
     shutdown: &CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -70,7 +71,16 @@ pub(super) async fn serve<IO, UP>(
         builder.timer(TokioTimer::new());
         match tokio::time::timeout(timeout, builder.handshake(upstream)).await {
             Ok(Ok((send, driver))) => {
-                run(inner, conn, Upstream::H2(send), driver, io, shutdown).await;
+                run(
+                    inner,
+                    conn,
+                    Upstream::H2(send),
+                    driver,
+                    io,
+                    idle_timeout,
+                    shutdown,
+                )
+                .await;
             }
             Ok(Err(error)) => tracing::debug!(%error, "upstream HTTP/2 handshake failed"),
             Err(_) => tracing::debug!("upstream HTTP/2 handshake timed out"),
@@ -86,6 +96,7 @@ pub(super) async fn serve<IO, UP>(
                     Upstream::H1(Mutex::new(send)),
                     driver,
                     io,
+                    idle_timeout,
                     shutdown,
                 )
                 .await;
@@ -103,6 +114,7 @@ async fn run<IO, D, E>(
     upstream: Upstream,
     driver: D,
     io: IO,
+    idle_timeout: std::time::Duration,
     shutdown: &CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -125,7 +137,11 @@ async fn run<IO, D, E>(
         })
     };
     let downstream = shutdown.child_token();
-    let serving = server::serve(io, h2, &inner.config, service, &downstream);
+    let limits = server::Limits {
+        config: &inner.config,
+        idle_timeout,
+    };
+    let serving = server::serve(io, h2, &limits, service, &downstream);
     let mut serving = std::pin::pin!(serving);
     let mut driver = std::pin::pin!(driver);
     let mut upstream_open = true;

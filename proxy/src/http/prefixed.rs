@@ -1,13 +1,17 @@
 //! A stream whose first bytes were already read (to tell an HTTP/2
-//! prior-knowledge preface from HTTP/1.1): replays them, then reads on.
+//! prior-knowledge preface from HTTP/1.1): replays them, then reads on,
+//! noting when bytes last moved (for the idle timeout).
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -56,6 +60,7 @@ where
     let io = Prefixed {
         prefix: buf.freeze(),
         io,
+        activity: Arc::new(Activity::new()),
     };
     if h2 {
         Sniffed::Http2(io)
@@ -69,6 +74,48 @@ where
 pub(super) struct Prefixed<IO> {
     prefix: Bytes,
     io: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO> Prefixed<IO> {
+    /// When bytes last moved on this stream.
+    pub(super) fn activity(&self) -> Arc<Activity> {
+        Arc::clone(&self.activity)
+    }
+}
+
+/// When bytes last moved on a stream.
+#[derive(Debug)]
+pub(super) struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Returns once no byte has moved for `idle`.
+    pub(super) async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
@@ -83,7 +130,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
             buf.put_slice(&chunk);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        read
     }
 }
 
@@ -93,7 +145,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -101,7 +157,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -155,6 +215,22 @@ mod tests {
     async fn a_preface_cut_short_is_a_close() {
         assert_eq!(sniffed(b"PRI * HTTP").await.0, "closed");
         assert_eq!(sniffed(b"").await.0, "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idleness_counts_from_the_last_byte_moved() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET").await.unwrap();
+        let Sniffed::Http1(mut io) = sniff(server, Duration::from_secs(1)).await else {
+            panic!("not http1");
+        };
+        let activity = io.activity();
+        let idle = Duration::from_secs(10);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        io.write_all(b"x").await.unwrap();
+        activity.idle_for(idle).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(16));
     }
 
     #[tokio::test(start_paused = true)]

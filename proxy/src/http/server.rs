@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -13,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::MAX_CONCURRENT_STREAMS;
-use super::prefixed::{Prefixed, Sniffed, sniff};
+use super::prefixed::{Activity, Prefixed, Sniffed, sniff};
 use super::response::Body;
 use crate::config::HttpConfig;
 
@@ -29,6 +31,15 @@ pub(super) enum ConnEnd {
     Error(hyper::Error),
 }
 
+/// The bounds of a server connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits<'a> {
+    /// `[http]`.
+    pub(super) config: &'a HttpConfig,
+    /// A connection on which no byte moved for this long is drained.
+    pub(super) idle_timeout: Duration,
+}
+
 /// Serves `io` with `service` until the peer closes, an error, or
 /// `shutdown` (then in-flight requests finish first). `h2`: ALPN chose
 /// `h2` (the connection must start with its preface); otherwise the first
@@ -36,7 +47,7 @@ pub(super) enum ConnEnd {
 pub(super) async fn serve<IO, S>(
     io: IO,
     h2: bool,
-    config: &HttpConfig,
+    limits: &Limits<'_>,
     service: S,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnEnd>
@@ -51,12 +62,12 @@ where
     // The first bytes must come within the head timeout, with ALPN h2 too
     // (a client that completes TLS and then says nothing is cut off).
     let sniffed = tokio::select! {
-        sniffed = sniff(io, config.header_read_timeout) => sniffed,
+        sniffed = sniff(io, limits.config.header_read_timeout) => sniffed,
         () = shutdown.cancelled() => return Ok(()),
     };
     match sniffed {
-        Sniffed::Http1(io) if !h2 => serve_h1(io, config, service, shutdown).await,
-        Sniffed::Http2(io) => serve_h2(io, config, service, shutdown).await,
+        Sniffed::Http1(io) if !h2 => serve_h1(io, limits, service, shutdown).await,
+        Sniffed::Http2(io) => serve_h2(io, limits, service, shutdown).await,
         // ALPN said h2 but this is not its preface: nothing to serve.
         Sniffed::Http1(_) | Sniffed::Closed => Ok(()),
         Sniffed::TimedOut => Err(ConnEnd::HeadTimeout),
@@ -65,7 +76,7 @@ where
 
 async fn serve_h1<IO, S>(
     io: Prefixed<IO>,
-    config: &HttpConfig,
+    limits: &Limits<'_>,
     service: S,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnEnd>
@@ -73,6 +84,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
 {
+    let config = limits.config;
+    let idle = (limits.idle_timeout, io.activity());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -81,12 +94,12 @@ where
         .max_header_size(config.max_header_bytes)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    drive(conn, shutdown, |c| c.graceful_shutdown()).await
+    drive(conn, shutdown, idle, |c| c.graceful_shutdown()).await
 }
 
 async fn serve_h2<IO, S>(
     io: Prefixed<IO>,
-    config: &HttpConfig,
+    limits: &Limits<'_>,
     service: S,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnEnd>
@@ -98,20 +111,24 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let config = limits.config;
+    let idle = (limits.idle_timeout, io.activity());
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    drive(conn, shutdown, |c| c.graceful_shutdown()).await
+    drive(conn, shutdown, idle, |c| c.graceful_shutdown()).await
 }
 
-/// Polls `conn`; on `shutdown` asks it to finish gracefully (no new
-/// requests, GOAWAY on HTTP/2) and polls it to the end.
+/// Polls `conn`; on `shutdown`, or once no byte moved for the idle
+/// timeout, asks it to finish gracefully (no new requests, GOAWAY on
+/// HTTP/2; in-flight requests complete) and polls it to the end.
 async fn drive<C>(
     conn: C,
     shutdown: &CancellationToken,
+    (idle_timeout, activity): (Duration, Arc<Activity>),
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> Result<(), ConnEnd>
 where
@@ -121,6 +138,7 @@ where
     tokio::select! {
         result = conn.as_mut() => return result.map_err(ConnEnd::Error),
         () = shutdown.cancelled() => {}
+        () = activity.idle_for(idle_timeout) => tracing::debug!("idle HTTP connection drained"),
     }
     graceful(conn.as_mut());
     conn.await.map_err(ConnEnd::Error)
