@@ -376,3 +376,35 @@ async fn jwt_authentication_runs_before_the_decision() {
     assert_eq!(metrics.requests("inbound", "deny"), 2);
     assert_eq!(metrics.requests("inbound", "unauthenticated"), 1);
 }
+
+#[tokio::test]
+async fn grpc_goes_to_the_app_over_http2_with_its_trailers() {
+    let (app, front, _) = inbound("", Some(CLIENT_ID)).await;
+    let mut send = h2c(front.addr).await;
+    let req = Request::post("http://app.example/pkg.Svc/Method")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .unwrap();
+    let response = send.send_request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let collected = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+    let seen = app.seen();
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+    assert_eq!(seen[0].target, "/pkg.Svc/Method");
+    assert_eq!(seen[0].headers["te"], "trailers");
+
+    // Plain HTTP/2 requests still reach the app over HTTP/1.1.
+    let req = Request::get("http://app.example/plain")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        answer(send.send_request(req).await.unwrap()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.seen()[1].version, http::Version::HTTP_11);
+}

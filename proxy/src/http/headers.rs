@@ -49,6 +49,16 @@ pub(super) fn method_acceptable(parts: &Parts) -> bool {
             .any(|b| b.is_ascii_lowercase())
 }
 
+/// A gRPC call: HTTP/2 with `content-type: application/grpc` (or
+/// `application/grpc+proto`, ...), forwarded over HTTP/2.
+pub(super) fn is_grpc(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_2
+        && parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// The size of the head as HTTP/2 counts it (RFC 9113 section 6.5.2:
 /// name + value + 32 per field).
 pub(super) fn head_size(headers: &HeaderMap) -> usize {

@@ -286,13 +286,24 @@ async fn decide_and_forward(
             }
         }
     }
+    // gRPC needs HTTP/2 end to end (trailers, `te: trailers`).
+    let grpc = headers::is_grpc(&parts);
     parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers, false);
+    parts.version = if grpc {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    headers::remove_hop_by_hop(&mut parts.headers, grpc);
     if let Some(xfcc) = &ctx.xfcc {
         parts.headers.insert(XFCC, xfcc.clone());
     }
-    let upstream = inner.client.request(Request::from_parts(parts, body));
+    let client = if grpc {
+        &inner.grpc_client
+    } else {
+        &inner.client
+    };
+    let upstream = client.request(Request::from_parts(parts, body));
     match tokio::time::timeout(inner.config.request_timeout, upstream).await {
         Ok(Ok(response)) => proxied(response),
         Ok(Err(error)) => {

@@ -18,8 +18,11 @@
 //! log line per request (target `sigil_proxy::access`) and a request counter
 //! by direction and decision ([`crate::metrics::ProxyMetrics::requests`]).
 //!
-//! Not here: WebSocket / `Upgrade` (the header is hop-by-hop and removed),
-//! HTTP/2 towards the local application (always HTTP/1.1).
+//! Towards the local application: HTTP/1.1, except gRPC (an HTTP/2 request
+//! with `content-type: application/grpc*`), which goes over HTTP/2 prior
+//! knowledge (h2c) with its trailers.
+//!
+//! Not here: WebSocket / `Upgrade` (the header is hop-by-hop and removed).
 
 mod headers;
 mod inbound;
@@ -83,6 +86,8 @@ struct Inner {
     counters: log::Counters,
     /// Pooled keep-alive HTTP/1.1 connections to the local application.
     client: Client<HttpConnector, hyper::body::Incoming>,
+    /// HTTP/2 (prior knowledge) connections to it, for gRPC.
+    grpc_client: Client<HttpConnector, hyper::body::Incoming>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -107,6 +112,13 @@ impl HttpService {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .set_host(false)
+            .build(connector.clone());
+        let grpc_client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .http2_only(true)
+            .set_host(false)
             .build(connector);
         Self {
             inner: Arc::new(Inner {
@@ -114,6 +126,7 @@ impl HttpService {
                 counters: log::Counters::new(&metrics),
                 config: config.clone(),
                 client,
+                grpc_client,
             }),
             identity: None,
             idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,

@@ -44,8 +44,12 @@ pub struct Seen {
     pub headers: HeaderMap,
 }
 
-/// A recording HTTP/1.1 application.
+type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A recording application (HTTP/1.1 and h2c).
 ///
+/// - `content-type: application/grpc*`: the request body back, with the
+///   trailer `grpc-status: 0`;
 /// - `/hold`: counts itself in `held`, waits until `release()`, then 200;
 /// - `/never`: never answers;
 /// - `/echo`: answers with the request body;
@@ -87,7 +91,7 @@ impl App {
                         let this = this.clone();
                         async move { Ok::<_, Infallible>(this.answer(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -96,7 +100,7 @@ impl App {
         app
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, req: Request<Incoming>) -> Response<AppBody> {
         let target = req
             .uri()
             .path_and_query()
@@ -108,6 +112,20 @@ impl App {
             version: req.version(),
             headers: req.headers().clone(),
         });
+        let grpc = req
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let body = Full::new(body)
+                .with_trailers(async move { Some(Ok(trailers)) })
+                .boxed();
+            return Response::new(body);
+        }
+        let full = |b: Bytes| Full::new(b).boxed();
         match target.as_str() {
             "/hold" => {
                 let now = self.held.fetch_add(1, Ordering::SeqCst) + 1;
@@ -115,14 +133,14 @@ impl App {
                 let mut rx = self.release.subscribe();
                 let _ = rx.wait_for(|r| *r).await;
                 self.held.fetch_sub(1, Ordering::SeqCst);
-                Response::new(Full::new(Bytes::from_static(b"released")))
+                Response::new(full(Bytes::from_static(b"released")))
             }
             "/never" => std::future::pending().await,
             "/echo" => {
                 let body = req.into_body().collect().await.unwrap().to_bytes();
-                Response::new(Full::new(body))
+                Response::new(full(body))
             }
-            _ => Response::new(Full::new(Bytes::from(format!("{} {target}", req.method())))),
+            _ => Response::new(full(Bytes::from(format!("{} {target}", req.method())))),
         }
     }
 
