@@ -2,20 +2,26 @@
 //!
 //! The bundled proxy: consumes SPIFFE credentials to enforce mutual TLS in
 //! front of local applications (inbound listeners) and towards remote Sigil
-//! proxies (outbound listeners), with an authorization seam
-//! ([`authz::Policies`]) the policy engine plugs into.
+//! proxies (outbound listeners), with Istio's PeerAuthentication,
+//! AuthorizationPolicy and RequestAuthentication semantics.
 //!
-//! Built so far (issue 16, L4 first): configuration ([`config`]),
-//! credentials from files (hot reloaded) or from the node agent's SDS
-//! ([`sds`]), both swapped atomically into the TLS configs ([`tls`]); L4
-//! TCP listeners ([`listener`]) with half-close, an idle timeout
-//! ([`copy`]), bounded connections and a handshake timeout; a ClientHello
-//! sniffer for PERMISSIVE mode ([`sniff`]); a JSON access log line and
-//! metrics ([`metrics`]) per connection; the daemon ([`daemon`]) with
-//! graceful shutdown; [`policy`], the pure authorization engine (Istio YAML,
-//! matching, evaluation, path normalization, PeerAuthentication composition).
-//! Not yet: L7 (HTTP), PeerAuthentication enforcement, the policy engine
-//! behind [`Authorizer`], JWT.
+//! ```text
+//! [policy] files ─► reload (PolicyStore: load, hot reload) ─► authz::Policies (ArcSwap)
+//!                                                                │ current() per connection / request
+//! TCP accept ─► listener: PeerAuthentication mode of the port ─► STRICT: mTLS │ PERMISSIVE: sniff │ DISABLE
+//!               ├─ protocol tcp:  one decision per connection ─► copy (half-close, idle timeout)
+//!               └─ protocol http: http::HttpService ─► jwt::JwtFilter ─► one decision per request
+//! ```
+//!
+//! Modules: configuration ([`config`]); credentials from files (hot
+//! reloaded) or from the node agent's SDS ([`sds`]), both swapped
+//! atomically into the TLS configs ([`tls`]); listeners ([`listener`]) with
+//! bounded connections and a handshake timeout, the ClientHello sniffer of
+//! PERMISSIVE ports ([`sniff`]), L4 copy ([`copy`]) and L7 ([`http`]); the
+//! policy in force ([`authz`]) loaded and hot reloaded by [`reload`]; the
+//! pure authorization engine ([`policy`]); JWT authentication ([`jwt`]); a
+//! JSON access log line and metrics ([`metrics`]); the daemon ([`daemon`])
+//! with graceful shutdown.
 #![forbid(unsafe_code)]
 
 pub mod authz;

@@ -134,8 +134,10 @@ impl Proxy {
             listener: tcp,
             side,
             target: listener.target,
-            http: (listener.protocol == Protocol::Http)
-                .then(|| HttpService::new(policies.clone(), &config.http, ProxyMetrics::default())),
+            http: (listener.protocol == Protocol::Http).then(|| {
+                HttpService::new(policies.clone(), &config.http, ProxyMetrics::default())
+                    .with_local_identity(creds.resolver())
+            }),
             http_config: config.http.clone(),
             policies,
             resolver: creds.resolver(),
@@ -150,11 +152,10 @@ impl Proxy {
     /// Records into `metrics` (default: unregistered counters).
     pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Self {
         if self.http.is_some() {
-            self.http = Some(HttpService::new(
-                self.policies.clone(),
-                &self.http_config,
-                metrics.clone(),
-            ));
+            self.http = Some(
+                HttpService::new(self.policies.clone(), &self.http_config, metrics.clone())
+                    .with_local_identity(Arc::clone(&self.resolver)),
+            );
         }
         self.metrics = metrics;
         self

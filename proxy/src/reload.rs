@@ -5,7 +5,8 @@
 //! files ──read all──► PolicyDocuments::load_str (each file, all-or-nothing)
 //!                 ├─► Authorizer::new(authorization, root namespace, normalization)
 //!                 ├─► policy::compose(peer, root namespace, workload)  ─► EffectiveMtls
-//!                 └─► JwtFilter (RequestAuthentications selecting the workload)
+//!                 └─► JwtFilter::build (RequestAuthentications selecting the
+//!                     workload; `jwksUri` sources shared across reloads)
 //!                                   ─► PolicyState ─► Policies::replace (atomic)
 //! ```
 //!
@@ -27,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authz::{Policies, PolicyState};
 use crate::config::PolicyConfig;
-use crate::jwt::JwtFilter;
+use crate::jwt::{JwksCache, JwtConfigError, JwtFilter};
 use crate::metrics::ProxyMetrics;
+use crate::policy::model::RequestAuthentication;
 use crate::policy::{Authorizer, PolicyDocuments, Workload};
 
 /// A policy file that cannot be used.
@@ -52,6 +54,9 @@ pub struct PolicyStore {
     config: PolicyConfig,
     policies: Policies,
     metrics: ProxyMetrics,
+    /// The `jwksUri` key sources, shared across reloads (a URI kept by a
+    /// reload keeps its fetched keys).
+    jwks: JwksCache,
     /// What the files held when the state in force was loaded: the watcher
     /// compares with it, so a change made right after [`PolicyStore::load`]
     /// is not missed.
@@ -62,12 +67,21 @@ impl PolicyStore {
     /// Loads every file once; fails (naming the file) if any is missing or
     /// invalid.
     pub fn load(config: &PolicyConfig, metrics: ProxyMetrics) -> Result<Self, PolicyError> {
+        let roots = match &config.jwks_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| PolicyError {
+                file: path.display().to_string(),
+                reason: format!("[policy] jwks_ca_file: {e}"),
+            })?),
+            None => None,
+        };
+        let jwks = JwksCache::new(roots);
         let (contents, loaded) = read_all(config)?;
-        let state = build(config, &contents)?;
+        let state = build(config, &contents, &jwks)?;
         Ok(Self {
             config: config.clone(),
             policies: Policies::new(state),
             metrics,
+            jwks,
             loaded,
         })
     }
@@ -80,7 +94,8 @@ impl PolicyStore {
     /// Loads all files again now; on success swaps the state, on failure
     /// keeps the old one. Either way the outcome is counted.
     pub fn reload(&self) -> Result<(), PolicyError> {
-        let state = read_all(&self.config).and_then(|(contents, _)| build(&self.config, &contents));
+        let state = read_all(&self.config)
+            .and_then(|(contents, _)| build(&self.config, &contents, &self.jwks));
         self.apply(state)
     }
 
@@ -140,7 +155,7 @@ impl PolicyStore {
             pending = None;
             last = now;
             // The state is built from the very bytes fingerprinted.
-            let state = read.and_then(|(contents, _)| build(&self.config, &contents));
+            let state = read.and_then(|(contents, _)| build(&self.config, &contents, &self.jwks));
             let _ = self.apply(state);
         }
     }
@@ -183,12 +198,19 @@ fn read(file: &Path) -> Result<(String, String), PolicyError> {
 }
 
 /// Parses `contents` (all files, in order) into one state.
-fn build(config: &PolicyConfig, contents: &[(String, String)]) -> Result<PolicyState, PolicyError> {
+fn build(
+    config: &PolicyConfig,
+    contents: &[(String, String)],
+    jwks: &JwksCache,
+) -> Result<PolicyState, PolicyError> {
     let workload = Workload {
         namespace: config.namespace.clone(),
         labels: config.labels.clone(),
     };
     let mut docs = PolicyDocuments::default();
+    // Per file, the end of its RequestAuthentications in `docs.request`: a
+    // JWT rule refused below is reported with its file.
+    let mut request_ends = Vec::with_capacity(contents.len());
     for (name, text) in contents {
         docs.load_str(name, text).map_err(|e| {
             // The loader's message starts with the file name; say it once.
@@ -203,11 +225,14 @@ fn build(config: &PolicyConfig, contents: &[(String, String)]) -> Result<PolicyS
                 reason,
             }
         })?;
+        request_ends.push((name.as_str(), docs.request.len()));
     }
     let mtls = crate::policy::compose(&docs.peer, &config.root_namespace, &workload);
-    // SEAM(jwt): switch to JwtFilter::build(&docs.request_authentications_for(..)
-    // .collect::<Vec<_>>(), &jwks_cache) when the JWT filter lands on main.
-    let jwt = Arc::new(JwtFilter::none());
+    let rules: Vec<&RequestAuthentication> = docs
+        .request_authentications_for(&config.root_namespace, &workload)
+        .collect();
+    let jwt = JwtFilter::build(&rules, jwks)
+        .map_err(|e| jwt_error(&e, &docs.request, &request_ends, contents))?;
     let authorizer = Authorizer::new(
         docs.authorization,
         &config.root_namespace,
@@ -217,8 +242,35 @@ fn build(config: &PolicyConfig, contents: &[(String, String)]) -> Result<PolicyS
         workload,
         authorizer,
         mtls,
-        jwt,
+        jwt: Arc::new(jwt),
     })
+}
+
+/// A refused JWT rule, attributed to the file holding its
+/// RequestAuthentication.
+fn jwt_error(
+    error: &JwtConfigError,
+    requests: &[RequestAuthentication],
+    request_ends: &[(&str, usize)],
+    contents: &[(String, String)],
+) -> PolicyError {
+    let JwtConfigError::Invalid { policy, .. } = error;
+    let file = requests
+        .iter()
+        .position(|r| format!("{}/{}", r.namespace, r.name) == *policy)
+        .and_then(|index| request_ends.iter().find(|(_, end)| index < *end))
+        .map(|(file, _)| (*file).to_owned())
+        .unwrap_or_else(|| {
+            contents
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+    PolicyError {
+        file,
+        reason: error.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -555,3 +555,68 @@ async fn shutdown_stops_accepting_and_drops_connections_after_the_grace() {
         "the connection was dropped: {read:?}"
     );
 }
+
+#[path = "wiring_support/mod.rs"]
+mod wiring_support;
+
+/// `protocol = "http"` on both proxies: the outbound serves the application's
+/// HTTP and forwards each request over its mTLS connection; the inbound
+/// decides each request and forwards it with the peer's identity.
+#[tokio::test]
+async fn http_listeners_carry_requests_client_outbound_inbound_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = TestCa::root(TD);
+    write_creds(
+        dir,
+        "in",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/server"),
+    );
+    write_creds(
+        dir,
+        "out",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/client"),
+    );
+    let app = wiring_support::http_app().await;
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        DENY_ALL.replace(
+            "  - {}",
+            "  - to:\n    - operation:\n        paths: [\"/admin\"]",
+        ),
+    )
+    .unwrap();
+    let http = r#"protocol = "http""#;
+    let inbound = start(&config_with(
+        dir,
+        "in",
+        "inbound",
+        app,
+        http,
+        &format!("[policy]\nfiles = [\"{}\"]", policy.display()),
+    ))
+    .await;
+    let outbound = start(&config_with(
+        dir,
+        "out",
+        "outbound",
+        inbound,
+        &format!("{http}\nexpected_id = \"spiffe://example.org/ns/default/sa/server\""),
+        "",
+    ))
+    .await;
+    let tcp = TcpStream::connect(outbound).await.unwrap();
+    let mut client = wiring_support::http_client(tcp, false).await;
+    let (status, body) = client.get("/hello", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("URI=spiffe://example.org/ns/default/sa/client"),
+        "the inbound names the outbound's identity: {body}"
+    );
+    // Same connection, next request: denied by the inbound's policy.
+    assert_eq!(client.get("/admin", &[]).await.unwrap().0, 403);
+    assert_eq!(client.get("/again", &[]).await.unwrap().0, 200);
+}

@@ -156,3 +156,72 @@ async fn a_silent_client_on_a_permissive_port_is_closed_after_the_handshake_time
     // The listener still serves others.
     assert!(plaintext_served(&proxy).await);
 }
+
+/// HTTP listener: the PeerAuthentication mode applies as on TCP, then each
+/// request is decided (the plaintext one without a principal).
+#[tokio::test]
+async fn an_http_listener_decides_each_request_with_or_without_a_peer() {
+    let proxy = wiring_support::inbound_http(
+        |_| {
+            format!(
+                "{}---\n{}",
+                peer_auth("permissive", "PERMISSIVE"),
+                r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: authenticated-or-public
+  namespace: default
+spec:
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["*"]
+  - to:
+    - operation:
+        paths: ["/public"]
+"#
+            )
+        },
+        "",
+    )
+    .await;
+    let (status, body) = wiring_support::mtls_get(&proxy, CLIENT, "/private", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("/private xfcc="), "{body}");
+    assert!(
+        body.contains(&format!("URI={CLIENT}")),
+        "the peer reaches the app: {body}"
+    );
+
+    let (status, _) = wiring_support::plaintext_get(&proxy, "/private")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "plaintext has no principal");
+    let (status, body) = wiring_support::plaintext_get(&proxy, "/public")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "/public xfcc=-", "no client certificate to forward");
+
+    // ALPN h2 is honoured.
+    let tls = wiring_support::mtls_alpn(&proxy, CLIENT, &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut h2 = wiring_support::http_client(tls, true).await;
+    let (status, _) = h2.get("http://echo.default/private", &[]).await.unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_http_listener_on_a_strict_port_refuses_plaintext() {
+    let proxy = wiring_support::inbound_http(|_| peer_auth("strict", "STRICT"), "").await;
+    assert!(wiring_support::plaintext_get(&proxy, "/").await.is_err());
+    let (status, _) = wiring_support::mtls_get(&proxy, CLIENT, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}

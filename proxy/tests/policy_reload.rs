@@ -165,3 +165,164 @@ async fn a_peer_authentication_reload_applies_to_new_connections() {
         sigil_proxy::policy::MtlsMode::Permissive
     );
 }
+
+/// L7: every request is decided with the policy in force when it arrives,
+/// also on a connection established before the reload.
+#[tokio::test]
+async fn an_http_reload_applies_to_the_next_request_on_a_kept_alive_connection() {
+    let deny = |path: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny, namespace: default}}\nspec:\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"{path}\"]\n"
+        )
+    };
+    let proxy = wiring_support::inbound_http(|_| deny("/admin"), "").await;
+    let tls = mtls(&proxy, CLIENT).await.unwrap();
+    let mut client = wiring_support::http_client(tls, false).await;
+    assert_eq!(client.get("/x", &[]).await.unwrap().0, 200);
+    assert_eq!(client.get("/admin", &[]).await.unwrap().0, 403);
+
+    std::fs::write(&proxy.policy, deny("/x")).unwrap();
+    let mut statuses = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let status = client.get("/x", &[]).await.unwrap().0;
+        statuses.push(status);
+        if status == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&403),
+        "the same connection: {statuses:?}"
+    );
+    assert_eq!(client.get("/admin", &[]).await.unwrap().0, 200);
+}
+
+#[path = "jwt_common/mod.rs"]
+mod jwt_common;
+
+fn request_authentication(jwks_line: &str) -> String {
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: ra
+  namespace: default
+spec:
+  jwtRules:
+  - issuer: {iss}
+    {jwks_line}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: require-jwt
+  namespace: default
+spec:
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        requestPrincipals: ["*"]
+"#,
+        iss = jwt_common::ISS
+    )
+}
+
+#[tokio::test]
+async fn a_request_authentication_added_by_a_reload_validates_tokens() {
+    let signer = jwt_common::Signer::new("k1");
+    let proxy = wiring_support::inbound_http(|_| String::new(), "").await;
+    let garbage = [("authorization", "Bearer not.a.jwt")];
+    let (status, _) = wiring_support::mtls_get(&proxy, CLIENT, "/", &garbage)
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 200,
+        "no RequestAuthentication: tokens are not looked at"
+    );
+
+    std::fs::write(
+        &proxy.policy,
+        request_authentication(&format!("jwks: '{}'", signer.jwks())),
+    )
+    .unwrap();
+    assert!(eventually(|| async { proxy.metrics.policy_reloads("applied") == 1 }).await);
+    let (status, _) = wiring_support::mtls_get(&proxy, CLIENT, "/", &garbage)
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "an invalid token");
+    let (status, _) = wiring_support::mtls_get(&proxy, CLIENT, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 403,
+        "no token: requestPrincipals [\"*\"] does not match"
+    );
+    let token = signer.token(&serde_json::json!({"sub": "alice"}));
+    let bearer = format!("Bearer {token}");
+    let (status, _) =
+        wiring_support::mtls_get(&proxy, CLIENT, "/", &[("authorization", bearer.as_str())])
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "a valid token");
+}
+
+#[tokio::test]
+async fn jwks_uri_fetches_trust_the_configured_jwks_ca_file() {
+    let signer = jwt_common::Signer::new("k1");
+    let server = jwt_common::JwksServer::start(signer.jwks()).await;
+    let roots = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(roots.path(), &server.roots_pem).unwrap();
+    let url = server.url.clone();
+    let proxy = wiring_support::inbound_http_policy(
+        move |_| request_authentication(&format!("jwksUri: {url}")),
+        &format!("jwks_ca_file = \"{}\"", roots.path().display()),
+    )
+    .await;
+    let bearer = format!(
+        "Bearer {}",
+        signer.token(&serde_json::json!({"sub": "alice"}))
+    );
+    let (status, body) =
+        wiring_support::mtls_get(&proxy, CLIENT, "/", &[("authorization", bearer.as_str())])
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(server.hits() >= 1);
+}
+
+#[tokio::test]
+async fn a_refused_jwt_rule_at_startup_names_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sigil_test_util::TestCa::root(wiring_support::TD);
+    wiring_support::write_creds(dir.path(), &ca);
+    let backend = wiring_support::echo_backend().await;
+    let first = dir.path().join("peer.yaml");
+    std::fs::write(&first, peer_auth("p", "STRICT")).unwrap();
+    let second = dir.path().join("jwt.yaml");
+    std::fs::write(
+        &second,
+        request_authentication("jwksUri: http://idp.example/keys"),
+    )
+    .unwrap();
+    let config = wiring_support::config(
+        dir.path(),
+        backend,
+        "",
+        &format!(
+            "files = [\"{}\", \"{}\"]",
+            first.display(),
+            second.display()
+        ),
+    );
+    match sigil_proxy::start(&config).await {
+        Err(RunError::Policy { file, reason }) => {
+            assert!(file.ends_with("jwt.yaml"), "{file}");
+            assert!(reason.contains("jwksUri"), "{reason}");
+        }
+        other => panic!("expected a policy error, got {other:?}"),
+    }
+}

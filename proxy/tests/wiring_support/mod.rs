@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use sigil_identity::{
     BundleHandle, BundleSet, IdMatcher, SpiffeServerVerifier, TrustBundle, TrustDomain,
@@ -68,6 +71,17 @@ pub(crate) fn config(
     top: &str,
     policy: &str,
 ) -> ProxyConfig {
+    config_listener(dir, backend, top, policy, "")
+}
+
+/// [`config`] with `listener` lines in the listener's table.
+pub(crate) fn config_listener(
+    dir: &std::path::Path,
+    backend: SocketAddr,
+    top: &str,
+    policy: &str,
+    listener: &str,
+) -> ProxyConfig {
     let d = dir.display();
     let text = format!(
         r#"
@@ -85,6 +99,7 @@ reload_interval = "50ms"
 mode = "inbound"
 listen = "127.0.0.1:0"
 target = "{backend}"
+{listener}
 "#
     );
     ProxyConfig::load(&text, &BTreeMap::<String, String>::new()).unwrap()
@@ -101,17 +116,40 @@ pub(crate) fn write_creds(dir: &std::path::Path, ca: &TestCa) {
 /// An inbound proxy whose policy file holds `yaml(backend port)`, with `top`
 /// lines at the top level of its config.
 pub(crate) async fn inbound(yaml: impl FnOnce(u16) -> String, top: &str) -> Inbound {
+    inbound_with(yaml, top, "", echo_backend().await, "").await
+}
+
+/// An HTTP inbound proxy (`protocol = "http"`) in front of [`http_app`].
+pub(crate) async fn inbound_http(yaml: impl FnOnce(u16) -> String, top: &str) -> Inbound {
+    inbound_with(yaml, top, "", http_app().await, r#"protocol = "http""#).await
+}
+
+/// [`inbound_http`] with `policy` lines added to `[policy]`.
+pub(crate) async fn inbound_http_policy(yaml: impl FnOnce(u16) -> String, policy: &str) -> Inbound {
+    inbound_with(yaml, "", policy, http_app().await, r#"protocol = "http""#).await
+}
+
+async fn inbound_with(
+    yaml: impl FnOnce(u16) -> String,
+    top: &str,
+    policy_lines: &str,
+    backend: SocketAddr,
+    listener: &str,
+) -> Inbound {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::root(TD);
     write_creds(dir.path(), &ca);
-    let backend = echo_backend().await;
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, yaml(backend.port())).unwrap();
-    let config = config(
+    let config = config_listener(
         dir.path(),
         backend,
         top,
-        &format!("files = [\"{}\"]\n{LABELS}", policy.display()),
+        &format!(
+            "files = [\"{}\"]\n{LABELS}\n{policy_lines}",
+            policy.display()
+        ),
+        listener,
     );
     let metrics = ProxyMetrics::default();
     let running = sigil_proxy::start_with_metrics(&config, metrics.clone())
@@ -147,6 +185,15 @@ pub(crate) async fn mtls(
     inbound: &Inbound,
     id: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    mtls_alpn(inbound, id, &[]).await
+}
+
+/// [`mtls`] offering `alpn`.
+pub(crate) async fn mtls_alpn(
+    inbound: &Inbound,
+    id: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let bundle = TrustBundle::from_pem(
         TrustDomain::new(TD).unwrap(),
         inbound.ca.cert.pem.as_bytes(),
@@ -155,7 +202,7 @@ pub(crate) async fn mtls(
     let verifier =
         SpiffeServerVerifier::new(BundleHandle::new(BundleSet::from(bundle)), IdMatcher::Any);
     let leaf = inbound.ca.leaf(id);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -167,6 +214,7 @@ pub(crate) async fn mtls(
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())),
     )
     .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(inbound.addr).await?;
     tokio::time::timeout(
         Duration::from_secs(5),
@@ -216,4 +264,124 @@ pub(crate) fn peer_auth(name: &str, mode: &str) -> String {
     format!(
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  mtls:\n    mode: {mode}\n"
     )
+}
+
+/// An HTTP/1.1 application answering 200 with `<path> xfcc=<the
+/// x-forwarded-client-cert header or ->`.
+pub(crate) async fn http_app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let xfcc = req
+                            .headers()
+                            .get("x-forwarded-client-cert")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned();
+                        let body = format!("{} xfcc={xfcc}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/1.1 (or HTTP/2 when `h2`) client on `io`.
+pub(crate) async fn http_client<IO>(io: IO, h2: bool) -> HttpClient
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        HttpClient::H2(sender)
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        HttpClient::H1(sender)
+    }
+}
+
+/// A client connection.
+pub(crate) enum HttpClient {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl HttpClient {
+    /// GET `path` with `headers`: the status and the body; `Err` when the
+    /// connection failed.
+    pub(crate) async fn get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
+        let mut builder = hyper::Request::get(path).header("host", "echo.default");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(Bytes::new())).unwrap();
+        let exchange = async {
+            let response = match self {
+                HttpClient::H1(s) => {
+                    s.ready().await.map_err(|e| e.to_string())?;
+                    s.send_request(request).await
+                }
+                HttpClient::H2(s) => {
+                    s.ready().await.map_err(|e| e.to_string())?;
+                    s.send_request(request).await
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| "timeout".to_owned())?
+    }
+}
+
+/// One GET over a new plaintext connection to `inbound`.
+pub(crate) async fn plaintext_get(inbound: &Inbound, path: &str) -> Result<(u16, String), String> {
+    let tcp = TcpStream::connect(inbound.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    http_client(tcp, false).await.get(path, &[]).await
+}
+
+/// One GET over a new mTLS connection to `inbound` as `id`.
+pub(crate) async fn mtls_get(
+    inbound: &Inbound,
+    id: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let tls = mtls(inbound, id).await.map_err(|e| e.to_string())?;
+    http_client(tls, false).await.get(path, headers).await
 }
