@@ -82,6 +82,7 @@ pub struct Proxy {
     policies: Policies,
     /// The HTTP layer of a `protocol = "http"` listener.
     http: Option<HttpService>,
+    protocol: Protocol,
     http_config: crate::config::HttpConfig,
     resolver: Arc<CredentialResolver>,
     limit: Arc<Semaphore>,
@@ -130,14 +131,12 @@ impl Proxy {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| ListenerError::Bind { addr, source })?;
-        Ok(Self {
+        let mut proxy = Self {
             listener: tcp,
             side,
             target: listener.target,
-            http: (listener.protocol == Protocol::Http).then(|| {
-                HttpService::new(policies.clone(), &config.http, ProxyMetrics::default())
-                    .with_local_identity(creds.resolver())
-            }),
+            http: None,
+            protocol: listener.protocol,
             http_config: config.http.clone(),
             policies,
             resolver: creds.resolver(),
@@ -146,18 +145,29 @@ impl Proxy {
             idle_timeout: config.idle_timeout,
             shutdown_grace: config.shutdown_grace,
             metrics: ProxyMetrics::default(),
+        };
+        proxy.http = proxy.http_service();
+        Ok(proxy)
+    }
+
+    /// The HTTP layer of a `protocol = "http"` listener, recording into
+    /// this listener's metrics.
+    fn http_service(&self) -> Option<HttpService> {
+        (self.protocol == Protocol::Http).then(|| {
+            HttpService::new(
+                self.policies.clone(),
+                &self.http_config,
+                self.metrics.clone(),
+            )
+            .with_local_identity(Arc::clone(&self.resolver))
+            .with_idle_timeout(self.idle_timeout)
         })
     }
 
     /// Records into `metrics` (default: unregistered counters).
     pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Self {
-        if self.http.is_some() {
-            self.http = Some(
-                HttpService::new(self.policies.clone(), &self.http_config, metrics.clone())
-                    .with_local_identity(Arc::clone(&self.resolver)),
-            );
-        }
         self.metrics = metrics;
+        self.http = self.http_service();
         self
     }
 
