@@ -326,3 +326,22 @@ async fn a_refused_jwt_rule_at_startup_names_its_file() {
         other => panic!("expected a policy error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_policy_watcher() {
+    let proxy = inbound(|_| allow_only(CLIENT), "").await;
+    let metrics = proxy.metrics.clone();
+    let policy = proxy.policy.clone();
+    // The watcher is one of the daemon's tracked tasks: shutdown waits for it.
+    tokio::time::timeout(std::time::Duration::from_secs(5), proxy.running.shutdown())
+        .await
+        .expect("shutdown completes");
+    std::fs::write(&policy, DENY_ALL).unwrap();
+    // A live watcher would apply this within two 50 ms intervals.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        metrics.policy_reloads("applied"),
+        0,
+        "no reload after shutdown"
+    );
+}
