@@ -1,6 +1,8 @@
-//! The daemon: credentials from the configured source, every listener
-//! bound and served until shutdown. The `sigil proxy` subcommand (not wired
-//! yet) calls [`run`].
+//! The daemon: the policy files loaded (a missing or invalid one stops the
+//! start) and watched ([`crate::reload`]), credentials from the configured
+//! source, every listener bound and served until shutdown; all its tasks
+//! tracked and stopped by [`Running::shutdown`]. The `sigil proxy`
+//! subcommand starts it and builds `/readyz` on [`Running::ready`].
 
 use std::future::Future;
 use std::net::SocketAddr;
