@@ -408,3 +408,27 @@ async fn grpc_goes_to_the_app_over_http2_with_its_trailers() {
     );
     assert_eq!(app.seen()[1].version, http::Version::HTTP_11);
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_authorized_then_joined() {
+    let (app, front, _) = inbound(DENY_ADMIN, Some(CLIENT_ID)).await;
+    let (head, mut ws) = websocket(front.addr).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    assert_eq!(echo(&mut ws, b"ping").await, b"ping");
+    assert_eq!(echo(&mut ws, &[0u8; 100_000]).await, vec![0u8; 100_000]);
+    let seen = app.seen();
+    assert_eq!(seen[0].headers["upgrade"], "websocket");
+    assert_eq!(seen[0].headers["sec-websocket-version"], "13");
+
+    // A denied upgrade is a plain 403.
+    let denied = raw(
+        front.addr,
+        b"GET /admin HTTP/1.1\r\nhost: a\r\nconnection: upgrade, close\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await;
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+}

@@ -351,3 +351,21 @@ async fn an_h2_client_that_never_sends_its_preface_is_cut_off() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(mesh.metrics.requests("inbound", "header_timeout"), 1);
 }
+
+#[tokio::test]
+async fn websockets_cross_the_mesh_over_http11_only() {
+    let mesh = mesh("").await;
+    let (outbound, _) = mesh.outbound(b"http/1.1").await;
+    let (head, mut ws) = websocket(outbound).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        echo(&mut ws, b"hello through two proxies").await,
+        b"hello through two proxies"
+    );
+
+    // Over an HTTP/2 upstream the upgrade cannot be carried: the request
+    // arrives as a plain GET.
+    let (outbound, _) = mesh.outbound(b"h2").await;
+    let (head, _) = websocket(outbound).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}

@@ -12,6 +12,7 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use sigil_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -21,6 +22,7 @@ use super::headers::{self, XFCC};
 use super::log::{self, Direction, Outcome, Record};
 use super::response::{self, Body, UpstreamFailure};
 use super::server::{self, ConnEnd};
+use super::tunnel;
 use super::{ConnInfo, Inner};
 use crate::policy::{Request as PolicyRequest, RequestError, Verdict};
 
@@ -34,6 +36,8 @@ pub(super) struct ConnCtx {
     /// `By=<local>;URI=<peer>` for an mTLS peer.
     xfcc: Option<HeaderValue>,
     requests: AtomicU64,
+    /// A WebSocket (or other upgrade) to join once the server hands over.
+    tunnel: tunnel::Slot,
 }
 
 impl ConnCtx {
@@ -54,6 +58,7 @@ impl ConnCtx {
             local_id,
             xfcc,
             requests: AtomicU64::new(0),
+            tunnel: tunnel::Slot::default(),
         }
     }
 
@@ -93,6 +98,7 @@ pub(super) async fn serve<IO>(
         idle_timeout,
     };
     let end = server::serve(io, ctx.conn.h2, &limits, service, shutdown).await;
+    ctx.tunnel.run(idle_timeout).await;
     let served = ctx.requests.load(Ordering::Relaxed);
     connection_end(&inner, &ctx.peers(), end, served);
 }
@@ -294,7 +300,14 @@ async fn decide_and_forward(
     } else {
         Version::HTTP_11
     };
+    let upgrade = tunnel::requested(&parts);
+    let downstream_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     headers::remove_hop_by_hop(&mut parts.headers, grpc);
+    if let Some(upgrade) = upgrade {
+        tunnel::restore(&mut parts.headers, upgrade);
+    }
     if let Some(xfcc) = &ctx.xfcc {
         parts.headers.insert(XFCC, xfcc.clone());
     }
@@ -305,7 +318,13 @@ async fn decide_and_forward(
     };
     let upstream = client.request(Request::from_parts(parts, body));
     match tokio::time::timeout(inner.config.request_timeout, upstream).await {
-        Ok(Ok(response)) => proxied(response),
+        Ok(Ok(mut response)) => {
+            if ctx.tunnel.switch(downstream_upgrade, &mut response) {
+                switched(response)
+            } else {
+                proxied(response)
+            }
+        }
         Ok(Err(error)) => {
             let failure = if error.is_connect() {
                 UpstreamFailure::Connect
@@ -330,6 +349,16 @@ pub(super) fn proxied(response: Response<Incoming>) -> Response<Body> {
     // hyper's HTTP/1 server writes HTTP/1.1 for this; HTTP/2 ignores it.
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// A 101 answer: the upgrade headers kept.
+pub(super) fn switched(response: Response<Incoming>) -> Response<Body> {
+    let upgrade = response.headers().get(http::header::UPGRADE).cloned();
+    let mut response = proxied(response);
+    if let Some(upgrade) = upgrade {
+        tunnel::restore(response.headers_mut(), upgrade);
+    }
+    response
 }
 
 fn bad_request_body(error: &RequestError) -> &'static str {

@@ -22,7 +22,9 @@
 //! with `content-type: application/grpc*`), which goes over HTTP/2 prior
 //! knowledge (h2c) with its trailers.
 //!
-//! Not here: WebSocket / `Upgrade` (the header is hop-by-hop and removed).
+//! HTTP/1.1 protocol upgrades (WebSocket) are forwarded and, on 101, the two
+//! connections joined. Not here: upgrades over HTTP/2 (extended CONNECT),
+//! so an outbound connection whose upstream is HTTP/2 drops `Upgrade`.
 
 mod headers;
 mod inbound;
@@ -31,6 +33,7 @@ mod outbound;
 mod prefixed;
 mod response;
 mod server;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

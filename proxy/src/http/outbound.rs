@@ -12,6 +12,7 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
@@ -19,10 +20,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::headers;
-use super::inbound::{connection_end, proxied};
+use super::inbound::{connection_end, proxied, switched};
 use super::log::{self, Direction, Outcome, Record};
 use super::response::{self, Body, UpstreamFailure};
 use super::server;
+use super::tunnel;
 use super::{ConnInfo, Inner};
 
 /// The client side of the mTLS connection to the remote proxy.
@@ -37,6 +39,7 @@ struct ConnCtx {
     conn: ConnInfo,
     upstream: Upstream,
     requests: AtomicU64,
+    tunnel: tunnel::Slot,
 }
 
 impl ConnCtx {
@@ -94,7 +97,7 @@ pub(super) async fn serve<IO, UP>(
                     inner,
                     conn,
                     Upstream::H1(Mutex::new(send)),
-                    driver,
+                    driver.with_upgrades(),
                     io,
                     idle_timeout,
                     shutdown,
@@ -126,6 +129,7 @@ async fn run<IO, D, E>(
         conn,
         upstream,
         requests: AtomicU64::new(0),
+        tunnel: tunnel::Slot::default(),
     });
     let service = {
         let inner = Arc::clone(&inner);
@@ -153,10 +157,14 @@ async fn run<IO, D, E>(
                 if let Err(error) = ended {
                     tracing::debug!(%error, "upstream connection failed");
                 }
-                downstream.cancel();
+                // Gone (not handed to an upgrade): drain the downstream.
+                if !ctx.tunnel.is_set() {
+                    downstream.cancel();
+                }
             }
         }
     };
+    ctx.tunnel.run(idle_timeout).await;
     let served = ctx.requests.load(Ordering::Relaxed);
     connection_end(&inner, &ctx.peers(), end, served);
 }
@@ -242,7 +250,15 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
+    // Upgrades (WebSocket) need HTTP/1.1 on the upstream too.
+    let upgrade = tunnel::requested(&parts).filter(|_| !upstream_h2);
+    let downstream_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     headers::remove_hop_by_hop(&mut parts.headers, upstream_h2);
+    if let Some(upgrade) = upgrade {
+        tunnel::restore(&mut parts.headers, upgrade);
+    }
     let request = Request::from_parts(parts, body);
     let exchange = async {
         match &ctx.upstream {
@@ -262,7 +278,13 @@ async fn forward(
         }
     };
     match tokio::time::timeout(inner.config.request_timeout, exchange).await {
-        Ok(Ok(response)) => proxied(response),
+        Ok(Ok(mut response)) => {
+            if ctx.tunnel.switch(downstream_upgrade, &mut response) {
+                switched(response)
+            } else {
+                proxied(response)
+            }
+        }
         Ok(Err(error)) => {
             tracing::debug!(%error, "upstream request failed");
             record.detail = Some(UpstreamFailure::Exchange.as_str().to_owned());

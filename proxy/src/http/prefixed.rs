@@ -35,7 +35,9 @@ pub(super) async fn sniff<IO>(mut io: IO, timeout: Duration) -> Sniffed<IO>
 where
     IO: AsyncRead + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(1024);
+    // Small: a request head read past this is read on by hyper, and the
+    // buffer is freed once replayed.
+    let mut buf = BytesMut::with_capacity(256);
     let read = async {
         loop {
             match io.read_buf(&mut buf).await {
@@ -128,6 +130,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
             let n = self.prefix.len().min(buf.remaining());
             let chunk = self.prefix.split_to(n);
             buf.put_slice(&chunk);
+            if self.prefix.is_empty() {
+                // Release the shared allocation for the connection's life.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

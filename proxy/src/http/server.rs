@@ -93,7 +93,9 @@ where
         .max_buf_size(config.max_header_bytes.max(MIN_BUF_SIZE))
         .max_header_size(config.max_header_bytes)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     drive(conn, shutdown, idle, |c| c.graceful_shutdown()).await
 }
 

@@ -50,6 +50,7 @@ type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 ///
 /// - `content-type: application/grpc*`: the request body back, with the
 ///   trailer `grpc-status: 0`;
+/// - `/ws` with `Upgrade`: 101, then echoes every byte;
 /// - `/hold`: counts itself in `held`, waits until `release()`, then 200;
 /// - `/never`: never answers;
 /// - `/echo`: answers with the request body;
@@ -92,7 +93,7 @@ impl App {
                         async move { Ok::<_, Infallible>(this.answer(req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -100,7 +101,7 @@ impl App {
         app
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<AppBody> {
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<AppBody> {
         let target = req
             .uri()
             .path_and_query()
@@ -126,6 +127,25 @@ impl App {
             return Response::new(body);
         }
         let full = |b: Bytes| Full::new(b).boxed();
+        if target == "/ws" && req.headers().contains_key("upgrade") {
+            // Switch protocols, then echo every byte.
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut response = Response::new(full(Bytes::new()));
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            response
+                .headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            return response;
+        }
         match target.as_str() {
             "/hold" => {
                 let now = self.held.fetch_add(1, Ordering::SeqCst) + 1;
@@ -332,4 +352,39 @@ pub fn http_config(max_header_bytes: usize, header_read_timeout: Duration) -> Ht
         header_read_timeout,
         request_timeout: Duration::from_secs(10),
     }
+}
+
+/// Asks `addr` to upgrade `/ws` to a WebSocket over a new connection;
+/// returns the response head and, on 101, the stream.
+pub async fn websocket(addr: SocketAddr) -> (String, TcpStream) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: app.example\r\nconnection: Upgrade\r\n\
+              upgrade: websocket\r\nsec-websocket-version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).into_owned(), stream)
+}
+
+/// Writes `msg` on an upgraded stream and reads it back.
+pub async fn echo(stream: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    stream.write_all(msg).await.unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    buf
 }
