@@ -10,11 +10,14 @@
 //! ```
 //!
 //! Limits: request heads above `[http] max_header_bytes` get 431 (hyper's
-//! HTTP/1 parser; HTTP/2 header lists), a client that does not finish a
-//! request head within `header_read_timeout` is disconnected (slowloris; this
-//! also bounds how long an idle HTTP/1 keep-alive connection is held), an
-//! upstream that does not answer within `request_timeout` gives 504, at most
-//! [`MAX_CONCURRENT_STREAMS`] streams per HTTP/2 connection. One JSON access
+//! HTTP/1 parser; HTTP/2 header lists), a client that does not send its first
+//! bytes (HTTP/2: its preface) or finish an HTTP/1 request head within
+//! `header_read_timeout` is disconnected (slowloris; this also bounds how
+//! long an idle HTTP/1 keep-alive connection is held), a connection on which
+//! nothing moved for the idle timeout is drained, an upstream that does not
+//! answer within `request_timeout` gives 504 (no connection: 503, a broken
+//! exchange: 502), at most [`MAX_CONCURRENT_STREAMS`] streams per HTTP/2
+//! connection. One JSON access
 //! log line per request (target `sigil_proxy::access`) and a request counter
 //! by direction and decision ([`crate::metrics::ProxyMetrics::requests`]).
 //!
@@ -58,7 +61,9 @@ const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90
 /// connection when it hands it to the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The verified mTLS peer; `None` for plaintext (PERMISSIVE / DISABLE).
+    /// Inbound: the verified mTLS peer (`None` for plaintext: PERMISSIVE /
+    /// DISABLE). Outbound: the remote proxy's verified ID, if known (the
+    /// access log's destination principal).
     pub peer: Option<SpiffeId>,
     /// The direct peer's address.
     pub source: SocketAddr,
