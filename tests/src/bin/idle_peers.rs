@@ -3,14 +3,16 @@
 //! the clients' (the proxy e2e tests run it).
 //!
 //! ```text
-//! idle_peers <addr> <cert.pem> <key.pem> <roots.pem> <server-spiffe-id> <count> <parallel>
+//! idle_peers echo|http <addr> <cert.pem> <key.pem> <roots.pem> <server-spiffe-id> <count> <parallel>
 //! ```
 //!
 //! Opens `count` connections (`parallel` handshakes at a time, source
 //! addresses spread over 127.0.0.2-127.0.0.9), each presenting the
 //! certificate, verifying the server as `<server-spiffe-id>` against the
-//! roots, and exchanging one byte with the echo application behind the
-//! proxy. Then prints `ready <count>` and holds them, silent, until its
+//! roots, and proving the connection established end to end: `echo`
+//! exchanges one byte with a TCP echo application behind an L4 listener,
+//! `http` makes one HTTP/1.1 keep-alive request to an HTTP listener and
+//! reads its whole `200` response. Then prints `ready <count>` and holds them, silent, until its
 //! standard input closes. On any failure it prints `error <reason>` and
 //! exits with status 1 (2 on bad usage).
 
@@ -33,6 +35,7 @@ use tokio_rustls::client::TlsStream;
 type Held = Arc<std::sync::Mutex<Vec<TlsStream<tokio::net::TcpStream>>>>;
 
 struct Args {
+    http: bool,
     addr: SocketAddr,
     cert: String,
     key: String,
@@ -43,10 +46,15 @@ struct Args {
 }
 
 fn parse(args: &[String]) -> Option<Args> {
-    let [addr, cert, key, roots, server, count, parallel] = args else {
+    let [mode, addr, cert, key, roots, server, count, parallel] = args else {
         return None;
     };
     Some(Args {
+        http: match mode.as_str() {
+            "echo" => false,
+            "http" => true,
+            _ => return None,
+        },
         addr: addr.parse().ok()?,
         cert: cert.clone(),
         key: key.clone(),
@@ -67,7 +75,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(args) = parse(&args) else {
         eprintln!(
-            "usage: idle_peers <addr> <cert.pem> <key.pem> <roots.pem> <server-id> <count> <parallel>"
+            "usage: idle_peers echo|http <addr> <cert.pem> <key.pem> <roots.pem> <server-id> <count> <parallel>"
         );
         return ExitCode::from(2);
     };
@@ -114,11 +122,13 @@ fn config(args: &Args) -> Result<rustls::ClientConfig, String> {
         .map_err(|e| format!("client certificate: {e}"))
 }
 
-/// One connection from source address `source`: handshake, one echoed byte.
+/// One connection from source address `source`: handshake, then one echoed
+/// byte or one HTTP exchange.
 async fn connect(
     connector: &TlsConnector,
     addr: SocketAddr,
     source: Ipv4Addr,
+    http: bool,
 ) -> Result<TlsStream<tokio::net::TcpStream>, String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     socket
@@ -133,14 +143,56 @@ async fn connect(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    tls.write_all(b"!")
+    if http {
+        http_exchange(&mut tls).await?;
+    } else {
+        tls.write_all(b"!")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte)
+            .await
+            .map_err(|e| format!("echo: {e}"))?;
+    }
+    Ok(tls)
+}
+
+/// `GET /idle` (keep-alive) and its whole response: a `200` head and a
+/// `content-length` body.
+async fn http_exchange(tls: &mut TlsStream<tokio::net::TcpStream>) -> Result<(), String> {
+    tls.write_all(b"GET /idle HTTP/1.1\r\nHost: app\r\n\r\n")
         .await
         .map_err(|e| format!("write: {e}"))?;
-    let mut byte = [0u8; 1];
-    tls.read_exact(&mut byte)
-        .await
-        .map_err(|e| format!("echo: {e}"))?;
-    Ok(tls)
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {:?}", String::from_utf8_lossy(&got)));
+        }
+        got.extend_from_slice(buf.get(..n).ok_or("read past the buffer")?);
+        let text = String::from_utf8_lossy(&got);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("response {head:?}"));
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                if name.eq_ignore_ascii_case("content-length") {
+                    value.trim().parse::<usize>().ok()
+                } else {
+                    None
+                }
+            })
+            .ok_or_else(|| format!("no content-length in {head:?}"))?;
+        if body.len() >= length {
+            return Ok(());
+        }
+    }
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -150,7 +202,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut workers: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
     for _ in 0..args.parallel {
         let (connector, next, held) = (connector.clone(), Arc::clone(&next), Arc::clone(&held));
-        let (addr, count) = (args.addr, args.count);
+        let (addr, count, http) = (args.addr, args.count, args.http);
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -158,7 +210,7 @@ async fn run(args: Args) -> Result<(), String> {
                     return Ok(());
                 }
                 let source = Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i % 8).unwrap_or(0));
-                let connect = connect(&connector, addr, source);
+                let connect = connect(&connector, addr, source, http);
                 let tls = tokio::time::timeout(Duration::from_secs(30), connect)
                     .await
                     .map_err(|_| format!("connection {i} timed out"))??;

@@ -152,7 +152,7 @@ async fn ten_thousand_idle_l4_mtls_connections_or_as_many_as_fit_cost_bounded_me
     let files = mesh.write_peer("idle", &mesh.leaf(CLIENT_ID));
     // Warm the allocator and the runtime with a few connections first, so
     // the measure is per connection, not one-off growth.
-    let warm = IdlePeers::open(mesh.inbound, &files, 100, 16, LIMIT).await;
+    let warm = IdlePeers::open(false, mesh.inbound, &files, 100, 16, LIMIT).await;
     warm.close().await;
     wait_until("the warm-up connections are closed", LIMIT, || async {
         mesh.inbound_metric("proxy_connections_open") == 0.0
@@ -161,7 +161,15 @@ async fn ten_thousand_idle_l4_mtls_connections_or_as_many_as_fit_cost_bounded_me
 
     let before = rss_bytes();
     let started = Instant::now();
-    let peers = IdlePeers::open(mesh.inbound, &files, idle, 64, Duration::from_secs(150)).await;
+    let peers = IdlePeers::open(
+        false,
+        mesh.inbound,
+        &files,
+        idle,
+        64,
+        Duration::from_secs(150),
+    )
+    .await;
     let opened_in = started.elapsed();
     assert_eq!(peers.connected, idle);
     wait_until("the proxy holds every idle connection", LIMIT, || async {

@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use crate::common::agent::{check_svid_chain, wait_until};
 use crate::common::ca::uri_sans;
 use crate::common::proxy::{
-    CLIENT_ID, LIMIT, MeshOptions, MeshUnderTest, SERVER_ID, direct_echo, roundtrip, run_tool,
-    tool_available,
+    CLIENT_ID, HttpClient, LIMIT, MeshOptions, MeshUnderTest, SERVER_ID, app_header, direct,
+    direct_echo, request, roundtrip, run_tool, tool_available,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +70,56 @@ async fn client_to_outbound_to_inbound_to_app_over_mtls_with_the_agents_svids() 
     })
     .await;
     assert_eq!(mesh.inbound_metrics.connections("inbound", "deny"), 0);
+    mesh.stop().await;
+}
+
+/// The XFCC header the inbound proxy sets for the outbound proxy's requests.
+fn mesh_xfcc() -> String {
+    format!("By={SERVER_ID};URI={CLIENT_ID}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_through_the_mesh_over_h1_and_h2c_reaches_the_app_with_the_verified_peer_in_xfcc() {
+    let mesh = MeshUnderTest::start(MeshOptions {
+        http: true,
+        ..MeshOptions::default()
+    })
+    .await;
+    let outbound = mesh.outbound_http.expect("the HTTP listeners");
+    // A forged XFCC from the client never reaches the app: the inbound
+    // proxy sets its own from the verified peer certificate.
+    let forged = "By=spiffe://cluster.local/ns/x/sa/x;URI=spiffe://cluster.local/ns/x/sa/admin";
+    for h2 in [false, true] {
+        let mut client = HttpClient::connect(outbound, h2).await.unwrap();
+        for i in 0..5 {
+            let reply = client
+                .send(request(
+                    "POST",
+                    &format!("/echo/{i}?q=1"),
+                    &[("x-test", "yes"), ("x-forwarded-client-cert", forged)],
+                    "hello app",
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("h2 {h2}, request {i}: {e}"));
+            assert_eq!(reply.status, 200, "h2 {h2}: {reply:?}");
+            let report = reply.report();
+            assert_eq!(report["method"], "POST");
+            assert_eq!(report["path"], format!("/echo/{i}"));
+            assert!(
+                report["uri"].as_str().unwrap().ends_with("?q=1"),
+                "{report}"
+            );
+            assert_eq!(report["body"], "hello app");
+            assert_eq!(app_header(&report, "x-test"), ["yes"]);
+            assert_eq!(
+                app_header(&report, "x-forwarded-client-cert"),
+                [mesh_xfcc()],
+                "h2 {h2}"
+            );
+        }
+    }
+    assert!(mesh.inbound_metrics.requests("inbound", "allow") >= 10);
+    assert_eq!(mesh.inbound_metrics.requests("inbound", "deny"), 0);
     mesh.stop().await;
 }
 

@@ -16,7 +16,7 @@
 //! peers the CA would never issue to, such as an expired certificate).
 //!
 //! Its submodules, re-exported here: [`apps`], the TCP and HTTP echo
-//! applications; [`peers`], direct TLS clients of the inbound proxy, the
+//! applications; [`http`], a small hyper client; [`peers`], direct TLS clients of the inbound proxy, the
 //! `idle_peers` child process and system helpers (open-file limit, RSS).
 
 use std::collections::BTreeMap;
@@ -39,9 +39,11 @@ use super::agent::{self, AgentUnderTest, wait_until, within};
 use super::ca::{self, CaUnderTest};
 
 mod apps;
+mod http;
 mod peers;
 
 pub(crate) use apps::*;
+pub(crate) use http::*;
 pub(crate) use peers::*;
 
 /// The identity of the inbound proxy (the server side).
@@ -81,10 +83,6 @@ pub(crate) struct MeshOptions {
 
 /// A running mesh (see the module docs). Dropping it stops everything with
 /// the test's runtime.
-#[expect(
-    dead_code,
-    reason = "the protocol = \"http\" listener tests come with the HTTP layer"
-)]
 pub(crate) struct MeshUnderTest {
     /// The CA both agents get their certificates from.
     pub(crate) ca: CaUnderTest,

@@ -96,10 +96,13 @@ pub(crate) struct IdlePeers {
 }
 
 impl IdlePeers {
-    /// Starts `idle_peers` towards `addr` with the certificate and key
-    /// files and the roots file, `count` connections, `parallel` handshakes
-    /// at a time; waits (up to `limit`) until it reports them all open.
+    /// Starts `idle_peers` towards `addr` (an L4 listener in front of the
+    /// TCP echo app, or with `http` an HTTP listener) with the certificate
+    /// and key files and the roots file, `count` connections, `parallel`
+    /// handshakes at a time; waits (up to `limit`) until it reports them all
+    /// open.
     pub(crate) async fn open(
+        http: bool,
         addr: SocketAddr,
         [cert, key, roots]: &[std::path::PathBuf; 3],
         count: usize,
@@ -107,6 +110,7 @@ impl IdlePeers {
         limit: Duration,
     ) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_idle_peers"))
+            .arg(if http { "http" } else { "echo" })
             .arg(addr.to_string())
             .arg(cert)
             .arg(key)
