@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use crate::common::agent::{check_svid_chain, wait_until};
 use crate::common::ca::uri_sans;
 use crate::common::proxy::{
-    CLIENT_ID, HttpClient, LIMIT, MeshOptions, MeshUnderTest, SERVER_ID, app_header, direct,
-    direct_echo, request, roundtrip, run_tool, tool_available,
+    CLIENT_ID, HttpClient, LIMIT, MeshOptions, MeshUnderTest, SERVER_ID, app_header, direct_echo,
+    direct_http, raw_get, request, roundtrip, run_tool, tool_available,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,11 +155,23 @@ fn look_alike_root(mesh: &MeshUnderTest) -> TestCa {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbound_refuses_foreign_missing_expired_and_look_alike_certificates() {
-    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
-    // The control: a leaf the mesh's CA signed is served.
-    direct_echo(&mesh, Some(&mesh.leaf(CLIENT_ID)))
+    let mesh = MeshUnderTest::start(MeshOptions {
+        http: true,
+        ..MeshOptions::default()
+    })
+    .await;
+    let l7 = mesh.inbound_http.expect("the HTTP listeners");
+    // The control: a leaf the mesh's CA signed is served, on both kinds of
+    // listener.
+    let valid = mesh.leaf(CLIENT_ID);
+    direct_echo(&mesh, Some(&valid))
         .await
-        .expect("a valid peer is served");
+        .expect("a valid peer is served (L4)");
+    let response = direct_http(&mesh, l7, Some(&valid), &raw_get("/control"))
+        .await
+        .expect("a valid peer is served (L7)");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let requests_before = mesh.inbound_metrics.requests("inbound", "allow");
 
     let app_before = mesh.tcp_app.accepted();
     let failed_before = mesh
@@ -194,28 +206,30 @@ async fn the_inbound_refuses_foreign_missing_expired_and_look_alike_certificates
     ];
     for (what, cert) in &cases {
         let outcome = direct_echo(&mesh, cert.as_ref()).await;
-        assert!(outcome.is_err(), "{what}: served");
+        assert!(outcome.is_err(), "{what}: served (L4)");
+        let outcome = direct_http(&mesh, l7, cert.as_ref(), &raw_get("/refused")).await;
+        assert!(outcome.is_err(), "{what}: served (L7): {outcome:?}");
     }
     assert_eq!(
         mesh.tcp_app.accepted(),
         app_before,
         "a refused peer reached the application"
     );
+    assert_eq!(
+        mesh.inbound_metrics.requests("inbound", "allow"),
+        requests_before,
+        "a refused peer's request was forwarded"
+    );
     wait_until("every refusal is counted", LIMIT, || async {
         mesh.inbound_metrics
             .connections("inbound", "handshake_failed")
-            == failed_before + cases.len() as u64
+            == failed_before + 2 * cases.len() as u64
     })
     .await;
 
     // And the inbound proxy still serves the mesh.
     assert_eq!(mesh.tcp_roundtrip(b"after").await.unwrap(), b"after");
     mesh.stop().await;
-}
-
-/// `GET /<path>` with `Connection: close`, as raw bytes for `s_client`.
-fn raw_get(path: &str) -> Vec<u8> {
-    format!("GET /{path} HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +265,7 @@ async fn openssl_s_client_is_served_with_a_mesh_certificate_and_refused_without(
         mesh.dir.path(),
         "openssl",
         &args,
-        &raw_get("via-openssl"),
+        &raw_get("/via-openssl"),
         LIMIT,
     )
     .await;
@@ -269,7 +283,7 @@ async fn openssl_s_client_is_served_with_a_mesh_certificate_and_refused_without(
         mesh.dir.path(),
         "openssl",
         &base,
-        &raw_get("no-cert"),
+        &raw_get("/no-cert"),
         LIMIT,
     )
     .await;
@@ -307,16 +321,20 @@ async fn curl_gets_200_with_a_mesh_certificate_and_a_tls_failure_without() {
     if !tool_available("curl", "--version") {
         return;
     }
-    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
+    let mesh = MeshUnderTest::start(MeshOptions {
+        http: true,
+        ..MeshOptions::default()
+    })
+    .await;
     let [crt, key, roots] = mesh.write_peer("client", &mesh.leaf(CLIENT_ID));
     let (crt, key, roots) = (
         crt.to_str().unwrap(),
         key.to_str().unwrap(),
         roots.to_str().unwrap(),
     );
-    let url = format!("https://{}/via-curl", mesh.inbound_tcp_http);
     let pin = pinned_key(&mesh.inbound_leaf().await.unwrap());
-    let curl = |extra: &[&str]| {
+    let dir = mesh.dir.path();
+    let curl = |url: &str, extra: &[&str]| {
         let mut args = vec![
             "-sS",
             "--max-time",
@@ -327,72 +345,90 @@ async fn curl_gets_200_with_a_mesh_certificate_and_a_tls_failure_without() {
             "\n%{http_code}",
         ];
         args.extend_from_slice(extra);
-        args.push(&url);
-        args.into_iter().map(str::to_owned).collect::<Vec<String>>()
-    };
-    let dir = mesh.dir.path();
-    let run = |args: Vec<String>| async move {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_tool(dir, "curl", &args, b"", LIMIT).await
+        args.push(url);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_tool(dir, "curl", &args, b"", LIMIT).await
+        }
     };
 
     // curl cannot match a SPIFFE URI SAN (no DNS name, no CN) to a host
     // name...
-    let (ok, _, stderr) = run(curl(&["--cert", crt, "--key", key])).await;
+    let url = format!("https://{}/via-curl", mesh.inbound_tcp_http);
+    let (ok, _, stderr) = curl(&url, &["--cert", crt, "--key", key]).await;
     assert!(!ok, "curl matched a host name it cannot match");
     assert!(
         stderr.contains("(60)") && stderr.contains("name"),
         "curl fails on the server's name: {stderr}"
     );
 
-    // ...so its verification is turned off (-k) and the server's key pinned
-    // instead: curl still refuses any other server.
-    let (ok, stdout, stderr) = run(curl(&[
-        "-k",
-        "--pinnedpubkey",
-        &pin,
-        "--cert",
-        crt,
-        "--key",
-        key,
-    ]))
-    .await;
-    assert!(ok, "curl with a certificate failed: {stderr}\n{stdout}");
-    let (body, code) = stdout.rsplit_once('\n').expect("body and code");
-    assert_eq!(code, "200", "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(body).expect("the app's JSON");
-    assert_eq!(report["path"], "/via-curl");
-    assert_eq!(report["method"], "GET");
-    // curl negotiated h2 with the proxy (ALPN) and spoke it through the L4
-    // listener to the application.
-    assert_eq!(report["version"], "HTTP/2.0", "{report}");
+    // ...so its name check is turned off (-k) and the server's key pinned
+    // instead: curl still refuses any other server. Through the L4 listener
+    // (curl's h2, chosen by ALPN, reaches the app as is) and the L7 one (the
+    // app gets HTTP/1.1 and the verified peer in XFCC).
+    let l7 = mesh.inbound_http.expect("the HTTP listeners");
+    for (listener, addr, version, xfcc) in [
+        ("L4", mesh.inbound_tcp_http, "HTTP/2.0", vec![]),
+        (
+            "L7",
+            l7,
+            "HTTP/1.1",
+            vec![format!("By={SERVER_ID};URI={CLIENT_ID}")],
+        ),
+    ] {
+        let url = format!("https://{addr}/via-curl");
+        let with_cert = ["-k", "--pinnedpubkey", &pin, "--cert", crt, "--key", key];
+        let (ok, stdout, stderr) = curl(&url, &with_cert).await;
+        assert!(
+            ok,
+            "{listener}: curl with a certificate failed: {stderr}\n{stdout}"
+        );
+        let (body, code) = stdout.rsplit_once('\n').expect("body and code");
+        assert_eq!(code, "200", "{listener}: {stdout}");
+        let report: serde_json::Value = serde_json::from_str(body).expect("the app's JSON");
+        assert_eq!(report["path"], "/via-curl", "{listener}");
+        assert_eq!(report["method"], "GET", "{listener}");
+        assert_eq!(report["version"], version, "{listener}: {report}");
+        assert_eq!(
+            app_header(&report, "x-forwarded-client-cert"),
+            xfcc,
+            "{listener}"
+        );
 
-    // Without a client certificate: the proxy fails the handshake (curl
-    // sees the alert or the closed connection, depending on timing), no
-    // HTTP status.
-    let failed_before = mesh
-        .inbound_metrics
-        .connections("inbound", "handshake_failed");
-    let (ok, stdout, stderr) = run(curl(&["-k", "--pinnedpubkey", &pin])).await;
-    assert!(!ok, "curl without a certificate succeeded: {stdout}");
-    assert!(stdout.ends_with("000"), "no HTTP status: {stdout}");
-    let code = stderr
-        .strip_prefix("curl: (")
-        .and_then(|r| r.split_once(')'))
-        .map(|(code, _)| code);
-    assert!(
-        matches!(code, Some("35" | "55" | "56" | "16" | "92")),
-        "a TLS/connection failure: {stderr}"
-    );
-    wait_until(
-        "the inbound counted the failed handshake",
-        LIMIT,
-        || async {
-            mesh.inbound_metrics
-                .connections("inbound", "handshake_failed")
-                > failed_before
-        },
-    )
-    .await;
+        // Without a client certificate: the proxy fails the handshake (curl
+        // sees the alert or the closed connection, depending on timing), no
+        // HTTP status.
+        let failed_before = mesh
+            .inbound_metrics
+            .connections("inbound", "handshake_failed");
+        let (ok, stdout, stderr) = curl(&url, &["-k", "--pinnedpubkey", &pin]).await;
+        assert!(
+            !ok,
+            "{listener}: curl without a certificate succeeded: {stdout}"
+        );
+        assert!(
+            stdout.ends_with("000"),
+            "{listener}: an HTTP status: {stdout}"
+        );
+        let code = stderr
+            .strip_prefix("curl: (")
+            .and_then(|r| r.split_once(')'))
+            .map(|(code, _)| code);
+        assert!(
+            matches!(code, Some("35" | "55" | "56" | "16" | "92")),
+            "{listener}: a TLS/connection failure: {stderr}"
+        );
+        wait_until(
+            "the inbound counted the failed handshake",
+            LIMIT,
+            || async {
+                mesh.inbound_metrics
+                    .connections("inbound", "handshake_failed")
+                    > failed_before
+            },
+        )
+        .await;
+    }
     mesh.stop().await;
 }

@@ -73,6 +73,34 @@ pub(crate) async fn direct_echo(
     roundtrip(&mut tls, b"direct ping").await.map(drop)
 }
 
+/// An mTLS connection to the HTTP listener `addr` presenting `cert`, the
+/// raw bytes `request` written, the response read to the end (the request
+/// should say `Connection: close`). `Err` when refused or nothing came.
+pub(crate) async fn direct_http(
+    mesh: &MeshUnderTest,
+    addr: SocketAddr,
+    cert: Option<&TestCert>,
+    request: &[u8],
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tls = direct(mesh, addr, cert).await?;
+    tls.write_all(request).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(LIMIT, tls.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))??;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    if response.is_empty() {
+        return Err(std::io::Error::other("closed without a response"));
+    }
+    Ok(response)
+}
+
+/// A raw HTTP/1.1 `GET path` with `Connection: close`.
+pub(crate) fn raw_get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
 /// The bytes of a real TLS ClientHello (as the mesh's rustls clients send
 /// it).
 pub(crate) fn client_hello(mesh: &MeshUnderTest) -> Vec<u8> {
