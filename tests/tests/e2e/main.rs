@@ -44,6 +44,7 @@ mod openssl_client;
 mod openssl_issuance;
 mod plugin_ca;
 mod proxy_hostile;
+mod proxy_idle;
 mod proxy_mtls;
 mod proxy_rotation;
 mod raw_conn;

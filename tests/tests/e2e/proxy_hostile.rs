@@ -1,9 +1,9 @@
-//! Hostile traffic against the inbound proxy (issue 16, acceptance 4):
-//! peers that never finish the TLS handshake are cut at
-//! `handshake_timeout` while legitimate clients are served; 10 000 idle
-//! mTLS connections (held by another process) cost the proxy a bounded
-//! amount of memory per connection while a legitimate client is still
-//! served promptly.
+//! Hostile traffic against the inbound proxy (issue 16, acceptance 4; the
+//! idle connections are in `proxy_idle.rs`): peers that never finish the
+//! TLS handshake are cut at `handshake_timeout` on L4 and L7 listeners;
+//! oversized request heads get 431; slowloris clients and clients silent
+//! after the handshake are cut at `[http] header_read_timeout`; and all the
+//! while legitimate clients are served.
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 
 use crate::common::agent::wait_until;
 use crate::common::proxy::{
-    CLIENT_ID, IdlePeers, LIMIT, MeshOptions, MeshUnderTest, client_hello, direct_echo,
-    raise_open_files, rss_bytes,
+    CLIENT_ID, HttpClient, LIMIT, MeshOptions, MeshUnderTest, app_header, client_hello, direct,
+    direct_echo, direct_http, request,
 };
 
 /// The inbound proxy's `handshake_timeout` in the stalled-handshake test.
@@ -21,7 +21,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads from `stream` until the proxy closes it (EOF or reset), at most
 /// `limit`; returns how long that took from `since`.
-async fn closed_after(stream: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
+async fn closed_after(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    since: Instant,
+    limit: Duration,
+) -> Duration {
     let drain = async {
         let mut buf = [0u8; 4096];
         loop {
@@ -44,22 +48,27 @@ async fn peers_that_never_finish_the_handshake_are_cut_at_the_timeout_while_othe
             "handshake_timeout = \"{}ms\"",
             HANDSHAKE_TIMEOUT.as_millis()
         ),
+        http: true,
         ..MeshOptions::default()
     })
     .await;
+    let l7 = mesh.inbound_http.expect("the HTTP listeners");
     let app_before = mesh.tcp_app.accepted();
     let timeouts_before = mesh
         .inbound_metrics
         .connections("inbound", "handshake_timeout");
     let hello = client_hello(&mesh);
 
-    // Three stalls: nothing at all; half a ClientHello; a whole ClientHello
-    // and then nothing (the server's flight is never answered).
+    // Three stalls on each listener (L4 and L7): nothing at all; half a
+    // ClientHello; a whole ClientHello and then nothing (the server's
+    // flight is never answered).
     let mut stalled = Vec::new();
-    for bytes in [&hello[..0], &hello[..hello.len() / 2], &hello[..]] {
-        let mut stream = TcpStream::connect(mesh.inbound).await.unwrap();
-        stream.write_all(bytes).await.unwrap();
-        stalled.push((Instant::now(), stream));
+    for addr in [mesh.inbound, l7] {
+        for bytes in [&hello[..0], &hello[..hello.len() / 2], &hello[..]] {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            stalled.push((Instant::now(), stream));
+        }
     }
     // Not TLS at all: refused at once, not after the timeout.
     let mut plaintext = TcpStream::connect(mesh.inbound).await.unwrap();
@@ -103,10 +112,10 @@ async fn peers_that_never_finish_the_handshake_are_cut_at_the_timeout_while_othe
         served_by < HANDSHAKE_TIMEOUT,
         "the legitimate clients waited for the stalled handshakes: {served_by:?}"
     );
-    wait_until("three handshake timeouts counted", LIMIT, || async {
+    wait_until("six handshake timeouts counted", LIMIT, || async {
         mesh.inbound_metrics
             .connections("inbound", "handshake_timeout")
-            == timeouts_before + 3
+            == timeouts_before + 6
     })
     .await;
     // The app saw the legitimate connections only.
@@ -114,108 +123,177 @@ async fn peers_that_never_finish_the_handshake_are_cut_at_the_timeout_while_othe
     mesh.stop().await;
 }
 
-/// Idle connections held open at once.
-const IDLE: usize = 10_000;
-/// The bound on the memory (RSS) each idle connection may cost this
-/// process: the inbound proxy's connection (TLS session, copy task, the
-/// socket to the app) plus the echo app's side of it. HAProxy's figure for
-/// an idle mTLS connection is about 27 KB (ISSUE16.md).
-const PER_CONNECTION: u64 = 64 * 1024;
+/// A raw HTTP/1.1 request with one `X-Big` header of `size` bytes.
+fn with_header_of(size: usize) -> Vec<u8> {
+    let value = "a".repeat(size);
+    format!("GET /big HTTP/1.1\r\nHost: app\r\nX-Big: {value}\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// The JSON body of a raw HTTP/1.1 response.
+fn raw_body(response: &str) -> serde_json::Value {
+    let (_, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or_default()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_idle_l4_mtls_connections_or_as_many_as_fit_cost_bounded_memory() {
-    // This process: per idle connection, the proxy's two sockets and the
-    // app's one; the child (which inherits the limit): one. Where the hard
-    // limit is too low for 10 000 (and cannot be raised without
-    // CAP_SYS_RESOURCE), as many as fit, loudly.
-    let limit = raise_open_files(3 * IDLE as u64 + 2048);
-    let idle = usize::try_from(limit.saturating_sub(2048) / 3)
-        .unwrap_or(IDLE)
-        .min(IDLE)
-        / 100
-        * 100;
-    if idle < IDLE {
-        eprintln!(
-            "\n!!!!!!!! RLIMIT_NOFILE is {limit} and cannot be raised: {idle} idle L4 connections \
-             instead of {IDLE} (each costs three descriptors here) !!!!!!!!\n"
-        );
-    }
-    assert!(
-        idle >= 1000,
-        "RLIMIT_NOFILE {limit} is too low for this test"
-    );
+async fn oversized_request_heads_get_431_and_the_proxies_keep_serving() {
+    // Default limits: 60 KiB request heads.
     let mesh = MeshUnderTest::start(MeshOptions {
-        inbound_top: format!("max_connections = {}", idle + 100),
+        http: true,
         ..MeshOptions::default()
     })
     .await;
-    let files = mesh.write_peer("idle", &mesh.leaf(CLIENT_ID));
-    // Warm the allocator and the runtime with a few connections first, so
-    // the measure is per connection, not one-off growth.
-    let warm = IdlePeers::open(false, mesh.inbound, &files, 100, 16, LIMIT).await;
-    warm.close().await;
-    wait_until("the warm-up connections are closed", LIMIT, || async {
-        mesh.inbound_metric("proxy_connections_open") == 0.0
-    })
-    .await;
+    let l7 = mesh.inbound_http.expect("the HTTP listeners");
+    let outbound = mesh.outbound_http.expect("the HTTP listeners");
+    let valid = mesh.leaf(CLIENT_ID);
+    const TOO_BIG: usize = 100 * 1024;
+    const FITS: usize = 30 * 1024;
 
-    let before = rss_bytes();
-    let started = Instant::now();
-    let peers = IdlePeers::open(
-        false,
-        mesh.inbound,
-        &files,
-        idle,
-        64,
-        Duration::from_secs(150),
-    )
-    .await;
-    let opened_in = started.elapsed();
-    assert_eq!(peers.connected, idle);
-    wait_until("the proxy holds every idle connection", LIMIT, || async {
-        mesh.inbound_metric("proxy_connections_open") >= idle as f64
-    })
-    .await;
-    let after = rss_bytes();
-    let per_connection = after.saturating_sub(before) / idle as u64;
-
-    // A legitimate client is served promptly, over the mesh and directly.
-    let mut slowest = Duration::ZERO;
-    for i in 0..20 {
-        let t = Instant::now();
-        let msg = format!("legitimate {i}");
-        assert_eq!(
-            mesh.tcp_roundtrip(msg.as_bytes()).await.unwrap(),
-            msg.as_bytes()
-        );
-        slowest = slowest.max(t.elapsed());
-    }
-    let t = Instant::now();
-    direct_echo(&mesh, Some(&mesh.leaf(CLIENT_ID)))
+    // At the inbound, from a peer with a valid certificate: one huge header,
+    // then many headers adding up; a head within the limit passes whole.
+    let response = direct_http(&mesh, l7, Some(&valid), &with_header_of(TOO_BIG))
         .await
         .unwrap();
-    slowest = slowest.max(t.elapsed());
-    eprintln!(
-        "{idle} idle mTLS connections: opened in {opened_in:?}; RSS {} -> {} MiB, {} bytes per \
-         connection (bound {PER_CONNECTION}); slowest legitimate exchange {slowest:?}",
-        before >> 20,
-        after >> 20,
-        per_connection
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 431 Request Header Fields Too Large"
     );
+    let many: String = (0..2000)
+        .map(|i| format!("X-Many-{i}: {:032}\r\n", i))
+        .collect();
+    let raw = format!("GET /many HTTP/1.1\r\nHost: app\r\n{many}Connection: close\r\n\r\n");
+    let response = direct_http(&mesh, l7, Some(&valid), raw.as_bytes())
+        .await
+        .unwrap();
     assert!(
-        slowest < Duration::from_secs(1),
-        "a legitimate client waited {slowest:?} next to {idle} idle connections"
+        status_line(&response).starts_with("HTTP/1.1 431"),
+        "{}",
+        status_line(&response)
     );
+    let response = direct_http(&mesh, l7, Some(&valid), &with_header_of(FITS))
+        .await
+        .unwrap();
     assert!(
-        per_connection < PER_CONNECTION,
-        "{per_connection} bytes per idle connection (bound {PER_CONNECTION})"
+        status_line(&response).starts_with("HTTP/1.1 200"),
+        "{}",
+        status_line(&response)
     );
+    let report = raw_body(&response);
+    assert_eq!(app_header(&report, "x-big")[0].len(), FITS);
 
-    // They all go away when the peers leave.
-    peers.close().await;
-    wait_until("the idle connections are released", LIMIT, || async {
-        mesh.inbound_metric("proxy_connections_open") == 0.0
+    // Through the mesh: the outbound proxy answers 431 itself; a head within
+    // the limit reaches the app whole.
+    let big = "b".repeat(TOO_BIG);
+    let fits = "c".repeat(FITS);
+    let mut client = HttpClient::connect(outbound, false).await.unwrap();
+    let reply = client.get("/big", &[("x-big", &big)]).await.unwrap();
+    assert_eq!(reply.status, 431);
+    let mut client = HttpClient::connect(outbound, false).await.unwrap();
+    let reply = client.get("/fits", &[("x-big", &fits)]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(app_header(&reply.report(), "x-big"), [fits]);
+
+    // And both keep serving.
+    for h2 in [false, true] {
+        let mut client = HttpClient::connect(outbound, h2).await.unwrap();
+        for i in 0..3 {
+            let reply = client
+                .send(request("GET", &format!("/after/{i}"), &[], ""))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, 200, "h2 {h2}");
+        }
+    }
+    assert_eq!(mesh.tcp_roundtrip(b"after").await.unwrap(), b"after");
+    mesh.stop().await;
+}
+
+/// The inbound's `[http] header_read_timeout` in the slow-client test.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_silent_http_clients_are_cut_at_the_header_timeout_while_others_are_served() {
+    let mesh = MeshUnderTest::start(MeshOptions {
+        http: true,
+        inbound_tables: format!(
+            "[http]\nheader_read_timeout = \"{}ms\"",
+            HEADER_READ_TIMEOUT.as_millis()
+        ),
+        ..MeshOptions::default()
     })
     .await;
+    let l7 = mesh.inbound_http.expect("the HTTP listeners");
+    let valid = mesh.leaf(CLIENT_ID);
+    let allowed_before = mesh.inbound_metrics.requests("inbound", "allow");
+
+    // Slowloris: a request head trickled one header every 200 ms, never
+    // finished.
+    let slow = direct(&mesh, l7, Some(&valid)).await.unwrap();
+    let slow_at = Instant::now();
+    let (mut slow_read, mut slow_write) = tokio::io::split(slow);
+    let trickle = tokio::spawn(async move {
+        if slow_write
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: app\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for i in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let header = format!("X-Slow-{i}: still coming\r\n");
+            if slow_write.write_all(header.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    // Silent after the handshake.
+    let mut silent = direct(&mesh, l7, Some(&valid)).await.unwrap();
+    let silent_at = Instant::now();
+
+    // Meanwhile the mesh serves HTTP and TCP.
+    let outbound = mesh.outbound_http.expect("the HTTP listeners");
+    for h2 in [false, true] {
+        let mut client = HttpClient::connect(outbound, h2).await.unwrap();
+        let reply = client.get("/meanwhile", &[]).await.unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(
+        mesh.tcp_roundtrip(b"meanwhile").await.unwrap(),
+        b"meanwhile"
+    );
+    let served_by = slow_at.elapsed();
+
+    let slow_took = closed_after(&mut slow_read, slow_at, LIMIT).await;
+    trickle.abort();
+    let silent_took = closed_after(&mut silent, silent_at, LIMIT).await;
+    eprintln!(
+        "slow clients: slowloris cut after {slow_took:?}, silent after {silent_took:?}; \
+         others served within {served_by:?}"
+    );
+    for (what, took) in [("slowloris", slow_took), ("silent", silent_took)] {
+        assert!(
+            took >= HEADER_READ_TIMEOUT - Duration::from_millis(100),
+            "{what} cut before the header timeout: {took:?}"
+        );
+        assert!(
+            took < HEADER_READ_TIMEOUT + Duration::from_secs(3),
+            "{what} cut late: {took:?}"
+        );
+    }
+    assert!(
+        served_by < HEADER_READ_TIMEOUT,
+        "the legitimate clients waited for the slow ones: {served_by:?}"
+    );
+    // Neither slow request was forwarded (the two `meanwhile` were).
+    assert_eq!(
+        mesh.inbound_metrics.requests("inbound", "allow"),
+        allowed_before + 2
+    );
     mesh.stop().await;
 }

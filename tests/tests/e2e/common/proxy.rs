@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use rcgen::{CertificateParams, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, ServerName};
 use sigil_identity::{IdMatcher, SpiffeId, TrustDomain};
@@ -96,10 +95,10 @@ pub(crate) struct MeshUnderTest {
     pub(crate) http_app: SocketAddr,
     /// Inbound TCP listener in front of [`Self::tcp_app`].
     pub(crate) inbound: SocketAddr,
-    /// Inbound TCP listener in front of [`Self::http_app`] (HTTP over an
+    /// Inbound TCP listener in front of the HTTP echo app (HTTP over an
     /// L4 listener: the proxy copies bytes).
     pub(crate) inbound_tcp_http: SocketAddr,
-    /// Inbound `protocol = "http"` listener in front of [`Self::http_app`].
+    /// Inbound `protocol = "http"` listener in front of the HTTP echo app.
     pub(crate) inbound_http: Option<SocketAddr>,
     /// Outbound TCP listener towards [`Self::inbound`] (expects
     /// [`SERVER_ID`]).
@@ -113,7 +112,6 @@ pub(crate) struct MeshUnderTest {
     pub(crate) outbound_spy: SocketAddr,
     /// The inbound proxy's metrics.
     pub(crate) inbound_metrics: ProxyMetrics,
-    inbound_registry: Registry,
     /// The outbound proxy's metrics.
     pub(crate) outbound_metrics: ProxyMetrics,
     /// [`CLIENT_ID`]'s credentials from its agent (a second SDS client),
@@ -156,18 +154,29 @@ fn agent_for(
 /// A proxy configuration: SDS from `socket`, the top-level lines `top`, the
 /// `[[listeners]]` tables `listeners`, then `tables`.
 fn proxy_config(socket: &std::path::Path, top: &str, listeners: &str, tables: &str) -> ProxyConfig {
-    let text = format!(
-        "trust_domain = \"{TD}\"\n{top}\n[credentials.sds]\nsocket = \"{}\"\n{listeners}\n{tables}\n",
-        socket.display()
-    );
+    let text = proxy_config_text(socket, top, listeners, tables);
     ProxyConfig::load(&text, &BTreeMap::<String, String>::new())
         .unwrap_or_else(|e| panic!("proxy config: {e}\n{text}"))
+}
+
+fn proxy_config_text(socket: &std::path::Path, top: &str, listeners: &str, tables: &str) -> String {
+    format!(
+        "trust_domain = \"{TD}\"\n{top}\n[credentials.sds]\nsocket = \"{}\"\n{listeners}\n{tables}\n",
+        socket.display()
+    )
 }
 
 fn listener(mode: &str, target: SocketAddr, extra: &str) -> String {
     format!(
         "[[listeners]]\nmode = \"{mode}\"\nlisten = \"127.0.0.1:0\"\ntarget = \"{target}\"\n{extra}\n"
     )
+}
+
+/// `tables` and a `[policy]` table with [`STRICT`] and `policy` (a file
+/// in `dir`).
+fn with_policy(dir: &std::path::Path, tables: &str, policy: &str) -> String {
+    let file = super::write(dir, "inbound-policy.yaml", format!("{STRICT}---\n{policy}"));
+    format!("{tables}\n[policy]\nfiles = [\"{}\"]\n", file.display())
 }
 
 /// Credentials kept filled by an SDS client of `agent` until `stop`.
@@ -197,24 +206,15 @@ impl MeshUnderTest {
         if options.http {
             inbound_listeners += &listener("inbound", http_app, "protocol = \"http\"");
         }
-        let policy = super::write(
-            dir.path(),
-            "inbound-policy.yaml",
-            format!("{STRICT}---\n{}", options.inbound_policy),
-        );
-        let inbound_tables = format!(
-            "{}\n[policy]\nfiles = [\"{}\"]\n",
-            options.inbound_tables,
-            policy.display()
-        );
+        let inbound_tables =
+            with_policy(dir.path(), &options.inbound_tables, &options.inbound_policy);
         let inbound_config = proxy_config(
             &server_agent.sds,
             &options.inbound_top,
             &inbound_listeners,
             &inbound_tables,
         );
-        let mut inbound_registry = Registry::default();
-        let inbound_metrics = ProxyMetrics::new(&mut inbound_registry);
+        let inbound_metrics = ProxyMetrics::default();
         let inbound_running =
             sigil_proxy::start_with_metrics(&inbound_config, inbound_metrics.clone())
                 .await
@@ -257,7 +257,6 @@ impl MeshUnderTest {
             outbound_http,
             outbound_spy,
             inbound_metrics,
-            inbound_registry,
             outbound_metrics,
             client_creds,
             running: vec![inbound_running, outbound_running],
@@ -329,13 +328,17 @@ impl MeshUnderTest {
         }
     }
 
-    /// The current value of the inbound proxy's metric sample `series`, as
-    /// exposed (e.g. `proxy_connections_open`), 0 when absent.
-    pub(crate) fn inbound_metric(&self, series: &str) -> f64 {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.inbound_registry)
-            .expect("encode metrics");
-        ca::sample(&text, series)
+    /// Another inbound proxy for [`SERVER_ID`] (same agent, STRICT), in a
+    /// process of its own: an L4 listener in front of the TCP app, then an
+    /// L7 one in front of the HTTP app; `top` and `tables` as in
+    /// [`MeshOptions`].
+    pub(crate) async fn separate_inbound(&self, top: &str, tables: &str) -> ProxyProcess {
+        let listeners = listener("inbound", self.tcp_app.addr, "")
+            + &listener("inbound", self.http_app, "protocol = \"http\"");
+        let tables = with_policy(self.dir.path(), tables, "");
+        let text = proxy_config_text(&self.server_agent.sds, top, &listeners, &tables);
+        let file = super::write(self.dir.path(), "separate-inbound.toml", text);
+        ProxyProcess::start(&file).await
     }
 
     /// Signs `params` (a fresh P-256 key) with the CA's own key: a

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use http_body_util::{BodyExt as _, Full};
+use hyper::Request;
 use hyper::body::Bytes;
-use hyper::{HeaderMap, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -21,13 +21,11 @@ pub(crate) enum HttpClient {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
-/// A response: status, headers, body.
+/// A response: status and body.
 #[derive(Debug)]
 pub(crate) struct Reply {
     /// The status code.
     pub(crate) status: u16,
-    /// The headers.
-    pub(crate) headers: HeaderMap,
     /// The body.
     pub(crate) body: Bytes,
 }
@@ -117,7 +115,6 @@ impl HttpClient {
                 .to_bytes();
             Ok(Reply {
                 status: parts.status.as_u16(),
-                headers: parts.headers,
                 body,
             })
         };

@@ -1,8 +1,9 @@
 //! Peers of the inbound proxy that are not the outbound proxy: direct
 //! rustls clients with any certificate (or none), raw ClientHello bytes,
 //! the `idle_peers` child process (tests/src/bin) holding thousands of
-//! idle mTLS connections; and the system helpers these tests need (open
-//! file limit, this process's RSS, whether a command line tool exists).
+//! idle mTLS connections, the `proxy_under_test` child process (a proxy in
+//! a process of its own); and the system helpers these tests need (open
+//! file limit, a process's RSS, whether a command line tool exists).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -172,6 +173,86 @@ impl IdlePeers {
     }
 }
 
+/// The `proxy_under_test` child process (tests/src/bin): a proxy whose
+/// memory is its own. Killed on drop.
+pub(crate) struct ProxyProcess {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// Its listeners' addresses, in configuration order.
+    pub(crate) addrs: Vec<SocketAddr>,
+}
+
+impl ProxyProcess {
+    /// Starts it with the configuration file `config`; waits until it
+    /// listens.
+    pub(crate) async fn start(config: &Path) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxy_under_test"))
+            .arg(config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start proxy_under_test: {e}"));
+        let stdin = child.stdin.take();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .expect("proxy_under_test starts")
+            .expect("read proxy_under_test")
+            .expect("proxy_under_test exited early");
+        let addrs = match line.strip_prefix("ready ") {
+            Some(addrs) => addrs
+                .split(' ')
+                .map(|a| a.parse().expect("an address"))
+                .collect(),
+            None => panic!("proxy_under_test: {line}"),
+        };
+        Self {
+            child,
+            stdin,
+            lines,
+            addrs,
+        }
+    }
+
+    /// The connections it is serving now.
+    pub(crate) async fn open_connections(&mut self) -> u64 {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self.stdin.as_mut().expect("running");
+        stdin
+            .write_all(b"open\n")
+            .await
+            .expect("ask proxy_under_test");
+        stdin.flush().await.expect("ask proxy_under_test");
+        let line = tokio::time::timeout(LIMIT, self.lines.next_line())
+            .await
+            .expect("proxy_under_test answers")
+            .expect("read proxy_under_test")
+            .expect("proxy_under_test exited");
+        line.strip_prefix("open ")
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(|n| n as u64)
+            .unwrap_or_else(|| panic!("proxy_under_test: {line}"))
+    }
+
+    /// Its resident set size, bytes.
+    pub(crate) fn rss_bytes(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        rss_of(&format!("/proc/{pid}/status"))
+    }
+
+    /// Shuts it down (closing its standard input) and waits for it.
+    pub(crate) async fn stop(mut self) {
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("proxy_under_test stops")
+            .expect("wait for proxy_under_test");
+        assert!(status.success(), "proxy_under_test: {status}");
+    }
+}
+
 /// Raises this process's open-file limit (children inherit it) towards
 /// `wanted`: the soft limit up to the hard one, the hard one too where
 /// allowed (CAP_SYS_RESOURCE). Returns the soft limit now in force.
@@ -207,15 +288,15 @@ pub(crate) fn raise_open_files(wanted: u64) -> u64 {
     }
 }
 
-/// This process's resident set size (`VmRSS` of `/proc/self/status`), bytes.
-pub(crate) fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+/// The `VmRSS` of a `/proc/<pid>/status` file, bytes.
+fn rss_of(path: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
+        .unwrap_or_else(|| panic!("no VmRSS in {path}"));
     kib * 1024
 }
 
