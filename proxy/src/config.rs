@@ -13,13 +13,34 @@
 //! target = "127.0.0.1:8080"
 //! [admin]                      # optional; /healthz, /readyz, /metrics
 //! addr = "127.0.0.1:15021"     # the default (the node agent's is 15020)
+//! [[federation]]               # optional, repeatable: a federated trust domain
+//! trust_domain = "partner.example"
+//! bundle = "/etc/sigil/partner.bundle"   # PEM roots or SPIFFE bundle JSON
+//! poll_interval = "1s"                   # optional (default 1s)
 //! ```
+//!
+//! Federation: each `[[federation]]` entry trusts the roots in `bundle` for
+//! peers of `trust_domain`, next to the local trust domain's bundle (from
+//! `[credentials.files] bundle` or the SDS `ROOTCA`). A peer chain is only
+//! ever verified against the bundle of the trust domain its own SPIFFE ID
+//! names, so a partner ID signed by the local root (or a local ID signed by a
+//! partner root) is refused. Inbound listeners then accept peers of the
+//! federated domains (authorization decides on their principal, e.g.
+//! `partner.example/ns/x/sa/y`); outbound listeners reach them with
+//! `expected_trust_domain = "partner.example"` or an `expected_id` in it.
+//! The file is PEM `CERTIFICATE` blocks (several roots may overlap during a
+//! rotation) or a SPIFFE bundle JSON document (detected by a leading `{`).
+//! It must be valid at start; afterwards it is polled, and a changed file
+//! that is invalid is refused (logged, naming the file) and the previous
+//! roots kept. Each trust domain must be valid, listed once, and differ from
+//! the local `trust_domain`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sigil_identity::TrustDomain;
 use sigil_runtime::env::{EnvError, EnvOverrides, Environment};
 
 /// The prefix of environment overrides.
@@ -80,6 +101,24 @@ pub struct ProxyConfig {
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Federated trust domains (`[[federation]]`), whose peers are verified
+    /// against their own bundle.
+    #[serde(default)]
+    pub federation: Vec<FederationConfig>,
+}
+
+/// One `[[federation]]` entry: a foreign trust domain and its bundle file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// The federated trust domain (`partner.example`).
+    pub trust_domain: String,
+    /// Its trust bundle: PEM `CERTIFICATE` blocks or SPIFFE bundle JSON.
+    pub bundle: PathBuf,
+    /// How often the file is checked for changes (default
+    /// [`DEFAULT_POLL_INTERVAL`]).
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 /// `[admin]`: the admin listener `sigil proxy` serves with
@@ -376,6 +415,48 @@ impl ProxyConfig {
         if self.idle_timeout.is_zero() {
             return Err(invalid("idle_timeout", "must be positive"));
         }
+        self.validate_federation()
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let local = TrustDomain::new(&self.trust_domain).map_err(|e| ConfigError::Invalid {
+            field: "trust_domain".to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut seen: Vec<TrustDomain> = Vec::with_capacity(self.federation.len());
+        for (i, entry) in self.federation.iter().enumerate() {
+            let invalid = |field: &str, reason: String| ConfigError::Invalid {
+                field: format!("federation[{i}].{field}"),
+                reason,
+            };
+            let td = TrustDomain::new(&entry.trust_domain).map_err(|e| {
+                invalid(
+                    "trust_domain",
+                    format!("{:?} is not a trust domain: {e}", entry.trust_domain),
+                )
+            })?;
+            if td == local {
+                return Err(invalid(
+                    "trust_domain",
+                    format!(
+                        "{td} is the local trust_domain; its bundle comes from the credentials"
+                    ),
+                ));
+            }
+            if let Some(first) = seen.iter().position(|s| *s == td) {
+                return Err(invalid(
+                    "trust_domain",
+                    format!("{td} is already federated by federation[{first}]"),
+                ));
+            }
+            if entry.bundle.as_os_str().is_empty() {
+                return Err(invalid("bundle", "must name a file".to_owned()));
+            }
+            if entry.poll_interval.is_zero() {
+                return Err(invalid("poll_interval", "must be positive".to_owned()));
+            }
+            seen.push(td);
+        }
         Ok(())
     }
 }
@@ -418,6 +499,61 @@ target = "127.0.0.1:8080"
         );
         let config = ProxyConfig::load(TOML, &env).unwrap();
         assert_eq!(config.admin.addr.to_string(), "127.0.0.1:9999");
+    }
+
+    fn federation(entries: &str) -> Result<ProxyConfig, ConfigError> {
+        ProxyConfig::load(&format!("{TOML}{entries}"), &BTreeMap::new())
+    }
+
+    #[test]
+    fn loads_federation_entries() {
+        let config = federation(
+            r#"
+[[federation]]
+trust_domain = "partner.example"
+bundle = "/etc/partner.pem"
+[[federation]]
+trust_domain = "other.example"
+bundle = "/etc/other.json"
+poll_interval = "5s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.federation.len(), 2);
+        assert_eq!(config.federation[0].trust_domain, "partner.example");
+        assert_eq!(config.federation[0].poll_interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(config.federation[1].poll_interval, Duration::from_secs(5));
+        assert!(federation("").unwrap().federation.is_empty());
+    }
+
+    #[test]
+    fn refuses_invalid_duplicate_and_local_federated_trust_domains() {
+        let entry = |td: &str| format!("[[federation]]\ntrust_domain = \"{td}\"\nbundle = \"b\"\n");
+        let cases = [
+            (entry("Not A Domain!"), "federation[0].trust_domain"),
+            (entry("example.org"), "federation[0].trust_domain"),
+            (
+                format!(
+                    "{}{}",
+                    entry("partner.example"),
+                    entry("spiffe://partner.example")
+                ),
+                "federation[1].trust_domain",
+            ),
+            (
+                "[[federation]]\ntrust_domain = \"p.example\"\nbundle = \"\"\n".to_owned(),
+                "federation[0].bundle",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = federation(&text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                "{text}: {err}"
+            );
+        }
+        let err = federation("[[federation]]\ntrust_domain = \"p.example\"\n").unwrap_err();
+        assert!(err.to_string().contains("bundle"), "{err}");
     }
 
     #[test]

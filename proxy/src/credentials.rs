@@ -5,9 +5,15 @@
 //! polls the files and swaps both when the content changes. A file that is
 //! half-written or invalid is refused and the previous material kept. New
 //! handshakes use the new material; established connections are untouched.
+//!
+//! The bundle set the verifiers read is the local trust domain's bundle
+//! ([`Credentials::install_bundle`], from the files or SDS) plus every
+//! federated trust domain's ([`Credentials::install_federated_bundle`], from
+//! [`crate::federation`]); replacing one never drops the others.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sigil_identity::{
     BundleError, BundleHandle, BundleSet, CredentialError, CredentialResolver, TrustBundle,
@@ -49,6 +55,16 @@ pub enum CredentialsError {
     /// The trust domain is invalid.
     #[error("trust_domain {0:?} is invalid")]
     TrustDomain(String),
+    /// A `[[federation]]` bundle could not be loaded.
+    #[error("federation[{index}].bundle {path}: {reason}")]
+    Federation {
+        /// The entry's index in `[[federation]]`.
+        index: usize,
+        /// The bundle file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The material the listeners' TLS configs share: the credential presented
@@ -60,7 +76,35 @@ pub struct Credentials {
     trust_domain: TrustDomain,
     resolver: Arc<CredentialResolver>,
     bundles: BundleHandle,
+    sources: Arc<Mutex<Sources>>,
 }
+
+/// The bundles the published [`BundleSet`] is built from.
+#[derive(Debug, Default)]
+struct Sources {
+    local: Option<TrustBundle>,
+    federated: BTreeMap<TrustDomain, TrustBundle>,
+}
+
+impl Sources {
+    fn set(&self) -> BundleSet {
+        let mut set = BundleSet::new();
+        for bundle in self.federated.values() {
+            set.insert(bundle.clone());
+        }
+        // The local bundle last: it wins should a federated entry name the
+        // local trust domain (the config refuses that).
+        if let Some(local) = &self.local {
+            set.insert(local.clone());
+        }
+        set
+    }
+}
+
+/// Why [`Credentials::install_federated_bundle`] refused a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is the local trust domain; its bundle comes from the credentials")]
+pub struct LocalTrustDomain(pub TrustDomain);
 
 impl Credentials {
     /// Empty material for `trust_domain`: handshakes fail closed until the
@@ -70,6 +114,7 @@ impl Credentials {
             trust_domain,
             resolver: Arc::new(CredentialResolver::new()),
             bundles: BundleHandle::new(BundleSet::new()),
+            sources: Arc::new(Mutex::new(Sources::default())),
         }
     }
 
@@ -93,9 +138,46 @@ impl Credentials {
         self.resolver.store(svid);
     }
 
-    /// Verifies peers against `bundle` from the next handshake on.
+    /// Verifies peers of the local trust domain against `bundle` from the
+    /// next handshake on; the federated bundles stay. `bundle` is taken as
+    /// the local trust domain's whatever trust domain it was parsed for.
     pub fn install_bundle(&self, bundle: TrustBundle) {
-        self.bundles.store(BundleSet::from(bundle));
+        let bundle = if bundle.trust_domain() == &self.trust_domain {
+            bundle
+        } else {
+            TrustBundle::with_x509_authorities(
+                self.trust_domain.clone(),
+                bundle.x509_authorities().iter().cloned(),
+            )
+        };
+        self.update(|sources| sources.local = Some(bundle));
+    }
+
+    /// Verifies peers of `bundle`'s (federated) trust domain against it from
+    /// the next handshake on, replacing that domain's previous bundle; the
+    /// local and other federated bundles stay. The local trust domain is
+    /// refused: its bundle only comes from [`Self::install_bundle`].
+    pub fn install_federated_bundle(&self, bundle: TrustBundle) -> Result<(), LocalTrustDomain> {
+        if bundle.trust_domain() == &self.trust_domain {
+            return Err(LocalTrustDomain(self.trust_domain.clone()));
+        }
+        self.update(|sources| {
+            sources
+                .federated
+                .insert(bundle.trust_domain().clone(), bundle);
+        });
+        Ok(())
+    }
+
+    /// Applies `change` and publishes the new set, under one lock so that
+    /// concurrent updates (files or SDS, federation watchers) never lose
+    /// each other's bundles.
+    fn update(&self, change: impl FnOnce(&mut Sources)) {
+        // The sources are only replaced field by field under the lock; a
+        // panicking writer cannot leave them half-written.
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut sources);
+        self.bundles.store(sources.set());
     }
 
     /// Whether a credential was installed.
@@ -206,4 +288,61 @@ fn parse(
             source,
         })?;
     Ok((svid, bundle))
+}
+
+#[cfg(test)]
+mod tests {
+    use sigil_test_util::TestCa;
+
+    use super::*;
+
+    fn bundle(td: &str) -> TrustBundle {
+        let ca = TestCa::root(td);
+        TrustBundle::from_pem(TrustDomain::new(td).unwrap(), ca.cert.pem.as_bytes()).unwrap()
+    }
+
+    fn domains(creds: &Credentials) -> Vec<String> {
+        let set = creds.bundles().load();
+        set.iter()
+            .map(|b| b.trust_domain().as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn local_and_federated_bundles_replace_only_their_own_domain() {
+        let creds = Credentials::empty(TrustDomain::new("example.org").unwrap());
+        creds.install_federated_bundle(bundle("b.example")).unwrap();
+        creds.install_bundle(bundle("example.org"));
+        creds.install_federated_bundle(bundle("a.example")).unwrap();
+        assert_eq!(domains(&creds), ["a.example", "b.example", "example.org"]);
+
+        let next = bundle("example.org");
+        creds.install_bundle(next.clone());
+        let replaced = bundle("a.example");
+        creds.install_federated_bundle(replaced.clone()).unwrap();
+        let set = creds.bundles().load();
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.get(next.trust_domain()), Some(&next));
+        assert_eq!(set.get(replaced.trust_domain()), Some(&replaced));
+    }
+
+    #[test]
+    fn the_local_domain_is_never_federated_and_a_foreign_local_bundle_is_rekeyed() {
+        let local = TrustDomain::new("example.org").unwrap();
+        let creds = Credentials::empty(local.clone());
+        let err = creds
+            .install_federated_bundle(bundle("example.org"))
+            .unwrap_err();
+        assert_eq!(err, LocalTrustDomain(local.clone()));
+        assert!(creds.bundles().load().is_empty());
+
+        let foreign = bundle("other.example");
+        creds.install_bundle(foreign.clone());
+        let set = creds.bundles().load();
+        assert_eq!(domains(&creds), ["example.org"]);
+        assert_eq!(
+            set.get(&local).unwrap().x509_authorities(),
+            foreign.x509_authorities()
+        );
+    }
 }

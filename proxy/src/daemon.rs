@@ -1,7 +1,8 @@
 //! The daemon: the policy files loaded (a missing or invalid one stops the
 //! start) and watched ([`crate::reload`]), credentials from the configured
 //! source, every listener bound and served until shutdown; all its tasks
-//! tracked and stopped by [`Running::shutdown`]. The `sigil proxy`
+//! tracked and stopped by [`Running::shutdown`]. The `[[federation]]`
+//! bundles are loaded (an invalid one stops the start) and watched too. The `sigil proxy`
 //! subcommand starts it and builds `/readyz` on [`Running::ready`].
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::authz::Policies;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::credentials::{Credentials, CredentialsError, FileCredentials};
+use crate::federation::FederatedBundles;
 use crate::listener::{ListenerError, Proxy};
 use crate::metrics::ProxyMetrics;
 use crate::reload::{PolicyError, PolicyStore};
@@ -126,6 +128,7 @@ pub async fn start_with_metrics(
             .into());
         }
     };
+    FederatedBundles::load(&config.federation, &creds)?.watch(&tasks, &shutdown);
     let mut addrs = Vec::with_capacity(config.listeners.len());
     let mut proxies = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {

@@ -15,7 +15,8 @@
 //!
 //! Modules: configuration ([`config`]); credentials from files (hot
 //! reloaded) or from the node agent's SDS ([`sds`]), both swapped
-//! atomically into the TLS configs ([`tls`]); listeners ([`listener`]) with
+//! atomically into the TLS configs ([`tls`]), with the bundles of federated
+//! trust domains ([`federation`]); listeners ([`listener`]) with
 //! bounded connections and a handshake timeout, the ClientHello sniffer of
 //! PERMISSIVE ports ([`sniff`]), L4 copy ([`copy`]) and L7 ([`http`]); the
 //! policy in force ([`authz`]) loaded and hot reloaded by [`reload`]; the
@@ -29,6 +30,7 @@ pub mod config;
 pub mod copy;
 pub mod credentials;
 pub mod daemon;
+pub mod federation;
 pub mod http;
 pub mod jwt;
 pub mod listener;
@@ -41,11 +43,12 @@ pub mod tls;
 
 pub use authz::{Policies, PolicyState};
 pub use config::{
-    ConfigError, CredentialsConfig, FilesConfig, HttpConfig, ListenerConfig, ListenerMode,
-    PolicyConfig, Protocol, ProxyConfig, SdsConfig,
+    ConfigError, CredentialsConfig, FederationConfig, FilesConfig, HttpConfig, ListenerConfig,
+    ListenerMode, PolicyConfig, Protocol, ProxyConfig, SdsConfig,
 };
 pub use credentials::{Credentials, CredentialsError, FileCredentials};
 pub use daemon::{RunError, Running, run, start, start_with_metrics};
+pub use federation::FederatedBundles;
 pub use listener::{ListenerError, Proxy};
 pub use metrics::ProxyMetrics;
 pub use sds::{SdsClient, SdsError};

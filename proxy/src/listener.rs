@@ -398,7 +398,7 @@ impl Proxy {
         if let Some(http) = &self.http {
             let upstream_h2 = session.alpn_protocol() == Some(b"h2");
             let conn = ConnInfo {
-                peer: None,
+                peer: log.destination_principal.clone(),
                 source: log.source_addr,
                 local,
                 sni: None,

@@ -30,7 +30,10 @@ fn versions(allow_tls12: bool) -> &'static [&'static SupportedProtocolVersion] {
 }
 
 /// The inbound (server) config: requires a client certificate that verifies
-/// against the bundles (any SPIFFE ID; authorization decides after).
+/// against the bundles (any SPIFFE ID; authorization decides after). The
+/// verifier picks the bundle of the trust domain the peer's own SPIFFE ID
+/// names, so peers of federated domains verify against their domain's roots
+/// only, and a peer of a domain without a bundle is refused.
 pub fn server_config(
     creds: &Credentials,
     allow_tls12: bool,
