@@ -16,7 +16,7 @@ use crate::common::agent::{check_svid_chain, wait_until};
 use crate::common::ca::uri_sans;
 use crate::common::proxy::{
     CLIENT_ID, HttpClient, LIMIT, MeshOptions, MeshUnderTest, SERVER_ID, app_header, direct_echo,
-    direct_http, raw_get, request, roundtrip, run_tool, tool_available,
+    direct_http, impostor, raw_get, request, roundtrip, run_tool, tool_available,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +70,67 @@ async fn client_to_outbound_to_inbound_to_app_over_mtls_with_the_agents_svids() 
     })
     .await;
     assert_eq!(mesh.inbound_metrics.connections("inbound", "deny"), 0);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbound_refuses_impostors_of_the_inbound() {
+    let mesh = MeshUnderTest::start(MeshOptions::default()).await;
+    let fake_root = look_alike_root(&mesh);
+    let impostors = [
+        (
+            "self-signed leaf with the inbound's SPIFFE ID",
+            TestCa::self_signed(leaf_params(SERVER_ID), sigil_test_util::p256()).cert,
+            None,
+        ),
+        (
+            "the inbound's SPIFFE ID under a look-alike of the mesh's root",
+            fake_root.leaf(SERVER_ID),
+            Some(&fake_root.cert),
+        ),
+        (
+            "expired (signed by the mesh's CA)",
+            mesh.sign(leaf_between(SERVER_ID, -7200, -3600)),
+            None,
+        ),
+        (
+            "another workload of the mesh (valid, unexpected ID)",
+            mesh.leaf("spiffe://cluster.local/ns/default/sa/other"),
+            None,
+        ),
+    ];
+    let mut servers = Vec::new();
+    for (what, cert, chain) in &impostors {
+        let chain: Vec<&sigil_test_util::TestCert> = chain.iter().copied().collect();
+        servers.push((*what, impostor(cert, &chain).await));
+    }
+    // The control: the same kind of server with a certificate the CA signed
+    // for the expected ID is reached.
+    let genuine = impostor(&mesh.leaf(SERVER_ID), &[]).await;
+    let mut targets: Vec<_> = servers.iter().map(|(_, (addr, _))| *addr).collect();
+    targets.push(genuine.0);
+    let (listeners, running) = mesh.outbound_to(&targets).await;
+
+    let mut genuine_client = TcpStream::connect(listeners[servers.len()]).await.unwrap();
+    assert_eq!(
+        roundtrip(&mut genuine_client, b"to the genuine")
+            .await
+            .unwrap(),
+        b"to the genuine"
+    );
+    for (i, (what, (_, completed))) in servers.iter().enumerate() {
+        let mut client = TcpStream::connect(listeners[i]).await.unwrap();
+        let outcome = roundtrip(&mut client, b"secret").await;
+        assert!(outcome.is_err(), "{what}: the outbound proxy talked to it");
+        assert_eq!(
+            completed.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{what}: a handshake completed"
+        );
+    }
+    assert_eq!(genuine.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(genuine_client);
+    running.shutdown().await;
     mesh.stop().await;
 }
 

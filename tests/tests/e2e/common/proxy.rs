@@ -328,6 +328,22 @@ impl MeshUnderTest {
         }
     }
 
+    /// Another outbound proxy for [`CLIENT_ID`] (same agent) with one TCP
+    /// listener per target, each expecting [`SERVER_ID`]; returns their
+    /// addresses, in order, and the running proxy.
+    pub(crate) async fn outbound_to(&self, targets: &[SocketAddr]) -> (Vec<SocketAddr>, Running) {
+        let expect = format!("expected_id = \"{SERVER_ID}\"");
+        let listeners: String = targets
+            .iter()
+            .map(|t| listener("outbound", *t, &expect))
+            .collect();
+        let config = proxy_config(&self.client_agent.sds, "", &listeners, "");
+        let running = sigil_proxy::start(&config)
+            .await
+            .unwrap_or_else(|e| panic!("start an outbound proxy: {e}"));
+        (running.addrs.clone(), running)
+    }
+
     /// Another inbound proxy for [`SERVER_ID`] (same agent, STRICT), in a
     /// process of its own: an L4 listener in front of the TCP app, then an
     /// L7 one in front of the HTTP app; `top` and `tables` as in

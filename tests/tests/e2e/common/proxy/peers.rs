@@ -102,6 +102,48 @@ pub(crate) fn raw_get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
+/// A TLS server presenting `cert` (and the `chain` above it), requiring no
+/// client certificate, that echoes what a completed handshake brings. Its
+/// counter: handshakes completed.
+pub(crate) async fn impostor(
+    cert: &TestCert,
+    chain: &[&TestCert],
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut certs = vec![cert.der.clone()];
+    certs.extend(chain.iter().map(|c| c.der.clone()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("the impostor's certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the impostor");
+    let addr = listener.local_addr().expect("impostor addr");
+    let completed = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&completed);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let (mut r, mut w) = tokio::io::split(&mut tls);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    (addr, completed)
+}
+
 /// The bytes of a real TLS ClientHello (as the mesh's rustls clients send
 /// it).
 pub(crate) fn client_hello(mesh: &MeshUnderTest) -> Vec<u8> {
