@@ -1,11 +1,12 @@
 //! Rotation under load (issue 16, acceptance 3): both agents issue 20 s
 //! certificates, so each proxy gets a new one over SDS about every 10 s.
-//! While clients keep exchanging through outbound -> inbound (on kept
-//! connections and on a new connection per request), both proxies' served
+//! While clients keep exchanging through outbound -> inbound (TCP and HTTP,
+//! HTTP/1.1 and HTTP/2, on kept connections and on a new connection per
+//! request), both proxies' served
 //! certificates change at least twice (observed by serial: the inbound's in
 //! a probe handshake, the outbound's through the spy): no request fails, and
-//! a connection opened before the first rotation still works after the
-//! certificates it was established with have expired.
+//! connections (TCP and HTTP/2) opened before the first rotation still work
+//! after the certificates they were established with have expired.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,20 +19,45 @@ use tokio_util::sync::CancellationToken;
 use crate::common::agent::within;
 use crate::common::ca::{now_secs, validity};
 use crate::common::proxy::{
-    CLIENT_ID, MeshOptions, MeshUnderTest, SERVER_ID, roundtrip, serial_of,
+    CLIENT_ID, HttpClient, MeshOptions, MeshUnderTest, SERVER_ID, roundtrip, serial_of,
 };
 
 /// The certificate lifetime both agents ask for: renewal at half of it
 /// (minus up to 10 % jitter), about every 10 s.
 const TTL: Duration = Duration::from_secs(20);
-/// Clients keeping one connection, and clients opening one per request.
-const KEPT: usize = 2;
-const FRESH: usize = 2;
+/// The load: which listener, and whether a client keeps its connection.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// TCP through the outbound L4 listener.
+    Tcp { kept: bool },
+    /// HTTP through the outbound L7 listener (`h2`: HTTP/2 prior knowledge).
+    Http { kept: bool, h2: bool },
+}
+
+const CLIENTS: [Load; 6] = [
+    Load::Tcp { kept: true },
+    Load::Tcp { kept: true },
+    Load::Tcp { kept: false },
+    Load::Http {
+        kept: true,
+        h2: false,
+    },
+    Load::Http {
+        kept: true,
+        h2: true,
+    },
+    Load::Http {
+        kept: false,
+        h2: false,
+    },
+];
 
 /// What the load saw.
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
+    /// Successes per client (by index in [`CLIENTS`]).
+    by_client: [AtomicU64; CLIENTS.len()],
     failures: std::sync::Mutex<Vec<String>>,
 }
 
@@ -46,32 +72,61 @@ impl Tally {
     }
 }
 
-/// One client: until `stop`, request/response on one kept connection
-/// (`kept`) or on a new connection each time.
+/// One client: until `stop`, request/response through the mesh as `load`
+/// says.
 async fn client(
     mesh: Arc<MeshUnderTest>,
     id: usize,
-    kept: bool,
+    load: Load,
     stop: CancellationToken,
     tally: Arc<Tally>,
 ) {
-    let mut conn: Option<TcpStream> = None;
+    let mut tcp: Option<TcpStream> = None;
+    let mut http: Option<HttpClient> = None;
     let mut n = 0u64;
     while !stop.is_cancelled() {
         n += 1;
         let msg = format!("client {id} request {n}");
-        let outcome = async {
-            let stream = match conn.as_mut() {
-                Some(stream) if kept => stream,
-                _ => conn.insert(TcpStream::connect(mesh.outbound).await?),
-            };
-            roundtrip(stream, msg.as_bytes()).await.map(drop)
+        let (outcome, kept) = match load {
+            Load::Tcp { kept } => {
+                let outcome = async {
+                    let stream = match tcp.as_mut() {
+                        Some(stream) if kept => stream,
+                        _ => tcp.insert(TcpStream::connect(mesh.outbound).await?),
+                    };
+                    roundtrip(stream, msg.as_bytes()).await.map(drop)
+                }
+                .await;
+                if outcome.is_err() || !kept {
+                    tcp = None;
+                }
+                (outcome, kept)
+            }
+            Load::Http { kept, h2 } => {
+                let path = format!("/client/{id}/{n}");
+                let outcome = async {
+                    let outbound = mesh.outbound_http.expect("the HTTP listeners");
+                    let client = match http.as_mut() {
+                        Some(client) if kept => client,
+                        _ => http.insert(HttpClient::connect(outbound, h2).await?),
+                    };
+                    let reply = client.get(&path, &[]).await?;
+                    if reply.status != 200 || reply.report()["path"] != path.as_str() {
+                        return Err(std::io::Error::other(format!("got {reply:?}")));
+                    }
+                    Ok(())
+                }
+                .await;
+                if outcome.is_err() || !kept {
+                    http = None;
+                }
+                (outcome, kept)
+            }
+        };
+        if outcome.is_ok() {
+            tally.by_client[id].fetch_add(1, Ordering::Relaxed);
         }
-        .await;
-        if outcome.is_err() || !kept {
-            conn = None;
-        }
-        tally.record(&msg, outcome);
+        tally.record(&format!("{load:?} {msg}"), outcome);
         if kept {
             // Paced, so the fresh-connection clients and the proxies share
             // the two cores.
@@ -85,6 +140,7 @@ async fn rotation_every_10s_under_load_fails_no_request_and_long_lived_connectio
     let mesh = Arc::new(
         MeshUnderTest::start(MeshOptions {
             ttl: Some(TTL),
+            http: true,
             ..MeshOptions::default()
         })
         .await,
@@ -93,6 +149,10 @@ async fn rotation_every_10s_under_load_fails_no_request_and_long_lived_connectio
     let first_out = mesh.outbound_presented().await.unwrap();
     let mut long_lived = TcpStream::connect(mesh.outbound).await.unwrap();
     roundtrip(&mut long_lived, b"opened").await.unwrap();
+    let mut long_lived_h2 = HttpClient::connect(mesh.outbound_http.unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!(long_lived_h2.get("/opened", &[]).await.unwrap().status, 200);
     assert_eq!(
         serial_of(&mesh.inbound_leaf().await.unwrap()),
         serial_of(&first_in),
@@ -107,11 +167,11 @@ async fn rotation_every_10s_under_load_fails_no_request_and_long_lived_connectio
     let stop = CancellationToken::new();
     let tally = Arc::new(Tally::default());
     let mut load = JoinSet::new();
-    for id in 0..KEPT + FRESH {
+    for (id, kind) in CLIENTS.into_iter().enumerate() {
         load.spawn(client(
             Arc::clone(&mesh),
             id,
-            id < KEPT,
+            kind,
             stop.clone(),
             Arc::clone(&tally),
         ));
@@ -163,6 +223,13 @@ async fn rotation_every_10s_under_load_fails_no_request_and_long_lived_connectio
     );
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
     assert!(ok >= 200, "too little load to mean anything: {ok} requests");
+    for (id, load) in CLIENTS.iter().enumerate() {
+        let done = tally.by_client[id].load(Ordering::Relaxed);
+        assert!(
+            done >= 20,
+            "client {id} ({load:?}) made only {done} requests"
+        );
+    }
     for serials in [&inbound_serials, &outbound_serials] {
         let mut distinct = serials.clone();
         distinct.sort();
@@ -209,4 +276,7 @@ async fn rotation_every_10s_under_load_fails_no_request_and_long_lived_connectio
             .unwrap(),
         b"still here after the rotations"
     );
+    let reply = long_lived_h2.get("/still-here", &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.report()["path"], "/still-here");
 }
