@@ -263,9 +263,15 @@ impl MeshUnderTest {
             stop,
             dir,
         };
-        wait_until("a request goes through the mesh", LIMIT, || async {
-            mesh.client_creds.is_ready() && mesh.tcp_roundtrip(b"ready?").await.is_ok()
-        })
+        wait_until(
+            "a request goes through the mesh, and to the spy",
+            LIMIT,
+            || async {
+                mesh.client_creds.is_ready()
+                    && mesh.tcp_roundtrip(b"ready?").await.is_ok()
+                    && mesh.outbound_presented().await.is_ok()
+            },
+        )
         .await;
         mesh
     }
@@ -330,7 +336,8 @@ impl MeshUnderTest {
 
     /// Another outbound proxy for [`CLIENT_ID`] (same agent) with one TCP
     /// listener per target, each expecting [`SERVER_ID`]; returns their
-    /// addresses, in order, and the running proxy.
+    /// addresses, in order, and the running proxy, once it has its
+    /// credentials.
     pub(crate) async fn outbound_to(&self, targets: &[SocketAddr]) -> (Vec<SocketAddr>, Running) {
         let expect = format!("expected_id = \"{SERVER_ID}\"");
         let listeners: String = targets
@@ -341,6 +348,10 @@ impl MeshUnderTest {
         let running = sigil_proxy::start(&config)
             .await
             .unwrap_or_else(|e| panic!("start an outbound proxy: {e}"));
+        wait_until("the outbound proxy has its credentials", LIMIT, || async {
+            running.ready()
+        })
+        .await;
         (running.addrs.clone(), running)
     }
 
