@@ -233,6 +233,40 @@ fn peer_authentication_strict_refuses_plaintext_per_port() {
 }
 
 #[test]
+fn peer_authentication_disable_drops_the_peer_and_audit_marks() {
+    let yaml = format!(
+        "{POLICIES}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {{name: off, namespace: default}}\n\
+         spec:\n  selector: {{matchLabels: {{app: web}}}}\n  mtls: {{mode: DISABLE}}\n\
+         ---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: audit-all, namespace: istio-system}}\n\
+         spec:\n  action: AUDIT\n  rules:\n  - {{}}\n"
+    );
+    let dir = with_policies(&yaml);
+    let get = ["--peer", CLIENT, "--port", "8080", "--method", "GET"];
+    // The mesh-wide AUDIT marks without deciding.
+    expect(
+        &explain(dir.path(), &get),
+        0,
+        "allow: ALLOW policy default/allow-reads rule 0 \
+         (audited by AUDIT policy istio-system/audit-all rule 0)",
+    );
+    // DISABLE: no TLS terminated, so the peer's principal is unknown.
+    let disabled = [&get[..], &["--label", "app=web"]].concat();
+    let stdout = expect(
+        &explain(dir.path(), &disabled),
+        1,
+        "deny: ALLOW policies apply and none matched \
+         (audited by AUDIT policy istio-system/audit-all rule 0)",
+    );
+    assert!(stdout.contains("port 8080: DISABLE"), "{stdout}");
+    assert!(
+        stdout.contains("note: mTLS is DISABLE on port 8080"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn header_conditions_match_and_repeated_headers_are_denied_per_value() {
     let dir = with_policies(POLICIES);
     let base = ["--plaintext", "--port", "8080"];

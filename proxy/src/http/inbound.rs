@@ -365,5 +365,6 @@ fn bad_request_body(error: &RequestError) -> &'static str {
     match error {
         RequestError::NulInPath => "invalid path: NUL",
         RequestError::NotOriginForm => "invalid path: not origin-form",
+        RequestError::AmbiguousEscape => "invalid path: ambiguous percent-encoding",
     }
 }

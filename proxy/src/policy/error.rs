@@ -40,4 +40,8 @@ pub enum RequestError {
     /// The path is not an origin-form path (does not start with `/`).
     #[error("path does not start with '/'")]
     NotOriginForm,
+    /// A character decoded right after a `%` that starts no valid escape (`/%%36%31`):
+    /// the result would read as a different escape. Envoy refuses these too.
+    #[error("path has a percent-escape next to a stray '%'")]
+    AmbiguousEscape,
 }

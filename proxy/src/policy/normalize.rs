@@ -3,6 +3,10 @@
 //! BASE (the default): RFC 3986 dot-segment removal (also `%2e%2e` in either case),
 //! percent-decoding of unreserved characters, a literal `\` becomes `/`, `%2F`/`%5C` stay
 //! encoded, `//` is kept, the query and fragment are ignored, `%00` is refused (400).
+//! A character decoded right after a `%` that starts no valid escape is refused too (400), as
+//! Envoy's URL canonicalizer (Chromium's, `last_invalid_percent_index`) does: `/%%36%31dmin`
+//! would otherwise become `/%61dmin`, which matches no `/admin*` rule here yet is `/admin` to a
+//! backend that decodes it.
 
 use super::error::RequestError;
 
@@ -33,6 +37,8 @@ pub fn normalize_path(raw: &str, mode: PathNormalization) -> Result<String, Requ
     }
     let bytes = path.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    // Where the last `%` that starts no valid escape went in `out`.
+    let mut invalid_percent: Option<usize> = None;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == 0 {
@@ -50,6 +56,11 @@ pub fn normalize_path(raw: &str, mode: PathNormalization) -> Result<String, Requ
             if c == 0 {
                 return Err(RequestError::NulInPath);
             } else if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                // Within two characters of a stray `%`, the decoded character could form
+                // a new escape: refuse, as Envoy.
+                if invalid_percent.is_some_and(|p| p + 2 >= out.len()) {
+                    return Err(RequestError::AmbiguousEscape);
+                }
                 out.push(c);
             } else if decode_slash {
                 out.push(b'/');
@@ -59,6 +70,9 @@ pub fn normalize_path(raw: &str, mode: PathNormalization) -> Result<String, Requ
             }
             i += 3;
             continue;
+        }
+        if b == b'%' {
+            invalid_percent = Some(out.len());
         }
         out.push(if b == b'\\' { b'/' } else { b });
         i += 1;
@@ -95,4 +109,30 @@ fn remove_dot_segments(path: &str) -> String {
         }
     }
     format!("/{}", segs.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoded_character_next_to_a_stray_percent_is_refused() {
+        for mode in [
+            PathNormalization::Base,
+            PathNormalization::MergeSlashes,
+            PathNormalization::DecodeAndMergeSlashes,
+        ] {
+            for path in ["/%%36%31dmin", "/%3%377", "/%6%31dmin", "/a%%41"] {
+                assert_eq!(
+                    normalize_path(path, mode),
+                    Err(RequestError::AmbiguousEscape),
+                    "{path}"
+                );
+            }
+            // A stray `%` further away, or followed by nothing decoded, is kept.
+            assert_eq!(normalize_path("/%zz%41", mode).as_deref(), Ok("/%zzA"));
+            assert_eq!(normalize_path("/100%", mode).as_deref(), Ok("/100%"));
+            assert_eq!(normalize_path("/%2/x", mode).as_deref(), Ok("/%2/x"));
+        }
+    }
 }
