@@ -480,6 +480,56 @@ fn a_nul_in_the_path_is_a_400() {
 }
 
 #[test]
+fn the_request_line_and_headers_are_checked_as_the_http_layer_does() {
+    let dir = with_policies(POLICIES);
+    // A lowercase method is refused on HTTP/1.1 before any policy.
+    let out = explain(
+        dir.path(),
+        &["--peer", CLIENT, "--port", "8080", "--method", "get"],
+    );
+    expect(
+        &out,
+        1,
+        "deny: the method \"get\" is not upper-case (HTTP/1.1) (HTTP 400)",
+    );
+    // A client's own XFCC never reaches the policy.
+    let out = explain(
+        dir.path(),
+        &[
+            "--plaintext",
+            "--port",
+            "8080",
+            "--header",
+            "x-forwarded-client-cert: By=spiffe://x",
+            "--header",
+            "x-role: admin",
+        ],
+    );
+    let stdout = expect(&out, 0, "allow: ALLOW policy default/allow-reads rule 1");
+    assert!(!stdout.contains("By=spiffe://x"), "{stdout}");
+    assert!(
+        stdout.contains("note: the client's x-forwarded-client-cert"),
+        "{stdout}"
+    );
+    // --host is also the host header.
+    let out = explain(
+        dir.path(),
+        &[
+            "--plaintext",
+            "--port",
+            "8080",
+            "--host",
+            "web:8080",
+            "--output",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["request"]["headers"][0][0], "host");
+    assert_eq!(report["request"]["headers"][0][1], "web:8080");
+}
+
+#[test]
 fn json_output_parses_and_names_the_rule() {
     let dir = with_policies(POLICIES);
     let out = explain(

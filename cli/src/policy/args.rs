@@ -48,10 +48,11 @@ pub(crate) struct ExplainArgs {
     /// default: `--source-ip`.
     #[arg(long)]
     pub(crate) remote_ip: Option<IpAddr>,
-    /// The address the connection arrived on (`destination.ip`).
+    /// The proxy's address the connection arrived on (`destination.ip`).
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) destination_ip: IpAddr,
-    /// The workload port (`ports`, `destination.port`, `portLevelMtls`).
+    /// The workload port: the inbound listener's `target` port (`ports`,
+    /// `destination.port`, `portLevelMtls`).
     #[arg(long)]
     pub(crate) port: u16,
     /// The TLS SNI (`connection.sni`).
@@ -69,7 +70,8 @@ pub(crate) struct ExplainArgs {
     /// HTTP request target, as received (query included; default `/`).
     #[arg(long)]
     pub(crate) path: Option<String>,
-    /// HTTP `Host` / `:authority`, port included.
+    /// HTTP `Host` / `:authority`, port included (also the `host` header
+    /// unless `--header 'host: ...'` is given).
     #[arg(long)]
     pub(crate) host: Option<String>,
     /// An HTTP header (repeatable; a repeated name is a repeated header).

@@ -314,6 +314,17 @@ pub(crate) fn explain(args: &ExplainArgs, docs: &PolicyDocuments, files: Vec<Str
         _ => {}
     }
 
+    // The request line, as the HTTP layer checks it before anything else:
+    // Envoy's HTTP/1 codec takes upper-case method tokens only.
+    let method = args.method.clone().unwrap_or_else(|| "GET".to_owned());
+    if args.is_http() && method.bytes().any(|b| b.is_ascii_lowercase()) && rejected.is_none() {
+        rejected = Some(Rejection {
+            stage: "request",
+            status: Some(400),
+            message: format!("the method {method:?} is not upper-case (HTTP/1.1)"),
+        });
+    }
+
     // Authentication: RequestAuthentication (HTTP only).
     let mut auth = None;
     let authentication = args.is_http().then(|| {
@@ -405,11 +416,12 @@ pub(crate) fn explain(args: &ExplainArgs, docs: &PolicyDocuments, files: Vec<Str
     });
 
     // The request, then authorization.
+    let headers = http_headers(args, &mut notes);
     let http = args.is_http().then(|| HttpRequest {
-        method: args.method.clone().unwrap_or_else(|| "GET".to_owned()),
+        method,
         path: args.path.clone().unwrap_or_else(|| "/".to_owned()),
         host: args.host.clone().unwrap_or_default(),
-        headers: args.headers.clone(),
+        headers: headers.clone(),
         auth,
     });
     let normalized_path = http
@@ -481,7 +493,7 @@ pub(crate) fn explain(args: &ExplainArgs, docs: &PolicyDocuments, files: Vec<Str
             path: request.http.as_ref().map(|h| h.path.clone()),
             normalized_path,
             host: request.http.as_ref().map(|h| h.host.clone()),
-            headers: args.headers.clone(),
+            headers,
             request_principal: request
                 .http
                 .as_ref()
@@ -499,6 +511,30 @@ pub(crate) fn explain(args: &ExplainArgs, docs: &PolicyDocuments, files: Vec<Str
         },
         notes,
     }
+}
+
+/// The headers the policy sees, as the HTTP layer builds them (HTTP/1.1):
+/// `--host` is also the `host` header unless one is given; a client's own
+/// `x-forwarded-client-cert` is removed before the policy.
+fn http_headers(args: &ExplainArgs, notes: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut headers = args.headers.clone();
+    if headers
+        .iter()
+        .any(|(name, _)| name == "x-forwarded-client-cert")
+    {
+        headers.retain(|(name, _)| name != "x-forwarded-client-cert");
+        notes.push(
+            "the client's x-forwarded-client-cert header is removed before the policy \
+             (the proxy sets its own for the application)"
+                .to_owned(),
+        );
+    }
+    if let Some(host) = &args.host
+        && !headers.iter().any(|(name, _)| name == "host")
+    {
+        headers.insert(0, ("host".to_owned(), host.clone()));
+    }
+    headers
 }
 
 /// Where a jwtRule looks for the token (Istio's defaults when none is set).
