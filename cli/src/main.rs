@@ -14,14 +14,19 @@
 //!   addr`, default 127.0.0.1:15021) serving `/healthz`, `/readyz` and
 //!   `/metrics`. Configuration: defaults < file < `SIGIL_PROXY__*`
 //!   variables < flags. SIGINT/SIGTERM drain and exit 0;
-//! - `sigil policy explain --policy F|DIR ... (--peer ID | --plaintext)
-//!   --port P [--method M --path P --host H --header 'k: v'
-//!   --jwt-claims JSON | --request-principal ISS/SUB --claim k=v]` prints
-//!   what the proxy would decide for that request with the same engine
-//!   (PeerAuthentication mode for the port, the RequestAuthentication
-//!   jwtRules that apply, then the AuthorizationPolicy decision naming the
-//!   policy and rule); `--output json` for scripts. Exit 0 allowed, 1
-//!   denied;
+//! - `sigil policy explain` prints what the proxy would decide for a
+//!   request described by flags, with the proxy's own engine: the
+//!   PeerAuthentication mode for the port, the RequestAuthentication
+//!   jwtRules that apply and the token's fate (401/403), then the
+//!   AuthorizationPolicy decision naming the policy and rule. Policies and
+//!   workload: `--policy F|DIR` (repeatable) and/or `--config PROXY.toml`,
+//!   `--namespace`, `--label k=v`, `--root-namespace`,
+//!   `--path-normalization`. Request: `--peer spiffe://...` or
+//!   `--plaintext`, `--port` (the workload port), `--source-ip`,
+//!   `--remote-ip`, `--destination-ip`, `--sni`; HTTP with `--http`,
+//!   `--method`, `--path`, `--host`, `--header 'k: v'`; a validated JWT
+//!   with `--jwt-claims JSON` or `--request-principal ISS/SUB --claim k=v`.
+//!   `--output json` for scripts. Exit 0 allowed, 1 denied;
 //! - `sigil bench ca` drives a CA with real CSRs and reports throughput and
 //!   latency (closed loop, or open loop at a fixed rate with `--rate`);
 //!   `sigil bench issue` times the same issuance in-process.

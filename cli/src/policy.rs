@@ -3,7 +3,9 @@
 //!
 //! The same engine as the proxy (`sigil_proxy::policy`: `PolicyDocuments`
 //! to load, `compose` for PeerAuthentication, `Authorizer::evaluate` and
-//! `Decision`'s one-line form), no copy of its logic. Exit codes: 0 the
+//! `Decision`'s one-line form), no copy of its logic. `--config` takes the
+//! workload and policy files from a `sigil proxy` configuration, so the
+//! answer is the running proxy's. Exit codes: 0 the
 //! request is allowed, 1 it is denied (at any stage: connection,
 //! authentication, request, authorization), 2 a malformed flag (named by
 //! clap), 64 an unreadable or invalid policy file (file, document and
@@ -19,9 +21,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use sigil_proxy::policy::PolicyDocuments;
+use sigil_proxy::config::{ConfigError, ENV_PREFIX, PolicyConfig, ProxyConfig};
+use sigil_proxy::policy::{PolicyDocuments, Workload};
+use sigil_runtime::env::{EnvOverrides, Environment, ProcessEnvironment};
 
 use self::args::{ExplainArgs, OutputFormat};
+use self::explain::Scope;
 use crate::serve::InvalidConfig;
 
 /// `sigil policy`.
@@ -39,10 +44,9 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let files = policy_files(&args.policies)?;
-    let docs = load(&files)?;
-    let names = files.iter().map(|f| f.display().to_string()).collect();
-    let report = explain::explain(args, &docs, names);
+    let scope = scope(args, &ProcessEnvironment)?;
+    let docs = load(&scope.files)?;
+    let report = explain::explain(args, &scope, &docs);
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Text => out
@@ -57,6 +61,47 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `[policy]` of `--config` (or the defaults), then the flags.
+fn scope(args: &ExplainArgs, env: &dyn Environment) -> Result<Scope, InvalidConfig> {
+    let mut policy = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                InvalidConfig(format!(
+                    "cannot read the configuration file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let invalid = |e: ConfigError| InvalidConfig(e.to_string());
+            let overrides = EnvOverrides::from_env(env, ENV_PREFIX)
+                .map_err(|e| invalid(ConfigError::from(e)))?;
+            let config: ProxyConfig = overrides
+                .apply(&text)
+                .map_err(|e| invalid(ConfigError::from(e)))?;
+            config.policy
+        }
+        None => PolicyConfig::default(),
+    };
+    policy.files.extend(policy_files(&args.policies)?);
+    if let Some(namespace) = &args.namespace {
+        policy.namespace.clone_from(namespace);
+    }
+    if let Some(root) = &args.root_namespace {
+        policy.root_namespace.clone_from(root);
+    }
+    policy.labels.extend(args.labels.iter().cloned());
+    Ok(Scope {
+        files: policy.files,
+        workload: Workload {
+            namespace: policy.namespace,
+            labels: policy.labels,
+        },
+        root_namespace: policy.root_namespace,
+        normalization: args
+            .path_normalization
+            .map_or_else(|| policy.path_normalization.into(), Into::into),
     })
 }
 

@@ -688,3 +688,76 @@ fn malformed_flags_exit_2_naming_the_flag() {
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_proxy_configuration_gives_the_workload_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only workload app=web in namespace prod is open to the client.
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: web, namespace: prod}\n\
+         spec:\n  selector: {matchLabels: {app: web}}\n  rules:\n  - from:\n    - source: {namespaces: [default]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        "trust_domain = \"example.org\"\n\
+         [credentials.files]\ncert_chain = \"c.pem\"\nkey = \"k.pem\"\nbundle = \"b.pem\"\n\
+         [policy]\nfiles = [\"web.yaml\"]\nnamespace = \"prod\"\nlabels = { app = \"web\" }\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], vars: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args([
+                "policy",
+                "explain",
+                "--config",
+                "proxy.toml",
+                "--port",
+                "80",
+            ])
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    };
+    expect(
+        &run(&["--peer", CLIENT], &[]),
+        0,
+        "allow: ALLOW policy prod/web rule 0",
+    );
+    expect(
+        &run(&["--peer", OTHER], &[]),
+        1,
+        "deny: ALLOW policies apply and none matched",
+    );
+    // A flag overrides the file: another namespace, no policy applies.
+    expect(
+        &run(&["--peer", OTHER, "--namespace", "dev"], &[]),
+        0,
+        "allow: no ALLOW policy applies to the workload",
+    );
+    // So does the proxy's environment.
+    expect(
+        &run(
+            &["--peer", OTHER],
+            &[("SIGIL_PROXY__POLICY__LABELS__APP", "api")],
+        ),
+        0,
+        "allow: no ALLOW policy applies to the workload",
+    );
+    // A bad configuration: 64 naming the setting.
+    let out = run(
+        &["--peer", CLIENT],
+        &[("SIGIL_PROXY__POLICY__NAMESPAC", "x")],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("SIGIL_PROXY__POLICY__NAMESPAC"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use sigil_identity::SpiffeId;
-use sigil_proxy::policy::{DEFAULT_ROOT_NAMESPACE, PathNormalization};
+use sigil_proxy::policy::PathNormalization;
 
 /// `sigil policy explain`.
 #[derive(Debug, Args)]
@@ -14,21 +14,31 @@ pub(crate) struct ExplainArgs {
     /// An Istio YAML file (AuthorizationPolicy, PeerAuthentication,
     /// RequestAuthentication; several documents per file), or a directory
     /// whose `*.yaml` and `*.yml` files are read in name order. Repeatable.
-    #[arg(long = "policy", value_name = "FILE|DIR", required = true)]
+    #[arg(
+        long = "policy",
+        value_name = "FILE|DIR",
+        required_unless_present = "config"
+    )]
     pub(crate) policies: Vec<PathBuf>,
-    /// The workload's namespace (`[policy] namespace`).
-    #[arg(long, default_value = "default")]
-    pub(crate) namespace: String,
-    /// A workload label, for `selector.matchLabels` (repeatable).
+    /// A `sigil proxy` configuration file (and its `SIGIL_PROXY__*`
+    /// variables): its `[policy]` files, namespace, labels, root namespace
+    /// and path normalization, which the flags below add to or override.
+    #[arg(long, env = "SIGIL_PROXY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// The workload's namespace (`[policy] namespace`; default `default`).
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// A workload label, for `selector.matchLabels` (repeatable; over
+    /// `[policy] labels`).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
     pub(crate) labels: Vec<(String, String)>,
-    /// The mesh root namespace.
-    #[arg(long, default_value = DEFAULT_ROOT_NAMESPACE)]
-    pub(crate) root_namespace: String,
+    /// The mesh root namespace (default `istio-system`).
+    #[arg(long)]
+    pub(crate) root_namespace: Option<String>,
     /// Path normalization before `paths` matching (`[policy]
-    /// path_normalization`).
-    #[arg(long, value_enum, default_value = "base")]
-    pub(crate) path_normalization: Normalization,
+    /// path_normalization`; default `base`).
+    #[arg(long, value_enum)]
+    pub(crate) path_normalization: Option<Normalization>,
 
     /// The verified mTLS peer (`spiffe://td/ns/NS/sa/SA`).
     #[arg(

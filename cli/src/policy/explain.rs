@@ -20,6 +20,19 @@ use sigil_proxy::policy::{
 
 use super::args::ExplainArgs;
 
+/// The workload and the policy settings the request is explained for.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// The policy files, in load order.
+    pub(crate) files: Vec<std::path::PathBuf>,
+    /// The workload.
+    pub(crate) workload: Workload,
+    /// The mesh root namespace.
+    pub(crate) root_namespace: String,
+    /// Path normalization.
+    pub(crate) normalization: PathNormalization,
+}
+
 /// Everything `sigil policy explain` prints.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -278,13 +291,10 @@ fn identity(payload: serde_json::Map<String, serde_json::Value>) -> JwtIdentity 
 }
 
 /// Runs every stage for the request `args` describes against `docs`.
-pub(crate) fn explain(args: &ExplainArgs, docs: &PolicyDocuments, files: Vec<String>) -> Report {
-    let workload = Workload {
-        namespace: args.namespace.clone(),
-        labels: args.labels.iter().cloned().collect(),
-    };
-    let root = args.root_namespace.as_str();
-    let normalization: PathNormalization = args.path_normalization.into();
+pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments) -> Report {
+    let workload = scope.workload.clone();
+    let root = scope.root_namespace.as_str();
+    let normalization = scope.normalization;
     let mut notes = Vec::new();
     let mut rejected = None;
 
@@ -503,8 +513,12 @@ pub(crate) fn explain(args: &ExplainArgs, docs: &PolicyDocuments, files: Vec<Str
         workload: WorkloadReport {
             namespace: workload.namespace,
             labels: workload.labels,
-            root_namespace: args.root_namespace.clone(),
-            files,
+            root_namespace: scope.root_namespace.clone(),
+            files: scope
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
             authorization_policies: docs.authorization.len(),
             peer_authentications: docs.peer.len(),
             request_authentications: docs.request.len(),
