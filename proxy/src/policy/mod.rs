@@ -19,7 +19,6 @@ pub mod model;
 pub mod normalize;
 pub mod peer;
 pub mod request;
-mod validate;
 
 pub use error::{LoadError, RequestError};
 pub use eval::{Authorizer, DEFAULT_ROOT_NAMESPACE, Decision, PolicyRef, Reason, Verdict};

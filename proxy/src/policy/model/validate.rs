@@ -1,6 +1,6 @@
 //! Load-time checks: what Istio's validation refuses, plus unknown `when` keys (Sigil goes further).
 
-use super::model::{Action, AuthorizationSpec};
+use super::{Action, AuthorizationSpec};
 
 type Refusal = (String, String);
 
@@ -81,7 +81,7 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
                         &s.not_remote_ip_blocks,
                     ];
                     for b in blocks.into_iter().flatten().flatten() {
-                        if super::matcher::parse_cidr(b).is_none() {
+                        if crate::policy::matcher::parse_cidr(b).is_none() {
                             // An unparsable block would never match: a DENY would silently not deny.
                             return Err((
                                 format!("spec.rules[{r}].from[{i}].source.ipBlocks"),
@@ -151,7 +151,7 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
                         }
                     }
                     for p in o.paths.iter().chain(&o.not_paths).flatten() {
-                        if p.contains('{') && !super::matcher::valid_template(p) {
+                        if p.contains('{') && !crate::policy::matcher::valid_template(p) {
                             return Err((
                                 format!("spec.rules[{r}].to[{i}].operation.paths"),
                                 format!("invalid path template: {p:?}"),
@@ -166,7 +166,7 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
             let bad = match c.key.as_str() {
                 "source.ip" | "remote.ip" | "destination.ip" => values
                     .clone()
-                    .find(|v| super::matcher::parse_cidr(v).is_none()),
+                    .find(|v| crate::policy::matcher::parse_cidr(v).is_none()),
                 "destination.port" => values.clone().find(|v| v.parse::<u16>().is_err()),
                 _ => None,
             };

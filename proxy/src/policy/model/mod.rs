@@ -3,6 +3,8 @@
 //! Parsed with `serde_yaml_ng` (the maintained fork of the archived `serde_yaml`, same API).
 //! Unknown fields are refused (fail closed rather than ignore a field Sigil does not enforce).
 
+mod validate;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -377,7 +379,7 @@ impl PolicyDocuments {
             match doc.kind.as_str() {
                 "AuthorizationPolicy" => {
                     let spec: AuthorizationSpec = serde_yaml_ng::from_value(spec).map_err(yaml)?;
-                    super::validate::authorization(&spec).map_err(|(f, r)| invalid(f, r))?;
+                    validate::authorization(&spec).map_err(|(f, r)| invalid(f, r))?;
                     let dry_run = doc
                         .metadata
                         .annotations
