@@ -17,6 +17,8 @@
 //!   (`tools/bench-ca.sh`).
 //!
 //! - `sigil bench agent ...` ([`agent`]): the node agent's benchmarks.
+//! - `sigil bench proxy ...` ([`proxy`]): the proxy's benchmarks' load tool
+//!   and backend.
 //!
 //! All are bounded by `--duration` (at most one hour) and stop by
 //! themselves. All use a single-threaded runtime, so the load tool takes as
@@ -27,6 +29,8 @@ mod agent;
 mod closed;
 mod issue;
 mod open;
+#[path = "bench_proxy.rs"]
+mod proxy;
 mod report;
 
 use std::path::PathBuf;
@@ -53,6 +57,9 @@ pub(crate) enum BenchCommand {
     /// The node agent's benchmarks (`tools/bench-agent.sh`).
     #[command(subcommand)]
     Agent(agent::AgentBenchCommand),
+    /// The proxy's benchmarks (`tools/bench-proxy.sh`).
+    #[command(subcommand)]
+    Proxy(proxy::ProxyBenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +124,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Issue(args) => issue::run(&args),
         BenchCommand::Agent(cmd) => agent::run(cmd),
+        BenchCommand::Proxy(cmd) => proxy::run(cmd),
     }
 }
 

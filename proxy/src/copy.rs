@@ -1,19 +1,31 @@
 //! Bidirectional copy with half-close and an idle timeout.
 //!
-//! [`copy_with_idle_timeout`] runs [`tokio::io::copy_bidirectional`] (which
-//! forwards a FIN in one direction while the other keeps flowing) over
-//! wrappers that record the time of the last byte read or written; a
-//! watchdog ends the connection once nothing moved for `idle`.
+//! [`copy_with_idle_timeout`] copies both directions in one future (a FIN
+//! read on one side is forwarded as a shutdown of the other while the other
+//! direction keeps flowing, as [`tokio::io::copy_bidirectional`]) and ends
+//! the connection once nothing moved for `idle`.
+//!
+//! Built for many mostly idle connections:
+//! - a direction holds its [`BUF_SIZE`] buffer only while it has bytes to
+//!   move: the buffer is allocated when the direction is polled and given
+//!   back when a read finds nothing and nothing is left to write, so an idle
+//!   connection holds no copy buffers (tokio's copy keeps 8 KiB per
+//!   direction for the connection's life);
+//! - activity is a counter bumped per read, not a clock read: a watchdog
+//!   wakes every quarter of `idle` and ends the connection after `idle`
+//!   with the counter unchanged (so an idle connection ends between `idle`
+//!   and `1.25 × idle` after its last byte).
 
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+
+/// The copy buffer of a busy direction: one full TLS record of plaintext.
+const BUF_SIZE: usize = 16 * 1024;
 
 /// How a copy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,101 +36,146 @@ pub enum CopyEnd {
     Idle,
 }
 
-/// Milliseconds since `start` of the last activity.
-#[derive(Debug)]
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
+/// One direction's state.
+#[derive(Debug, Default)]
+struct Half {
+    /// Present only while bytes wait to be written (or a read is polled).
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    cap: usize,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+    /// Bytes written so far.
+    amt: u64,
+    /// Reads that returned bytes (the idle watchdog's activity counter).
+    reads: u64,
 }
 
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-struct Tracked<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl Half {
+    /// Moves bytes `reader -> writer` until the reader would block with
+    /// nothing buffered (`Pending`, buffer released) or the reader's EOF was
+    /// forwarded as a shutdown (`Ready(Ok(()))`).
+    fn poll_copy<R, W>(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() != before {
-            self.activity.touch();
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
         }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        loop {
+            if self.pos == self.cap && !self.read_done {
+                let buf = self
+                    .buf
+                    .get_or_insert_with(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+                let mut read_buf = ReadBuf::new(buf);
+                match reader.as_mut().poll_read(cx, &mut read_buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = read_buf.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            self.pos = 0;
+                            self.cap = n;
+                            self.reads = self.reads.wrapping_add(1);
+                        }
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {
+                        // Nothing to move: give the buffer back, and flush
+                        // what was written before sleeping.
+                        self.buf = None;
+                        if self.need_flush {
+                            ready!(writer.as_mut().poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let pending = self
+                    .buf
+                    .as_deref()
+                    .and_then(|buf| buf.get(self.pos..self.cap))
+                    .unwrap_or_default();
+                let n = ready!(writer.as_mut().poll_write(cx, pending))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "write zero bytes into writer",
+                    )));
+                }
+                self.pos += n;
+                self.amt += n as u64;
+                self.need_flush = true;
+            }
+            if self.pos == self.cap && self.read_done {
+                self.buf = None;
+                if self.need_flush {
+                    ready!(writer.as_mut().poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                ready!(writer.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
         }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 /// Copies `a <-> b` with half-close until both sides closed, an error, or
 /// `idle` without a byte in either direction.
-pub async fn copy_with_idle_timeout<A, B>(a: A, b: B, idle: Duration) -> io::Result<CopyEnd>
+pub async fn copy_with_idle_timeout<A, B>(mut a: A, mut b: B, idle: Duration) -> io::Result<CopyEnd>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
-    let mut a = Tracked {
-        inner: a,
-        activity: Arc::clone(&activity),
-    };
-    let mut b = Tracked {
-        inner: b,
-        activity: Arc::clone(&activity),
-    };
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    tokio::pin!(copy);
-    loop {
-        let wait = idle.saturating_sub(activity.idle_for());
-        if wait.is_zero() {
-            return Ok(CopyEnd::Idle);
-        }
-        tokio::select! {
-            done = &mut copy => {
-                let (ab, ba) = done?;
-                return Ok(CopyEnd::Closed(ab, ba));
+    let mut a_to_b = Half::default();
+    let mut b_to_a = Half::default();
+    // The watchdog looks every quarter of `idle`; `idle` without activity
+    // is four looks in a row with the counter unchanged.
+    let tick = (idle / 4).max(Duration::from_millis(1));
+    let looks = u32::try_from(idle.as_nanos().div_ceil(tick.as_nanos().max(1))).unwrap_or(u32::MAX);
+    let mut quiet_looks = 0u32;
+    let mut seen = 0u64;
+    let watchdog = tokio::time::sleep(tick);
+    tokio::pin!(watchdog);
+    poll_fn(|cx| {
+        let ab = a_to_b.poll_copy(cx, Pin::new(&mut a), Pin::new(&mut b));
+        let ba = b_to_a.poll_copy(cx, Pin::new(&mut b), Pin::new(&mut a));
+        match (ab, ba) {
+            (Poll::Ready(Err(error)), _) | (_, Poll::Ready(Err(error))) => {
+                return Poll::Ready(Err(error));
             }
-            () = tokio::time::sleep(wait) => {}
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => {
+                return Poll::Ready(Ok(CopyEnd::Closed(a_to_b.amt, b_to_a.amt)));
+            }
+            _ => {}
         }
-    }
+        while watchdog.as_mut().poll(cx).is_ready() {
+            let activity = a_to_b.reads.wrapping_add(b_to_a.reads);
+            if activity == seen {
+                quiet_looks = quiet_looks.saturating_add(1);
+                if quiet_looks >= looks {
+                    return Poll::Ready(Ok(CopyEnd::Idle));
+                }
+            } else {
+                seen = activity;
+                quiet_looks = 0;
+            }
+            let next = watchdog.deadline() + tick;
+            watchdog.as_mut().reset(next);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -142,7 +199,98 @@ mod tests {
             !task.is_finished(),
             "traffic every 6 s keeps a 10 s idle timeout away"
         );
-        tokio::time::sleep(Duration::from_secs(11)).await;
+        tokio::time::sleep(Duration::from_millis(12_600)).await;
+        assert!(
+            task.is_finished(),
+            "ended within 1.25 x the idle timeout of the last byte"
+        );
         assert_eq!(task.await.unwrap().unwrap(), CopyEnd::Idle);
+    }
+
+    #[tokio::test]
+    async fn half_close_forwards_fin_while_the_other_way_flows() {
+        let (a, mut a_peer) = duplex(1024);
+        let (b, mut b_peer) = duplex(1024);
+        let task = tokio::spawn(copy_with_idle_timeout(a, b, Duration::from_secs(10)));
+        a_peer.write_all(b"request").await.unwrap();
+        a_peer.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        b_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request", "the FIN follows the bytes");
+        b_peer
+            .write_all(b"answer after the client's FIN")
+            .await
+            .unwrap();
+        b_peer.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        a_peer.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"answer after the client's FIN");
+        assert_eq!(task.await.unwrap().unwrap(), CopyEnd::Closed(7, 29));
+    }
+
+    #[tokio::test]
+    async fn large_transfers_arrive_whole_in_both_directions() {
+        let (a, a_peer) = duplex(4096);
+        let (b, b_peer) = duplex(4096);
+        let task = tokio::spawn(copy_with_idle_timeout(a, b, Duration::from_secs(10)));
+        let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let (up2, down2) = (up.clone(), down.clone());
+        let (mut a_read, mut a_write) = tokio::io::split(a_peer);
+        let (mut b_read, mut b_write) = tokio::io::split(b_peer);
+        let w1 = tokio::spawn(async move {
+            a_write.write_all(&up2).await.unwrap();
+            a_write.shutdown().await.unwrap();
+        });
+        let w2 = tokio::spawn(async move {
+            b_write.write_all(&down2).await.unwrap();
+            b_write.shutdown().await.unwrap();
+        });
+        let mut got_up = Vec::new();
+        let mut got_down = Vec::new();
+        let (r1, r2) = tokio::join!(
+            b_read.read_to_end(&mut got_up),
+            a_read.read_to_end(&mut got_down)
+        );
+        r1.unwrap();
+        r2.unwrap();
+        w1.await.unwrap();
+        w2.await.unwrap();
+        assert!(got_up == up && got_down == down, "bytes intact both ways");
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            CopyEnd::Closed(200_000, 300_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn both_peers_gone_ends_the_copy() {
+        let (a, a_peer) = duplex(64);
+        let (b, b_peer) = duplex(64);
+        let task = tokio::spawn(copy_with_idle_timeout(a, b, Duration::from_secs(10)));
+        drop(a_peer);
+        drop(b_peer);
+        assert!(matches!(
+            task.await.unwrap(),
+            Ok(CopyEnd::Closed(0, 0)) | Err(_)
+        ));
+    }
+
+    #[test]
+    fn an_idle_direction_holds_no_buffer() {
+        let mut half = Half::default();
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (mut reader, _keep) = duplex(64);
+        let (mut writer, _keep2) = duplex(64);
+        assert!(
+            half.poll_copy(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer))
+                .is_pending()
+        );
+        assert!(half.buf.is_none(), "nothing to move: no buffer held");
+    }
+
+    fn futures_noop_waker() -> std::task::Waker {
+        std::task::Waker::noop().clone()
     }
 }
