@@ -84,6 +84,13 @@ pub struct ProxyConfig {
     /// (default [`DEFAULT_IDLE_TIMEOUT`]).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Longest time a connection is served, busy or not (default
+    /// [`DEFAULT_MAX_CONNECTION_AGE`]): at this age an HTTP connection is
+    /// drained (h2 GOAWAY, HTTP/1.1 `Connection: close` after the in-flight
+    /// request) and an L4 connection is closed, so a removed root, an expired
+    /// peer SVID or a new policy reaches long-lived connections too.
+    #[serde(default = "default_max_connection_age", with = "humantime_serde")]
+    pub max_connection_age: Duration,
     /// Time established connections get to finish at shutdown (default
     /// [`DEFAULT_SHUTDOWN_GRACE`]).
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
@@ -325,6 +332,8 @@ pub const DEFAULT_TLS_MIN_VERSION: &str = "1.3";
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ProxyConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default [`ProxyConfig::max_connection_age`].
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 /// Default [`ProxyConfig::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default [`ProxyConfig::max_connections`].
@@ -352,6 +361,9 @@ fn default_handshake_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     DEFAULT_IDLE_TIMEOUT
+}
+fn default_max_connection_age() -> Duration {
+    DEFAULT_MAX_CONNECTION_AGE
 }
 fn default_shutdown_grace() -> Duration {
     DEFAULT_SHUTDOWN_GRACE
@@ -414,6 +426,9 @@ impl ProxyConfig {
         }
         if self.idle_timeout.is_zero() {
             return Err(invalid("idle_timeout", "must be positive"));
+        }
+        if self.max_connection_age.is_zero() {
+            return Err(invalid("max_connection_age", "must be positive"));
         }
         self.validate_federation()
     }
@@ -554,6 +569,28 @@ poll_interval = "5s"
         }
         let err = federation("[[federation]]\ntrust_domain = \"p.example\"\n").unwrap_err();
         assert!(err.to_string().contains("bundle"), "{err}");
+    }
+
+    #[test]
+    fn max_connection_age_defaults_to_an_hour_and_must_be_positive() {
+        let config = ProxyConfig::load(TOML, &BTreeMap::new()).unwrap();
+        assert_eq!(config.max_connection_age, DEFAULT_MAX_CONNECTION_AGE);
+        assert_eq!(DEFAULT_MAX_CONNECTION_AGE, Duration::from_secs(3600));
+        let set = ProxyConfig::load(
+            &format!("max_connection_age = \"90s\"\n{TOML}"),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(set.max_connection_age, Duration::from_secs(90));
+        let err = ProxyConfig::load(
+            &format!("max_connection_age = \"0s\"\n{TOML}"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { field, .. } if field == "max_connection_age"),
+            "{err}"
+        );
     }
 
     #[test]

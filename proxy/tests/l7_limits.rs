@@ -249,3 +249,96 @@ async fn an_idle_http2_connection_is_drained_after_the_idle_timeout() {
     .expect("the idle connection is closed");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+/// Waits (bounded) until the client connection `closed()` says so.
+async fn until_closed(what: &str, closed: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the connection is not closed at its max age"));
+}
+
+#[tokio::test]
+async fn http1_connections_are_drained_at_max_connection_age_without_failing_a_request() {
+    let age = Duration::from_millis(400);
+    let app = App::start().await;
+    let (svc, metrics) = service_with("", &HttpConfig::default());
+    let front = Front::inbound(svc.with_max_connection_age(age), app.addr, Some(CLIENT_ID)).await;
+
+    // A kept-alive connection, idle between requests (well within the 10 s
+    // header_read_timeout), is closed at its age, not before.
+    let started = tokio::time::Instant::now();
+    let mut idle = h1(front.addr).await;
+    assert_eq!(
+        send_h1(&mut idle, request("GET", "/")).await.status,
+        StatusCode::OK
+    );
+    until_closed("idle HTTP/1.1", || idle.is_closed()).await;
+    assert!(
+        started.elapsed() >= age,
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    // A request in flight at the age completes, told `Connection: close`.
+    let started = tokio::time::Instant::now();
+    let mut busy = h1(front.addr).await;
+    busy.ready().await.unwrap();
+    let held = tokio::spawn(busy.send_request(request("GET", "/hold")));
+    app.wait_held(1).await;
+    tokio::time::sleep_until(started + age + Duration::from_millis(100)).await;
+    app.release();
+    let held = answer(held.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (held.status, held.body.as_str()),
+        (StatusCode::OK, "released")
+    );
+    assert_eq!(held.headers.get("connection").unwrap(), "close");
+    until_closed("busy HTTP/1.1", || busy.is_closed()).await;
+
+    // A new connection is served; nothing failed on the way.
+    assert_eq!(get(front.addr, "/").await.status, StatusCode::OK);
+    assert_eq!(metrics.requests("inbound", "allow"), 3);
+    front.stop().await;
+}
+
+#[tokio::test]
+async fn http2_connections_get_goaway_at_max_connection_age_and_in_flight_streams_finish() {
+    let age = Duration::from_millis(400);
+    let app = App::start().await;
+    let (svc, _) = service_with("", &HttpConfig::default());
+    let front = Front::inbound(svc.with_max_connection_age(age), app.addr, Some(CLIENT_ID)).await;
+    let started = tokio::time::Instant::now();
+    let send = h2c(front.addr).await;
+    let held = {
+        let mut send = send.clone();
+        send.send_request(
+            Request::get("http://app.example/hold")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    let held = tokio::spawn(held);
+    app.wait_held(1).await;
+    tokio::time::sleep_until(started + age + Duration::from_millis(100)).await;
+    app.release();
+    let held = answer(held.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (held.status, held.body.as_str()),
+        (StatusCode::OK, "released")
+    );
+    until_closed("HTTP/2", || send.is_closed()).await;
+    assert!(started.elapsed() >= age);
+    let mut fresh = h2c(front.addr).await;
+    let req = Request::get("http://app.example/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        answer(fresh.send_request(req).await.unwrap()).await.status,
+        StatusCode::OK
+    );
+    front.stop().await;
+}

@@ -78,7 +78,7 @@ pub(super) async fn serve<IO>(
     inner: Arc<Inner>,
     ctx: ConnCtx,
     io: IO,
-    idle_timeout: std::time::Duration,
+    timeouts: server::ConnTimeouts,
     shutdown: &CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -93,12 +93,9 @@ pub(super) async fn serve<IO>(
             async move { Ok::<_, Infallible>(handle(&inner, &ctx, req).await) }
         })
     };
-    let limits = server::Limits {
-        config: &inner.config,
-        idle_timeout,
-    };
+    let limits = server::Limits::new(&inner.config, timeouts);
     let end = server::serve(io, ctx.conn.h2, &limits, service, shutdown).await;
-    ctx.tunnel.run(idle_timeout).await;
+    limits.run_tunnel(&ctx.tunnel).await;
     let served = ctx.requests.load(Ordering::Relaxed);
     connection_end(&inner, &ctx.peers(), end, served);
 }

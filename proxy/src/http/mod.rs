@@ -85,6 +85,7 @@ pub struct HttpService {
     inner: Arc<Inner>,
     identity: Option<Arc<LocalIdentity>>,
     idle_timeout: std::time::Duration,
+    max_connection_age: std::time::Duration,
 }
 
 /// Shared by every connection of a listener.
@@ -138,6 +139,25 @@ impl HttpService {
             }),
             identity: None,
             idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
+            max_connection_age: crate::config::DEFAULT_MAX_CONNECTION_AGE,
+        }
+    }
+
+    /// Drains a connection once it is `age` old, busy or not (default
+    /// [`crate::config::DEFAULT_MAX_CONNECTION_AGE`]): HTTP/2 gets GOAWAY,
+    /// an HTTP/1.1 connection closes after its in-flight response (sent with
+    /// `Connection: close`), so no request fails; an upgraded (WebSocket)
+    /// connection is closed. Clients reconnect, and the new connection gets
+    /// the current credentials, roots and policy.
+    pub fn with_max_connection_age(mut self, age: std::time::Duration) -> Self {
+        self.max_connection_age = age;
+        self
+    }
+
+    fn timeouts(&self) -> server::ConnTimeouts {
+        server::ConnTimeouts {
+            idle: self.idle_timeout,
+            max_age: self.max_connection_age,
         }
     }
 
@@ -176,14 +196,7 @@ impl HttpService {
     {
         let local_id = self.identity.as_ref().and_then(|i| i.current());
         let ctx = inbound::ConnCtx::new(conn, target, local_id);
-        inbound::serve(
-            Arc::clone(&self.inner),
-            ctx,
-            io,
-            self.idle_timeout,
-            &shutdown,
-        )
-        .await;
+        inbound::serve(Arc::clone(&self.inner), ctx, io, self.timeouts(), &shutdown).await;
     }
 
     /// Outbound: serves plaintext HTTP from the local application on `io`,
@@ -206,7 +219,7 @@ impl HttpService {
             upstream,
             upstream_h2,
             io,
-            self.idle_timeout,
+            self.timeouts(),
             &shutdown,
         )
         .await;

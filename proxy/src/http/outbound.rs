@@ -61,7 +61,7 @@ pub(super) async fn serve<IO, UP>(
     upstream: UP,
     upstream_h2: bool,
     io: IO,
-    idle_timeout: std::time::Duration,
+    timeouts: server::ConnTimeouts,
     shutdown: &CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -80,7 +80,7 @@ pub(super) async fn serve<IO, UP>(
                     Upstream::H2(send),
                     driver,
                     io,
-                    idle_timeout,
+                    timeouts,
                     shutdown,
                 )
                 .await;
@@ -99,7 +99,7 @@ pub(super) async fn serve<IO, UP>(
                     Upstream::H1(Mutex::new(send)),
                     driver.with_upgrades(),
                     io,
-                    idle_timeout,
+                    timeouts,
                     shutdown,
                 )
                 .await;
@@ -117,7 +117,7 @@ async fn run<IO, D, E>(
     upstream: Upstream,
     driver: D,
     io: IO,
-    idle_timeout: std::time::Duration,
+    timeouts: server::ConnTimeouts,
     shutdown: &CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -141,10 +141,7 @@ async fn run<IO, D, E>(
         })
     };
     let downstream = shutdown.child_token();
-    let limits = server::Limits {
-        config: &inner.config,
-        idle_timeout,
-    };
+    let limits = server::Limits::new(&inner.config, timeouts);
     let serving = server::serve(io, h2, &limits, service, &downstream);
     let mut serving = std::pin::pin!(serving);
     let mut driver = std::pin::pin!(driver);
@@ -164,7 +161,7 @@ async fn run<IO, D, E>(
             }
         }
     };
-    ctx.tunnel.run(idle_timeout).await;
+    limits.run_tunnel(&ctx.tunnel).await;
     let served = ctx.requests.load(Ordering::Relaxed);
     connection_end(&inner, &ctx.peers(), end, served);
 }

@@ -31,6 +31,15 @@ pub(super) enum ConnEnd {
     Error(hyper::Error),
 }
 
+/// A connection's time bounds, from the listener's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConnTimeouts {
+    /// `idle_timeout`.
+    pub(super) idle: Duration,
+    /// `max_connection_age`.
+    pub(super) max_age: Duration,
+}
+
 /// The bounds of a server connection.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits<'a> {
@@ -38,6 +47,39 @@ pub(super) struct Limits<'a> {
     pub(super) config: &'a HttpConfig,
     /// A connection on which no byte moved for this long is drained.
     pub(super) idle_timeout: Duration,
+    /// A connection is drained once it is this old (it started at
+    /// `started`), busy or not: `max_connection_age`.
+    pub(super) max_age: Duration,
+    /// When the connection was accepted by the HTTP layer.
+    pub(super) started: tokio::time::Instant,
+}
+
+impl<'a> Limits<'a> {
+    /// The bounds of a connection accepted now.
+    pub(super) fn new(config: &'a HttpConfig, timeouts: ConnTimeouts) -> Self {
+        Self {
+            config,
+            idle_timeout: timeouts.idle,
+            max_age: timeouts.max_age,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Joins an upgraded connection (if a request switched protocols) until
+    /// it closes, goes idle, or the connection reaches its maximum age.
+    pub(super) async fn run_tunnel(&self, tunnel: &super::tunnel::Slot) {
+        if tokio::time::timeout_at(self.deadline(), tunnel.run(self.idle_timeout))
+            .await
+            .is_err()
+        {
+            tracing::debug!("upgraded connection closed at max_connection_age");
+        }
+    }
+
+    /// When the connection reaches its maximum age.
+    pub(super) fn deadline(&self) -> tokio::time::Instant {
+        self.started + self.max_age
+    }
 }
 
 /// Serves `io` with `service` until the peer closes, an error, or
@@ -96,7 +138,10 @@ where
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    drive(conn, shutdown, idle, |c| c.graceful_shutdown()).await
+    drive(conn, shutdown, idle, limits.deadline(), |c| {
+        c.graceful_shutdown()
+    })
+    .await
 }
 
 async fn serve_h2<IO, S>(
@@ -121,16 +166,22 @@ where
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    drive(conn, shutdown, idle, |c| c.graceful_shutdown()).await
+    drive(conn, shutdown, idle, limits.deadline(), |c| {
+        c.graceful_shutdown()
+    })
+    .await
 }
 
-/// Polls `conn`; on `shutdown`, or once no byte moved for the idle
-/// timeout, asks it to finish gracefully (no new requests, GOAWAY on
-/// HTTP/2; in-flight requests complete) and polls it to the end.
+/// Polls `conn`; on `shutdown`, once no byte moved for the idle timeout,
+/// or at the connection's maximum age (`deadline`), asks it to finish
+/// gracefully (no new requests: GOAWAY on HTTP/2, `Connection: close` on
+/// the in-flight HTTP/1.1 response; in-flight requests complete) and polls
+/// it to the end.
 async fn drive<C>(
     conn: C,
     shutdown: &CancellationToken,
     (idle_timeout, activity): (Duration, Arc<Activity>),
+    deadline: tokio::time::Instant,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> Result<(), ConnEnd>
 where
@@ -141,6 +192,9 @@ where
         result = conn.as_mut() => return result.map_err(ConnEnd::Error),
         () = shutdown.cancelled() => {}
         () = activity.idle_for(idle_timeout) => tracing::debug!("idle HTTP connection drained"),
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!("HTTP connection drained at max_connection_age");
+        }
     }
     graceful(conn.as_mut());
     conn.await.map_err(ConnEnd::Error)
