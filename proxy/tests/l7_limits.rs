@@ -251,14 +251,18 @@ async fn an_idle_http2_connection_is_drained_after_the_idle_timeout() {
 }
 
 /// Waits (bounded) until the client connection `closed()` says so.
-async fn until_closed(what: &str, closed: impl Fn() -> bool) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !closed() {
+async fn until_closed(what: &str, is_closed: impl Fn() -> bool) {
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while !is_closed() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{what}: the connection is not closed at its max age"));
+    .is_ok();
+    assert!(
+        closed,
+        "{what}: the connection is not closed at its max age"
+    );
 }
 
 #[tokio::test]
