@@ -432,3 +432,81 @@ async fn a_websocket_upgrade_is_authorized_then_joined() {
     .await;
     assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
 }
+
+const DENY_ADMIN_HOST: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin-host, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        hosts: ["admin.example"]
+"#;
+
+#[tokio::test]
+async fn repeated_or_disagreeing_host_headers_are_400_before_policy() {
+    let (app, front, metrics) = inbound(DENY_ADMIN_HOST, Some(CLIENT_ID)).await;
+    let cases: [&[u8]; 4] = [
+        // The DENY matched the first Host; a framework may take the last.
+        b"GET / HTTP/1.1\r\nhost: ok.example\r\nhost: admin.example\r\nconnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: ok.example\r\nhost: ok.example\r\nconnection: close\r\n\r\n",
+        // Absolute-form wins over Host for the policy; the app may read Host.
+        b"GET http://ok.example/ HTTP/1.1\r\nhost: admin.example\r\nconnection: close\r\n\r\n",
+        // RFC 9112 section 3.2: HTTP/1.1 needs a Host.
+        b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+    ];
+    for case in cases {
+        let answer = raw(front.addr, case).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}: {answer}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    // HTTP/2: a `host` that disagrees with `:authority`.
+    let mut send = h2c(front.addr).await;
+    let req = Request::get("http://ok.example/")
+        .header("host", "admin.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answered = answer(send.send_request(req).await.unwrap()).await;
+    assert_eq!(answered.status, StatusCode::BAD_REQUEST);
+    assert!(app.seen().is_empty(), "{:?}", app.seen());
+    assert_eq!(metrics.requests("inbound", "bad_request"), 5);
+    assert_eq!(metrics.requests("inbound", "allow"), 0);
+}
+
+#[tokio::test]
+async fn the_app_gets_exactly_the_host_the_policy_matched() {
+    let (app, front, _) = inbound(DENY_ADMIN_HOST, Some(CLIENT_ID)).await;
+    // Absolute-form with a matching Host (ASCII case aside), and without one.
+    for case in [
+        &b"GET http://ok.example/a HTTP/1.1\r\nhost: OK.example\r\nconnection: close\r\n\r\n"[..],
+        b"GET http://ok.example/b HTTP/1.1\r\nconnection: close\r\n\r\n",
+    ] {
+        let answer = raw(front.addr, case).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let mut send = h2c(front.addr).await;
+    let req = Request::get("http://ok.example/c")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        answer(send.send_request(req).await.unwrap()).await.status,
+        StatusCode::OK
+    );
+    let denied = raw(
+        front.addr,
+        b"GET http://admin.example/ HTTP/1.1\r\nhost: admin.example\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    let seen = app.seen();
+    assert_eq!(seen.len(), 3);
+    for request in seen {
+        let hosts: Vec<_> = request.headers.get_all("host").iter().collect();
+        assert_eq!(hosts, ["ok.example"], "{}", request.target);
+    }
+}

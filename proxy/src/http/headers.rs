@@ -17,16 +17,55 @@ pub(super) const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the legacy ones Envoy removes).
 const HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "http2-settings"];
 
-/// The request's host: the URI's authority (HTTP/2 `:authority`, HTTP/1
-/// absolute-form, which RFC 9112 section 3.2.2 says wins over `Host`), else
-/// `Host`; `None` when `Host` is not visible ASCII.
-pub(super) fn host(parts: &Parts) -> Option<&str> {
-    if let Some(authority) = parts.uri.authority() {
-        return Some(authority.as_str());
+/// Why a request's host is refused (400, before any policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HostError {
+    /// More than one `Host` line (RFC 9112 section 3.2: 400).
+    Repeated,
+    /// HTTP/1.1 without `Host` (RFC 9112 section 3.2: 400).
+    Missing,
+    /// `Host` names another host than the absolute-form target or HTTP/2
+    /// `:authority` (RFC 9113 section 8.3.1: malformed).
+    Mismatch,
+    /// `Host` is not visible ASCII.
+    Invalid,
+}
+
+impl HostError {
+    /// For the log line's `detail` and the 400 body.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Repeated => "invalid host: more than one Host header",
+            Self::Missing => "invalid host: HTTP/1.1 request without Host",
+            Self::Mismatch => "invalid host: Host differs from the request target's authority",
+            Self::Invalid => "invalid host: not visible ASCII",
+        }
     }
-    match parts.headers.get(HOST) {
-        Some(value) => value.to_str().ok(),
-        None => Some(""),
+}
+
+/// The request's one host: the URI's authority (HTTP/2 `:authority`,
+/// HTTP/1 absolute-form), else `Host`; empty when neither is present
+/// (HTTP/1.0, HTTP/2 without `:authority`). Refused, so that the policy
+/// and the application can never see different hosts: several `Host`
+/// lines, a `Host` that disagrees with the authority (ASCII case aside), an
+/// HTTP/1.1 request without any, a `Host` that is not visible ASCII.
+pub(super) fn host(parts: &Parts) -> Result<&str, HostError> {
+    let mut values = parts.headers.get_all(HOST).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    let header = header
+        .map(|v| v.to_str().map_err(|_| HostError::Invalid))
+        .transpose()?;
+    match (parts.uri.authority(), header) {
+        (Some(authority), Some(header)) if !authority.as_str().eq_ignore_ascii_case(header) => {
+            Err(HostError::Mismatch)
+        }
+        (Some(authority), _) => Ok(authority.as_str()),
+        (None, Some(header)) => Ok(header),
+        (None, None) if parts.version == Version::HTTP_11 => Err(HostError::Missing),
+        (None, None) => Ok(""),
     }
 }
 
@@ -163,23 +202,40 @@ mod tests {
     }
 
     #[test]
-    fn host_prefers_the_authority() {
-        let p = parts(
-            http::Request::get("http://a.example:8080/x")
-                .header("host", "b.example")
-                .body(())
-                .unwrap(),
+    fn the_host_is_one_value_or_the_request_is_refused() {
+        let req = |uri: &str, hosts: &[&str]| {
+            let mut b = http::Request::get(uri);
+            for h in hosts {
+                b = b.header("host", *h);
+            }
+            parts(b.body(()).unwrap())
+        };
+        let p = req("http://a.example:8080/x", &["A.example:8080"]);
+        assert_eq!(host(&p), Ok("a.example:8080"));
+        assert_eq!(host(&req("http://a.example/x", &[])), Ok("a.example"));
+        assert_eq!(host(&req("/x", &["b.example"])), Ok("b.example"));
+        assert_eq!(
+            host(&req("/x", &["ok.example", "admin.example"])),
+            Err(HostError::Repeated)
         );
-        assert_eq!(host(&p), Some("a.example:8080"));
-        let p = parts(
-            http::Request::get("/x")
-                .header("host", "b.example")
-                .body(())
-                .unwrap(),
+        assert_eq!(
+            host(&req("/x", &["ok.example", "ok.example"])),
+            Err(HostError::Repeated)
         );
-        assert_eq!(host(&p), Some("b.example"));
-        let p = parts(http::Request::get("/x").body(()).unwrap());
-        assert_eq!(host(&p), Some(""));
+        assert_eq!(
+            host(&req("http://ok.example/x", &["admin.example"])),
+            Err(HostError::Mismatch)
+        );
+        assert_eq!(host(&req("/x", &[])), Err(HostError::Missing));
+        let mut p = req("/x", &[]);
+        p.version = Version::HTTP_10;
+        assert_eq!(host(&p), Ok(""));
+        p.version = Version::HTTP_2;
+        assert_eq!(host(&p), Ok(""));
+        let mut p = req("/x", &[]);
+        p.headers
+            .insert(HOST, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert_eq!(host(&p), Err(HostError::Invalid));
     }
 
     #[test]

@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use sigil_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::headers::{self, XFCC};
@@ -161,28 +160,12 @@ pub(super) fn connection_end(
 
 async fn handle(inner: &Inner, ctx: &ConnCtx, req: Request<Incoming>) -> Response<Body> {
     ctx.requests.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
     let (parts, body) = req.into_parts();
-    // What the log line names, kept before the head moves upstream.
-    let method = parts.method.clone();
-    let target = parts.uri.clone();
+    let mut requested = log::Requested::new(&parts);
     let mut record = Record::new();
-    let mut host_for_log = String::new();
     let response =
-        decide_and_forward(inner, ctx, parts, body, &mut record, &mut host_for_log).await;
-    inner.counters.count(Direction::Inbound, record.outcome);
-    if log::enabled() {
-        let line = log::Line {
-            method: method.as_str(),
-            host: &host_for_log,
-            path: target
-                .path_and_query()
-                .map_or_else(|| target.path(), |pq| pq.as_str()),
-            status: response.status().as_u16(),
-            duration: started.elapsed(),
-        };
-        log::emit(&ctx.peers(), &line, &record);
-    }
+        decide_and_forward(inner, ctx, parts, body, &mut record, &mut requested.host).await;
+    requested.finish(&inner.counters, &ctx.peers(), response.status(), &record);
     response
 }
 
@@ -207,6 +190,19 @@ async fn decide_and_forward(
         record.fail(Outcome::BadRequest, "request head too large");
         return response::header_too_large();
     }
+    // One host, the same for the policy and the application (RFC 9112
+    // section 3.2): several `Host` lines, or one that disagrees with the
+    // authority, are refused before anything else looks at them.
+    let host = match headers::host(&parts) {
+        Ok(host) => {
+            host.clone_into(host_for_log);
+            host.to_owned()
+        }
+        Err(error) => {
+            record.fail(Outcome::BadRequest, error.as_str());
+            return response::bad_request(error.as_str());
+        }
+    };
     // A client's own XFCC never reaches the application (nor the policy).
     parts.headers.remove(XFCC);
 
@@ -222,11 +218,6 @@ async fn decide_and_forward(
             return response::local(reject.status, reject.message);
         }
     };
-    let Some(host) = headers::host(&parts) else {
-        record.fail(Outcome::BadRequest, "host is not visible ASCII");
-        return response::bad_request("invalid host");
-    };
-    let host = host.to_owned();
     let request = PolicyRequest {
         peer: ctx.conn.peer.clone(),
         source_ip: ctx.conn.source.ip(),
@@ -238,7 +229,6 @@ async fn decide_and_forward(
     };
     let decision = state.authorize(&request);
     record.auth = request.http.and_then(|h| h.auth);
-    *host_for_log = host;
     let decision = match decision {
         Ok(decision) => decision,
         Err(error) => {
@@ -277,16 +267,14 @@ async fn decide_and_forward(
         record.fail(Outcome::Allow, "BUG: upstream URI not built");
         return response::upstream_failure(UpstreamFailure::Exchange);
     };
-    if parts.uri.authority().is_some() || !parts.headers.contains_key(HOST) {
-        // HTTP/2 `:authority` / absolute-form: the application sees, as
-        // `Host`, the host the policy matched.
-        match HeaderValue::try_from(host_for_log.as_str()) {
-            Ok(value) => {
-                parts.headers.insert(HOST, value);
-            }
-            Err(_) => {
-                parts.headers.remove(HOST);
-            }
+    // The application sees, as its one `Host`, exactly the host the policy
+    // matched (HTTP/2 `:authority` and absolute-form included).
+    match HeaderValue::try_from(host_for_log.as_str()) {
+        Ok(value) if !value.is_empty() => {
+            parts.headers.insert(HOST, value);
+        }
+        _ => {
+            parts.headers.remove(HOST);
         }
     }
     // gRPC needs HTTP/2 end to end (trailers, `te: trailers`).

@@ -12,6 +12,9 @@ use crate::policy::{Decision, JwtIdentity, Reason};
 
 /// Longest path written to the access log (bytes).
 const MAX_LOGGED_PATH: usize = 512;
+/// Longest host written to the access log (bytes; a DNS name has at most
+/// 253, plus a port).
+const MAX_LOGGED_HOST: usize = 260;
 
 /// Which listener side served the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +166,53 @@ pub(super) struct Line<'a> {
     pub(super) duration: std::time::Duration,
 }
 
+/// What the access log line names of a request, kept from its head
+/// before the head moves upstream.
+#[derive(Debug)]
+pub(super) struct Requested {
+    method: http::Method,
+    target: http::Uri,
+    /// The request's host, once known (refused hosts: empty).
+    pub(super) host: String,
+    started: tokio::time::Instant,
+}
+
+impl Requested {
+    /// A request whose head is `parts`, arriving now.
+    pub(super) fn new(parts: &http::request::Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            target: parts.uri.clone(),
+            host: String::new(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Counts the request's outcome and writes its access log line.
+    pub(super) fn finish(
+        &self,
+        counters: &Counters,
+        peers: &Peers<'_>,
+        status: http::StatusCode,
+        record: &Record,
+    ) {
+        counters.count(peers.direction, record.outcome);
+        if enabled() {
+            let line = Line {
+                method: self.method.as_str(),
+                host: &self.host,
+                path: self
+                    .target
+                    .path_and_query()
+                    .map_or_else(|| self.target.path(), |pq| pq.as_str()),
+                status: status.as_u16(),
+                duration: self.started.elapsed(),
+            };
+            emit(peers, &line, record);
+        }
+    }
+}
+
 /// Whether access log lines are wanted at all (skips building them).
 pub(super) fn enabled() -> bool {
     tracing::enabled!(target: "sigil_proxy::access", tracing::Level::INFO)
@@ -192,7 +242,7 @@ fn json(peers: &Peers<'_>, line: &Line<'_>, record: &Record) -> serde_json::Resu
             .as_ref()
             .map(|a| format!("{}/{}", a.issuer, a.subject)),
         method: line.method,
-        host: line.host,
+        host: truncate(line.host, MAX_LOGGED_HOST),
         path: truncate(line.path, MAX_LOGGED_PATH),
         status: line.status,
         decision: record.outcome.as_str(),
@@ -218,6 +268,7 @@ struct Entry<'a> {
     /// `<iss>/<sub>` of a validated JWT.
     request_principal: Option<String>,
     method: &'a str,
+    /// Truncated.
     host: &'a str,
     /// Raw, as received, truncated.
     path: &'a str,
@@ -271,9 +322,10 @@ mod tests {
             destination_principal: Some(&server),
         };
         let long_path = format!("/admin/{}", "x".repeat(1000));
+        let long_host = format!("{}.example", "h".repeat(60 * 1024));
         let line = Line {
             method: "GET",
-            host: "app.example",
+            host: &long_host,
             path: &long_path,
             status: 403,
             duration: std::time::Duration::from_micros(1500),
@@ -307,7 +359,7 @@ mod tests {
         );
         assert_eq!(v["request_principal"], "https://idp.example/alice");
         assert_eq!(v["method"], "GET");
-        assert_eq!(v["host"], "app.example");
+        assert_eq!(v["host"].as_str().unwrap().len(), MAX_LOGGED_HOST);
         assert_eq!(v["path"].as_str().unwrap().len(), MAX_LOGGED_PATH);
         assert_eq!(v["status"], 403);
         assert_eq!(v["decision"], "deny");

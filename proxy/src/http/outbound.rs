@@ -16,7 +16,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::headers;
@@ -168,26 +167,20 @@ async fn run<IO, D, E>(
 
 async fn handle(inner: &Inner, ctx: &ConnCtx, req: Request<Incoming>) -> Response<Body> {
     ctx.requests.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let method = parts.method.clone();
-    let target = parts.uri.clone();
+    let mut requested = log::Requested::new(&parts);
     let mut record = Record::new();
-    let host = headers::host(&parts).unwrap_or_default().to_owned();
-    let response = forward(inner, ctx, parts, body, &host, &mut record).await;
-    inner.counters.count(Direction::Outbound, record.outcome);
-    if log::enabled() {
-        let line = log::Line {
-            method: method.as_str(),
-            host: &host,
-            path: target
-                .path_and_query()
-                .map_or_else(|| target.path(), |pq| pq.as_str()),
-            status: response.status().as_u16(),
-            duration: started.elapsed(),
-        };
-        log::emit(&ctx.peers(), &line, &record);
-    }
+    let response = match headers::host(&parts) {
+        Ok(host) => {
+            host.clone_into(&mut requested.host);
+            forward(inner, ctx, parts, body, &requested.host, &mut record).await
+        }
+        Err(error) => {
+            record.fail(Outcome::BadRequest, error.as_str());
+            response::bad_request(error.as_str())
+        }
+    };
+    requested.finish(&inner.counters, &ctx.peers(), response.status(), &record);
     response
 }
 
@@ -214,7 +207,6 @@ async fn forward(
         return response::bad_request("invalid path: not origin-form");
     };
     let upstream_h2 = matches!(ctx.upstream, Upstream::H2(_));
-    let from_authority = parts.uri.authority().is_some();
     let uri = if upstream_h2 {
         // HTTP/2 carries the host as `:authority`.
         let Ok(authority) = Authority::try_from(host) else {
@@ -228,8 +220,14 @@ async fn forward(
         uri.path_and_query = Some(target);
         Uri::from_parts(uri)
     } else {
-        if from_authority && let Ok(value) = HeaderValue::try_from(host) {
-            parts.headers.insert(HOST, value);
+        // Exactly the one host (absolute-form included) as `Host`.
+        match HeaderValue::try_from(host) {
+            Ok(value) if !value.is_empty() => {
+                parts.headers.insert(HOST, value);
+            }
+            _ => {
+                parts.headers.remove(HOST);
+            }
         }
         Uri::from_parts({
             let mut uri = http::uri::Parts::default();
