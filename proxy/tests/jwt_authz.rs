@@ -83,3 +83,74 @@ async fn request_principals_decide_on_the_jwt_identity() {
         Err(StatusCode::UNAUTHORIZED)
     );
 }
+
+/// A RequestAuthentication (with `extra` in its jwtRule) and a DENY on `request.auth.claims[claim]`
+/// with value `banned`.
+fn deny_claim_policies(signer: &Signer, extra: &str, claim: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: ra, namespace: foo}}\nspec:\n  jwtRules:\n  - issuer: {ISS}\n    jwks: '{}'\n{extra}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-claim, namespace: foo}}\nspec:\n  action: DENY\n  rules:\n  - when:\n    - key: request.auth.claims[{claim}]\n      values: [\"banned\"]\n",
+        signer.jwks()
+    )
+}
+
+#[tokio::test]
+async fn space_delimited_claims_match_each_part() {
+    // REVIEW16 H5 / POLICY.md: `scope`, `permission` and the rule's `spaceDelimitedClaims` are
+    // split on spaces (Envoy normalize_payload_in_metadata), so a DENY on one part fires.
+    let signer = Signer::new("k1");
+    let cases = [
+        // (jwtRule extra, claim, its value in the token, denied)
+        ("", "scope", json!("read banned"), true),
+        ("", "permission", json!("banned  write"), true),
+        ("", "scope", json!("read write"), false),
+        (
+            "    spaceDelimitedClaims: [roles]\n",
+            "roles",
+            json!("user banned"),
+            true,
+        ),
+        (
+            "    spaceDelimitedClaims: [roles]\n",
+            "roles",
+            json!("user"),
+            false,
+        ),
+        // Not listed: the whole string is the value.
+        ("", "roles", json!("user banned"), false),
+        ("", "roles", json!("banned"), true),
+        // A list claim matches element-wise anyway.
+        (
+            "    spaceDelimitedClaims: [roles]\n",
+            "roles",
+            json!(["banned"]),
+            true,
+        ),
+    ];
+    for (extra, claim, value, denied) in cases {
+        let yaml = deny_claim_policies(&signer, extra, claim);
+        let docs = docs(&yaml);
+        let filter = build(&yaml, &JwksCache::new(None)).unwrap();
+        let authorizer = Authorizer::new(
+            docs.authorization.clone(),
+            DEFAULT_ROOT_NAMESPACE,
+            PathNormalization::Base,
+        );
+        let token = signer.token(&json!({"sub": "alice", claim: value}));
+        let bearer = format!("Bearer {token}");
+        let verdict = decide(&filter, &authorizer, &[("authorization", &bearer)]).await;
+        let want = if denied {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        };
+        assert_eq!(verdict, Ok(want), "{extra:?} {claim} = {value}");
+    }
+}
+
+#[test]
+fn space_delimited_claims_must_be_named() {
+    let signer = Signer::new("k1");
+    let yaml = deny_claim_policies(&signer, "    spaceDelimitedClaims: [\"\"]\n", "scope");
+    let error = build(&yaml, &JwksCache::new(None)).unwrap_err().to_string();
+    assert!(error.contains("spaceDelimitedClaims[0]"), "{error}");
+}

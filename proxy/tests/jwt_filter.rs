@@ -359,6 +359,52 @@ async fn every_token_present_must_be_valid() {
 }
 
 #[tokio::test]
+async fn every_repeated_access_token_parameter_and_cookie_must_be_valid() {
+    // REVIEW16 L4: with forwardOriginalToken the app receives every copy, so a second,
+    // unvalidated `?access_token=` (or cookie) must not pass behind a valid first one.
+    let signer = Signer::new("k1");
+    let good = signer.token(&json!({"sub": "alice"}));
+    let forged = Signer::new("k1").token(&json!({"sub": "admin"}));
+    let f = filter(&rule_yaml(&signer, "    forwardOriginalToken: true\n")).await;
+    for uri in [
+        format!("/?access_token={good}&access_token={forged}"),
+        format!("/?access_token={good}&access_token=garbage"),
+    ] {
+        let mut p = parts(&uri, &[]);
+        assert_eq!(
+            f.authenticate(&mut p).await.unwrap_err().status,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+    }
+    // The same valid token twice is fine, and both copies are forwarded as asked.
+    let uri = format!("/?access_token={good}&access_token={good}");
+    let mut p = parts(&uri, &[]);
+    assert_eq!(
+        f.authenticate(&mut p).await.unwrap().unwrap().subject,
+        "alice"
+    );
+    assert_eq!(p.uri.to_string(), uri);
+
+    let f = filter(&rule_yaml(
+        &signer,
+        "    fromCookies: [session]\n    forwardOriginalToken: true\n",
+    ))
+    .await;
+    let mut p = parts(
+        "/",
+        &[
+            ("cookie", &format!("session={good}")),
+            ("cookie", &format!("session={forged}")),
+        ],
+    );
+    assert_eq!(
+        f.authenticate(&mut p).await.unwrap_err().status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn rules_of_several_policies_route_by_issuer_and_location() {
     let a = Signer::new("a");
     let b = Signer::new("b");

@@ -308,6 +308,18 @@ fn build_rule(
             .map_err(|r| (format!("outputClaimToHeaders[{i}].header"), r))?;
         claim_headers.push((header, c.claim.clone()));
     }
+    let mut space_delimited: Vec<String> = super::SPACE_DELIMITED_CLAIMS
+        .iter()
+        .map(|&c| c.to_owned())
+        .collect();
+    for (i, claim) in rule.space_delimited_claims.iter().enumerate() {
+        if claim.is_empty() {
+            return Err(err(&format!("spaceDelimitedClaims[{i}]"), "empty"));
+        }
+        if !space_delimited.contains(claim) {
+            space_delimited.push(claim.clone());
+        }
+    }
 
     // Audiences are checked by the filter with Envoy's sanitizing (see `audience_allowed`);
     // the validator checks everything else.
@@ -332,6 +344,7 @@ fn build_rule(
         payload_header,
         claim_headers,
         remote,
+        space_delimited,
     })
 }
 

@@ -10,8 +10,12 @@
 //!   to the end of the value (`extractJWT`; POLICY.md "Corrections and
 //!   details"); a value without the prefix gives no token. Without a prefix
 //!   the whole value is the token.
-//! - A query parameter's first value, percent-decoded; a cookie's first
-//!   value, surrounding quotes removed (`Http::Utility::parseCookies`).
+//! - A query parameter's values, percent-decoded; a cookie's values,
+//!   surrounding quotes removed (`Http::Utility::parseCookies`). Envoy reads
+//!   only the first of a repeated parameter or cookie, but removal takes them
+//!   all and `forwardOriginalToken` forwards them all, so Sigil makes each
+//!   one a token of its own that must be valid: the application never
+//!   receives an unvalidated copy.
 //!
 //! Removal (`forwardOriginalToken: false`): the whole header
 //! (`JwtHeaderLocation::removeJwt`), the query parameter
@@ -60,7 +64,8 @@ impl Location {
         }
     }
 
-    /// The tokens at this location in `parts` (several only for a repeated header).
+    /// The tokens at this location in `parts` (several for a repeated header, parameter or
+    /// cookie).
     pub(super) fn extract(&self, parts: &Parts) -> Vec<String> {
         match self {
             Location::Header { name, prefix } => parts
@@ -84,18 +89,20 @@ impl Location {
             Location::Param(name) => parts
                 .uri
                 .query()
-                .and_then(|q| query_pairs(q).find(|(key, _)| key == name))
-                .map(|(_, value)| value)
-                .into_iter()
-                .collect(),
+                .map(|q| {
+                    query_pairs(q)
+                        .filter(|(key, _)| key == name)
+                        .map(|(_, value)| value)
+                        .collect()
+                })
+                .unwrap_or_default(),
             Location::Cookie(name) => parts
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
                 .flat_map(|v| cookies(&String::from_utf8_lossy(v.as_bytes())))
-                .find(|(key, _)| key == name)
+                .filter(|(key, _)| key == name)
                 .map(|(_, value)| value)
-                .into_iter()
                 .collect(),
         }
     }
@@ -272,10 +279,11 @@ mod tests {
     }
 
     #[test]
-    fn params_first_value_decoded_and_removed() {
+    fn params_every_value_decoded_and_removed() {
         let loc = Location::Param("access_token".into());
         let mut p = parts("/x?a=1&access_token=t%2Eu&access_token=v&b=2", &[]);
-        assert_eq!(loc.extract(&p), ["t.u"]);
+        // Every value is a token (each must verify): none reaches the app unvalidated.
+        assert_eq!(loc.extract(&p), ["t.u", "v"]);
         loc.remove(&mut p);
         assert_eq!(
             p.uri.path_and_query().map(|x| x.as_str()),
@@ -290,6 +298,11 @@ mod tests {
     #[test]
     fn cookies_extracted_and_removed() {
         let loc = Location::Cookie("session".into());
+        let p = parts(
+            "/",
+            &[("cookie", "session=a.b.c"), ("cookie", "x=1; session=d")],
+        );
+        assert_eq!(loc.extract(&p), ["a.b.c", "d"]);
         let mut p = parts("/", &[("cookie", "a=1; session=\"t.u.v\"; b=2")]);
         assert_eq!(loc.extract(&p), ["t.u.v"]);
         loc.remove(&mut p);

@@ -12,6 +12,16 @@
 //!                              ─► strip tokens, payload/claims to headers ─► JwtIdentity
 //! ```
 //!
+//! After the signature and times verify, the rest of the decision (issuer routing, audience,
+//! the identity with space-delimited claims split) is [`JwtFilter::check_claims`], which
+//! `sigil policy explain` calls too.
+//!
+//! Space-delimited claims (Istio `spaceDelimitedClaims`, Envoy
+//! `normalize_payload_in_metadata`): `scope`, `permission` and the rule's
+//! `spaceDelimitedClaims`, when a top-level string claim, become the list of their
+//! space-separated parts in [`JwtIdentity::claims`], so `request.auth.claims[scope]` matches
+//! each part. `outputClaimToHeaders` and `outputPayloadToHeader` see the original payload.
+//!
 //! Outcomes (Envoy `jwt_authn` `filter.cc` / `authenticator.cc`, Istio's
 //! `allow_missing` requirement in `pilot/pkg/security/authn/policy_applier.go`):
 //! - no token at any location → `Ok(None)`: authorization decides through
@@ -99,6 +109,26 @@ struct Rule {
     claim_headers: Vec<(HeaderName, String)>,
     /// Keys from a `jwksUri` (an empty key set means the fetch failed).
     remote: bool,
+    /// Top-level claims split on spaces in the identity: `scope`, `permission` and
+    /// `spaceDelimitedClaims`.
+    space_delimited: Vec<String>,
+}
+
+/// Claims Istio always treats as space-delimited (`pilot/pkg/security/authn`, added to every
+/// rule's `spaceDelimitedClaims`).
+const SPACE_DELIMITED_CLAIMS: [&str; 2] = ["scope", "permission"];
+
+/// The jwtRule that accepts a token's claims, and the identity it gives
+/// ([`JwtFilter::check_claims`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaimsAccepted {
+    /// `namespace/name` of the RequestAuthentication.
+    pub policy: String,
+    /// The rule's index in its `spec.jwtRules`.
+    pub rule: usize,
+    /// The end-user identity authorization sees.
+    pub identity: JwtIdentity,
 }
 
 /// The JWT rules of the RequestAuthentications that select the workload.
@@ -178,7 +208,33 @@ impl JwtFilter {
                 }
             }
         }
-        Ok(accepted.first().map(|a| identity(&a.jwt)))
+        Ok(accepted.first().map(|a| a.rule.identity(a.jwt.claims())))
+    }
+
+    /// The decision on a token whose signature and times verified, from its claims alone
+    /// (what the filter does after verification; `sigil policy explain` asks it too): the
+    /// first rule naming the token's `iss` whose audiences allow its `aud` accepts it (the
+    /// token is taken as found at a location every rule reads); a token whose `iss` no rule
+    /// names is 401 "Jwt issuer is not configured", one whose audience no such rule allows
+    /// is 403 "Audiences in Jwt are not allowed".
+    pub fn check_claims(&self, claims: &Map<String, Value>) -> Result<ClaimsAccepted, JwtReject> {
+        let iss = claims.get("iss").and_then(Value::as_str);
+        let mut first_reject = None;
+        for rule in self.rules.iter().filter(|r| Some(r.issuer.issuer()) == iss) {
+            match rule.check_audience(claims) {
+                Ok(()) => {
+                    return Ok(ClaimsAccepted {
+                        policy: rule.policy.clone(),
+                        rule: rule.index,
+                        identity: rule.identity(claims),
+                    });
+                }
+                Err(reject) => {
+                    first_reject.get_or_insert(reject);
+                }
+            }
+        }
+        Err(first_reject.unwrap_or_else(|| JwtReject::unauthorized(message::UNKNOWN_ISSUER)))
     }
 
     /// Verifies the token found at location `at` with a rule that reads that location and
@@ -236,14 +292,47 @@ impl Rule {
             );
             self.reject(&error)
         })?;
-        if !audience_allowed(&self.audiences, jwt.claim("aud")) {
+        self.check_audience(jwt.claims())?;
+        Ok(jwt)
+    }
+
+    /// The checks after verification: the token's `aud` against the rule's audiences.
+    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), JwtReject> {
+        if !audience_allowed(&self.audiences, claims.get("aud")) {
             tracing::debug!(policy = %self.policy, rule = self.index, "JWT audience not allowed");
             return Err(JwtReject {
                 status: StatusCode::FORBIDDEN,
                 message: message::AUDIENCE.to_owned(),
             });
         }
-        Ok(jwt)
+        Ok(())
+    }
+
+    /// The identity `requestPrincipals` and `request.auth.*` match on, with this rule's
+    /// space-delimited claims split (top-level string claims only, as Envoy's
+    /// `normalizePayload`: `absl::StrSplit(value, ' ', absl::SkipEmpty())`).
+    fn identity(&self, claims: &Map<String, Value>) -> JwtIdentity {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let mut normalized = claims.clone();
+        for name in &self.space_delimited {
+            if let Some(value) = normalized.get_mut(name)
+                && let Value::String(text) = value
+            {
+                let parts = text
+                    .split(' ')
+                    .filter(|part| !part.is_empty())
+                    .map(|part| Value::String(part.to_owned()))
+                    .collect();
+                *value = Value::Array(parts);
+            }
+        }
+        JwtIdentity {
+            issuer: text("iss").unwrap_or_default(),
+            subject: text("sub").unwrap_or_default(),
+            audiences: audiences(claims.get("aud")),
+            presenter: text("azp"),
+            claims: Value::Object(normalized),
+        }
     }
 
     /// The response for a token the issuer refused.
@@ -305,17 +394,6 @@ fn audiences(aud: Option<&Value>) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-/// The identity `requestPrincipals` and `request.auth.*` match on.
-fn identity(jwt: &VerifiedJwt) -> JwtIdentity {
-    JwtIdentity {
-        issuer: jwt.issuer().unwrap_or_default().to_owned(),
-        subject: jwt.subject().unwrap_or_default().to_owned(),
-        audiences: audiences(jwt.claim("aud")),
-        presenter: jwt.claim("azp").and_then(Value::as_str).map(str::to_owned),
-        claims: Value::Object(jwt.claims().clone()),
     }
 }
 
