@@ -46,7 +46,7 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let scope = scope(args, &ProcessEnvironment)?;
     let docs = load(&scope.files)?;
-    let report = explain::explain(args, &scope, &docs);
+    let report = explain::explain(args, &scope, &docs)?;
     let mut out = std::io::stdout().lock();
     match args.output {
         OutputFormat::Text => out

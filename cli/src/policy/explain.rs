@@ -5,20 +5,24 @@
 //! ```text
 //! connection      PeerAuthentication mode for the port (compose().mode_for):
 //!                 STRICT + plaintext -> refused; DISABLE -> no peer identity
-//! authentication  RequestAuthentications that apply (request_authentications_for):
-//!                 token issuer in no jwtRule -> 401; audience not allowed -> 403;
+//! authentication  RequestAuthentications that apply (request_authentications_for),
+//!                 built into the proxy's JwtFilter (refused -> exit 64, as the proxy
+//!                 refuses them); the token's claims decided by JwtFilter::check_claims:
+//!                 issuer in no jwtRule -> 401; audience not allowed -> 403;
 //!                 no RequestAuthentication -> the token is not validated (no identity)
 //! request         path normalization (evaluate: %00 -> 400)
 //! authorization   Authorizer::evaluate -> Decision (policy and rule)
 //! ```
 
 use serde::Serialize;
+use sigil_proxy::jwt::{JwksCache, JwtFilter};
 use sigil_proxy::policy::{
-    Action, Authorizer, Decision, HttpRequest, JwtIdentity, MtlsMode, PathNormalization,
-    PolicyDocuments, PolicyRef, Reason, Request, Verdict, Workload, compose, normalize_path,
+    Action, Authorizer, Decision, HttpRequest, MtlsMode, PathNormalization, PolicyDocuments,
+    PolicyRef, Reason, Request, Verdict, Workload, compose, normalize_path,
 };
 
 use super::args::ExplainArgs;
+use crate::serve::InvalidConfig;
 
 /// The workload and the policy settings the request is explained for.
 #[derive(Debug)]
@@ -265,33 +269,25 @@ fn authorization_report(decision: &Decision, reached: bool) -> AuthorizationRepo
     }
 }
 
-/// The JWT identity of a payload (as the JWT filter hands it on).
-fn identity(payload: serde_json::Map<String, serde_json::Value>) -> JwtIdentity {
-    let text = |name: &str| {
-        payload
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    let audiences = match payload.get("aud") {
+/// `aud` as a list, for messages.
+fn audiences_of(payload: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    match payload.get("aud") {
         Some(serde_json::Value::String(a)) => vec![a.clone()],
         Some(serde_json::Value::Array(list)) => list
             .iter()
             .filter_map(|a| a.as_str().map(str::to_owned))
             .collect(),
         _ => Vec::new(),
-    };
-    JwtIdentity {
-        issuer: text("iss").unwrap_or_default(),
-        subject: text("sub").unwrap_or_default(),
-        audiences,
-        presenter: text("azp"),
-        claims: serde_json::Value::Object(payload),
     }
 }
 
-/// Runs every stage for the request `args` describes against `docs`.
-pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments) -> Report {
+/// Runs every stage for the request `args` describes against `docs`; fails (as the proxy
+/// refuses to load them) when the RequestAuthentications that apply do not make a JWT filter.
+pub(crate) fn explain(
+    args: &ExplainArgs,
+    scope: &Scope,
+    docs: &PolicyDocuments,
+) -> Result<Report, InvalidConfig> {
     let workload = scope.workload.clone();
     let root = scope.root_namespace.as_str();
     let normalization = scope.normalization;
@@ -337,24 +333,28 @@ pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments)
 
     // Authentication: RequestAuthentication (HTTP only).
     let mut auth = None;
-    let authentication = args.is_http().then(|| {
+    let mut authentication = None;
+    if args.is_http() {
         let ras: Vec<_> = docs.request_authentications_for(root, &workload).collect();
+        // The proxy's own filter (jwt::JwtFilter): the decision on a verified token's claims
+        // (issuer routing, audience, space-delimited claims) is its code, not a copy.
+        let filter = JwtFilter::build(&ras, &JwksCache::new(None))
+            .map_err(|e| InvalidConfig(format!("the proxy refuses these policies: {e}")))?;
         let token = args.jwt_payload().map(|payload| {
-            let id = identity(payload);
+            let text = |name: &str| {
+                payload
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (issuer, subject) = (text("iss"), text("sub"));
             let mut report = TokenReport {
-                issuer: id.issuer.clone(),
-                subject: id.subject.clone(),
+                issuer: issuer.clone(),
+                subject,
                 outcome: "accepted",
                 rule: None,
             };
-            let mut same_issuer = ras.iter().flat_map(|ra| {
-                ra.spec
-                    .jwt_rules
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, rule)| rule.issuer == id.issuer)
-                    .map(move |(i, rule)| (ra, i, rule))
-            });
             if ras.is_empty() {
                 report.outcome = "ignored";
                 notes.push(
@@ -362,46 +362,42 @@ pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments)
                      no token, so request.auth.* is empty"
                         .to_owned(),
                 );
-            } else if let Some((ra, i, _)) = same_issuer.clone().find(|(_, _, rule)| {
-                rule.audiences.is_empty() || rule.audiences.iter().any(|a| id.audiences.contains(a))
-            }) {
-                report.rule = Some(JwtRuleRef {
-                    policy: format!("{}/{}", ra.namespace, ra.name),
-                    index: i,
-                });
-                auth = Some(id);
-            } else {
-                report.outcome = "rejected";
-                let (status, message) = if same_issuer.next().is_some() {
-                    (
-                        403,
-                        format!(
-                            "the token's audiences {:?} are not allowed by the jwtRules of \
-                             issuer {:?}",
-                            id.audiences, id.issuer
-                        ),
-                    )
-                } else {
-                    (
-                        401,
-                        format!(
-                            "the token's issuer {:?} is in no jwtRule of the \
-                             RequestAuthentications that apply",
-                            id.issuer
-                        ),
-                    )
-                };
-                if rejected.is_none() {
-                    rejected = Some(Rejection {
-                        stage: "authentication",
-                        status: Some(status),
-                        message,
+                return report;
+            }
+            match filter.check_claims(&payload) {
+                Ok(accepted) => {
+                    report.rule = Some(JwtRuleRef {
+                        policy: accepted.policy,
+                        index: accepted.rule,
                     });
+                    auth = Some(accepted.identity);
+                }
+                Err(reject) => {
+                    report.outcome = "rejected";
+                    let message = match reject.status.as_u16() {
+                        403 => format!(
+                            "the token's audiences {:?} are not allowed by the jwtRules of \
+                             issuer {issuer:?}",
+                            audiences_of(&payload)
+                        ),
+                        401 => format!(
+                            "the token's issuer {issuer:?} is in no jwtRule of the \
+                             RequestAuthentications that apply"
+                        ),
+                        _ => reject.message,
+                    };
+                    if rejected.is_none() {
+                        rejected = Some(Rejection {
+                            stage: "authentication",
+                            status: Some(reject.status.as_u16()),
+                            message,
+                        });
+                    }
                 }
             }
             report
         });
-        AuthenticationReport {
+        authentication = Some(AuthenticationReport {
             request_authentications: ras
                 .iter()
                 .map(|ra| RequestAuthenticationReport {
@@ -422,8 +418,8 @@ pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments)
                 })
                 .collect(),
             token,
-        }
-    });
+        });
+    }
 
     // The request, then authorization.
     let headers = http_headers(args, &mut notes);
@@ -472,7 +468,7 @@ pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments)
         (None, Some(d)) => d.to_string(),
         (None, None) => "deny".to_owned(),
     };
-    Report {
+    Ok(Report {
         allowed,
         summary,
         authorization: decision
@@ -524,7 +520,7 @@ pub(crate) fn explain(args: &ExplainArgs, scope: &Scope, docs: &PolicyDocuments)
             request_authentications: docs.request.len(),
         },
         notes,
-    }
+    })
 }
 
 /// The headers the policy sees, as the HTTP layer builds them (HTTP/1.1):
