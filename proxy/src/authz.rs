@@ -46,20 +46,6 @@ impl PolicyState {
         }
     }
 
-    /// Everything denied, mTLS STRICT: what runs when the policy files
-    /// never loaded (never allow-all).
-    pub fn fail_closed(workload: Workload) -> Self {
-        Self {
-            workload,
-            authorizer: Authorizer::fail_closed(),
-            mtls: EffectiveMtls {
-                default: MtlsMode::Strict,
-                ports: Default::default(),
-            },
-            jwt: Arc::new(JwtFilter::none()),
-        }
-    }
-
     /// The decision for `request` against this workload's policies.
     pub fn authorize(&self, request: &Request) -> Result<Decision, RequestError> {
         self.authorizer.evaluate(&self.workload, request)

@@ -96,7 +96,7 @@ pub struct ProxyConfig {
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Connections served at once per listener; more wait to be accepted
-    /// (default [`DEFAULT_MAX_CONNECTIONS`]).
+    /// (default [`DEFAULT_MAX_CONNECTIONS`], at most [`MAX_CONNECTIONS_LIMIT`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// The workload this proxy fronts and the policy files that apply to it.
@@ -338,6 +338,9 @@ pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default [`ProxyConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest [`ProxyConfig::max_connections`] accepted (a bound that large
+/// is no bound; tokio's semaphore also caps its permits).
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 /// Default [`PolicyConfig::root_namespace`] (Istio's).
 pub const DEFAULT_ROOT_NAMESPACE: &str = crate::policy::DEFAULT_ROOT_NAMESPACE;
 /// Default [`HttpConfig::max_header_bytes`] (Envoy's 60 KiB).
@@ -418,8 +421,11 @@ impl ProxyConfig {
                 "set exactly one of [credentials.files] and [credentials.sds]",
             ));
         }
-        if self.max_connections == 0 {
-            return Err(invalid("max_connections", "must be at least 1"));
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(invalid(
+                "max_connections",
+                &format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
         }
         if self.handshake_timeout.is_zero() {
             return Err(invalid("handshake_timeout", "must be positive"));
@@ -429,6 +435,19 @@ impl ProxyConfig {
         }
         if self.max_connection_age.is_zero() {
             return Err(invalid("max_connection_age", "must be positive"));
+        }
+        // Each of these feeds a timer; zero would make a watcher panic or
+        // cut every request.
+        let mut positive = vec![
+            ("policy.reload_interval", self.policy.reload_interval),
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.request_timeout", self.http.request_timeout),
+        ];
+        if let Some(files) = &self.credentials.files {
+            positive.push(("credentials.files.poll_interval", files.poll_interval));
+        }
+        if let Some((field, _)) = positive.iter().find(|(_, value)| value.is_zero()) {
+            return Err(invalid(field, "must be positive"));
         }
         self.validate_federation()
     }
@@ -477,127 +496,4 @@ impl ProxyConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    const TOML: &str = r#"
-trust_domain = "example.org"
-[credentials.files]
-cert_chain = "c.pem"
-key = "k.pem"
-bundle = "b.pem"
-[[listeners]]
-mode = "inbound"
-listen = "127.0.0.1:15006"
-target = "127.0.0.1:8080"
-"#;
-
-    #[test]
-    fn loads_toml_and_env_overrides() {
-        let mut env = BTreeMap::new();
-        env.insert("SIGIL_PROXY__TLS_MIN_VERSION".to_owned(), "1.2".to_owned());
-        let config = ProxyConfig::load(TOML, &env).unwrap();
-        assert_eq!(config.tls_min_version, "1.2");
-        assert_eq!(config.listeners.len(), 1);
-        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
-        assert_eq!(config.admin.addr, DEFAULT_ADMIN_ADDR);
-    }
-
-    #[test]
-    fn admin_addr_from_the_environment() {
-        let mut env = BTreeMap::new();
-        env.insert(
-            "SIGIL_PROXY__ADMIN__ADDR".to_owned(),
-            "127.0.0.1:9999".to_owned(),
-        );
-        let config = ProxyConfig::load(TOML, &env).unwrap();
-        assert_eq!(config.admin.addr.to_string(), "127.0.0.1:9999");
-    }
-
-    fn federation(entries: &str) -> Result<ProxyConfig, ConfigError> {
-        ProxyConfig::load(&format!("{TOML}{entries}"), &BTreeMap::new())
-    }
-
-    #[test]
-    fn loads_federation_entries() {
-        let config = federation(
-            r#"
-[[federation]]
-trust_domain = "partner.example"
-bundle = "/etc/partner.pem"
-[[federation]]
-trust_domain = "other.example"
-bundle = "/etc/other.json"
-poll_interval = "5s"
-"#,
-        )
-        .unwrap();
-        assert_eq!(config.federation.len(), 2);
-        assert_eq!(config.federation[0].trust_domain, "partner.example");
-        assert_eq!(config.federation[0].poll_interval, DEFAULT_POLL_INTERVAL);
-        assert_eq!(config.federation[1].poll_interval, Duration::from_secs(5));
-        assert!(federation("").unwrap().federation.is_empty());
-    }
-
-    #[test]
-    fn refuses_invalid_duplicate_and_local_federated_trust_domains() {
-        let entry = |td: &str| format!("[[federation]]\ntrust_domain = \"{td}\"\nbundle = \"b\"\n");
-        let cases = [
-            (entry("Not A Domain!"), "federation[0].trust_domain"),
-            (entry("example.org"), "federation[0].trust_domain"),
-            (
-                format!(
-                    "{}{}",
-                    entry("partner.example"),
-                    entry("spiffe://partner.example")
-                ),
-                "federation[1].trust_domain",
-            ),
-            (
-                "[[federation]]\ntrust_domain = \"p.example\"\nbundle = \"\"\n".to_owned(),
-                "federation[0].bundle",
-            ),
-        ];
-        for (text, field) in cases {
-            let err = federation(&text).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
-                "{text}: {err}"
-            );
-        }
-        let err = federation("[[federation]]\ntrust_domain = \"p.example\"\n").unwrap_err();
-        assert!(err.to_string().contains("bundle"), "{err}");
-    }
-
-    #[test]
-    fn max_connection_age_defaults_to_an_hour_and_must_be_positive() {
-        let config = ProxyConfig::load(TOML, &BTreeMap::new()).unwrap();
-        assert_eq!(config.max_connection_age, DEFAULT_MAX_CONNECTION_AGE);
-        assert_eq!(DEFAULT_MAX_CONNECTION_AGE, Duration::from_secs(3600));
-        let set = ProxyConfig::load(
-            &format!("max_connection_age = \"90s\"\n{TOML}"),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        assert_eq!(set.max_connection_age, Duration::from_secs(90));
-        let err = ProxyConfig::load(
-            &format!("max_connection_age = \"0s\"\n{TOML}"),
-            &BTreeMap::new(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::Invalid { field, .. } if field == "max_connection_age"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn refuses_bad_tls_version() {
-        let mut env = BTreeMap::new();
-        env.insert("SIGIL_PROXY__TLS_MIN_VERSION".to_owned(), "1.1".to_owned());
-        let err = ProxyConfig::load(TOML, &env).unwrap_err();
-        assert!(err.to_string().contains("tls_min_version"), "{err}");
-    }
-}
+mod tests;

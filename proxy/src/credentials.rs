@@ -233,7 +233,13 @@ impl FileCredentials {
 
     async fn poll(self) {
         let mut last = read_all(&self.config).ok();
-        let mut ticker = tokio::time::interval(self.config.poll_interval);
+        // A zero interval is refused by `ProxyConfig::validate`; never panic
+        // in the watcher if a caller skipped it.
+        let period = self
+            .config
+            .poll_interval
+            .max(std::time::Duration::from_millis(1));
+        let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;

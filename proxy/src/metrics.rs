@@ -27,6 +27,17 @@ pub struct BytesLabels {
     pub flow: &'static str,
 }
 
+/// Labels of a failed TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `no_certificate`, `bad_certificate`, `unknown_ca`, `expired`,
+    /// `timeout`, `protocol` or `other` (see
+    /// [`crate::listener::handshake_failure_reason`]).
+    pub reason: &'static str,
+}
+
 /// Labels of a policy reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -49,6 +60,7 @@ pub struct RequestLabels {
 pub struct ProxyMetrics {
     connections: Family<ConnectionLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
+    handshake_failures: Family<HandshakeLabels, Counter>,
     open: Gauge,
     policy_reloads: Family<ReloadLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
@@ -67,6 +79,11 @@ impl ProxyMetrics {
             "proxy_bytes",
             "Bytes copied by direction and flow",
             metrics.bytes.clone(),
+        );
+        registry.register(
+            "proxy_handshake_failures",
+            "Failed TLS handshakes by direction and reason",
+            metrics.handshake_failures.clone(),
         );
         registry.register(
             "proxy_connections_open",
@@ -125,6 +142,27 @@ impl ProxyMetrics {
                 .get_or_create(&BytesLabels { direction, flow })
                 .inc_by(n);
         }
+    }
+
+    /// Records a failed TLS handshake.
+    pub(crate) fn handshake_failed(&self, direction: &'static str, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&HandshakeLabels { direction, reason })
+            .inc();
+    }
+
+    /// Failed TLS handshakes with these labels so far.
+    pub fn handshake_failures(&self, direction: &'static str, reason: &'static str) -> u64 {
+        self.handshake_failures
+            .get_or_create(&HandshakeLabels { direction, reason })
+            .get()
+    }
+
+    /// Bytes copied so far (`flow`: `received` or `sent`).
+    pub fn bytes(&self, direction: &'static str, flow: &'static str) -> u64 {
+        self.bytes
+            .get_or_create(&BytesLabels { direction, flow })
+            .get()
     }
 
     /// Finished connections with these labels so far.

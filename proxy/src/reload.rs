@@ -137,7 +137,12 @@ impl PolicyStore {
         // file caught half-written (an empty file is a valid, allow-all
         // policy set) is never loaded. Costs one `reload_interval`.
         let mut pending = None;
-        let mut ticker = tokio::time::interval(self.config.reload_interval);
+        // Zero is refused by `ProxyConfig::validate`; never panic here.
+        let period = self
+            .config
+            .reload_interval
+            .max(std::time::Duration::from_millis(1));
+        let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {

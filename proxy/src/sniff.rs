@@ -1,7 +1,7 @@
 //! Telling a TLS ClientHello from plaintext on a PERMISSIVE port.
 //!
-//! [`sniff`] peeks (does not consume) the first bytes of a TCP stream: a TLS
-//! handshake record starts with content type 22 and major version 3.
+//! [`sniff`] peeks (does not consume) the first byte of a TCP stream: a TLS
+//! handshake record starts with content type 22 (then major version 3).
 
 use std::time::Duration;
 
@@ -16,32 +16,29 @@ pub enum Protocol {
     Plaintext,
 }
 
-/// Classifies the first bytes of a connection.
+/// Classifies the first bytes of a connection (the first one decides).
 pub fn classify(first: &[u8]) -> Protocol {
     match first {
-        [0x16, 0x03, ..] | [0x16] => Protocol::Tls,
+        [0x16, ..] => Protocol::Tls,
         _ => Protocol::Plaintext,
     }
 }
 
-/// Peeks at `stream` until two bytes arrive (one is enough when it is not a
-/// handshake record's type; or the peer closes) and classifies them.
-/// Nothing is consumed. A peer that sends nothing within `timeout` gets a
+/// Waits (without polling on a timer) for the first byte of `stream` and
+/// classifies it: a TLS handshake record's type (`0x16`) means TLS, as no
+/// plaintext protocol a workload speaks starts with that control byte, and
+/// the handshake that follows verifies the rest. Nothing is consumed; a
+/// peer that closes without a byte is plaintext (the caller's next read
+/// sees the end). A peer that sends nothing within `timeout` gets a
 /// `TimedOut` error (the caller closes it).
 pub async fn sniff(stream: &TcpStream, timeout: Duration) -> std::io::Result<Protocol> {
-    let mut buf = [0u8; 2];
-    let peeked = tokio::time::timeout(timeout, async {
-        loop {
-            let n = stream.peek(&mut buf).await?;
-            if n >= 2 || n == 0 || buf.first().is_some_and(|b| *b != 0x16) {
-                return Ok::<usize, std::io::Error>(n);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sniff timed out"))??;
-    Ok(classify(buf.get(..peeked).unwrap_or_default()))
+    let mut first = [0u8; 1];
+    // `peek` parks on the socket's readiness until a byte (or the end)
+    // arrives: one wakeup, however slowly the peer sends the rest.
+    let peeked = tokio::time::timeout(timeout, stream.peek(&mut first))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sniff timed out"))??;
+    Ok(classify(first.get(..peeked).unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -37,6 +37,12 @@ use crate::metrics::ProxyMetrics;
 use crate::policy::{MtlsMode, Reason, Request, Verdict};
 use crate::{sniff, tls};
 
+mod counted;
+mod reason;
+
+use counted::Counted;
+pub use reason::handshake_failure_reason;
+
 /// Errors starting a listener.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -292,9 +298,13 @@ impl Proxy {
                     Ok(sniff::Protocol::Tls) => true,
                     Ok(sniff::Protocol::Plaintext) => false,
                     Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                        self.metrics.handshake_failed(log.direction, "timeout");
                         return log.fail("handshake_timeout", "no bytes".to_owned());
                     }
-                    Err(error) => return log.fail("handshake_failed", error.to_string()),
+                    Err(error) => {
+                        self.metrics.handshake_failed(log.direction, "other");
+                        return log.fail("handshake_failed", error.to_string());
+                    }
                 }
             }
         };
@@ -311,8 +321,15 @@ impl Proxy {
         }
         let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => return log.fail("handshake_failed", error.to_string()),
-            Err(_) => return log.fail("handshake_timeout", String::new()),
+            Ok(Err(error)) => {
+                let reason = handshake_failure_reason(&error);
+                self.metrics.handshake_failed(log.direction, reason);
+                return log.fail("handshake_failed", format!("{reason}: {error}"));
+            }
+            Err(_) => {
+                self.metrics.handshake_failed(log.direction, "timeout");
+                return log.fail("handshake_timeout", String::new());
+            }
         };
         let (_, session) = tls.get_ref();
         conn.peer = peer_id(session.peer_certificates());
@@ -361,9 +378,13 @@ impl Proxy {
             }
             Err(error) => return log.fail("deny", error.to_string()),
         }
-        let upstream = match TcpStream::connect(self.target).await {
-            Ok(upstream) => upstream,
-            Err(error) => return log.fail("upstream_connect_failed", error.to_string()),
+        // An application that never answers the SYN is bounded as a
+        // handshake is.
+        let connect = tokio::time::timeout(self.handshake_timeout, TcpStream::connect(self.target));
+        let upstream = match connect.await {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(error)) => return log.fail("upstream_connect_failed", error.to_string()),
+            Err(_) => return log.fail("upstream_connect_timeout", String::new()),
         };
         let _ = upstream.set_nodelay(true);
         self.pipe(io, upstream, log).await;
@@ -381,17 +402,28 @@ impl Proxy {
     ) {
         log.source_principal = self.local_id();
         let local = stream.local_addr().unwrap_or(log.source_addr);
-        let connect = async {
-            let upstream = TcpStream::connect(self.target).await?;
-            let _ = upstream.set_nodelay(true);
-            connector.connect(name.clone(), upstream).await
-        };
-        let tls = match tokio::time::timeout(self.handshake_timeout, connect).await {
+        // Connecting and the handshake together get `handshake_timeout`.
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let upstream =
+            match tokio::time::timeout_at(deadline, TcpStream::connect(self.target)).await {
+                Ok(Ok(upstream)) => upstream,
+                Ok(Err(error)) => return log.fail("upstream_connect_failed", error.to_string()),
+                Err(_) => return log.fail("upstream_connect_timeout", String::new()),
+            };
+        let _ = upstream.set_nodelay(true);
+        let tls = match tokio::time::timeout_at(deadline, connector.connect(name.clone(), upstream))
+            .await
+        {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
-                return log.fail("upstream_handshake_failed", error.to_string());
+                let reason = handshake_failure_reason(&error);
+                self.metrics.handshake_failed(log.direction, reason);
+                return log.fail("upstream_handshake_failed", format!("{reason}: {error}"));
             }
-            Err(_) => return log.fail("upstream_handshake_timeout", String::new()),
+            Err(_) => {
+                self.metrics.handshake_failed(log.direction, "timeout");
+                return log.fail("upstream_handshake_timeout", String::new());
+            }
         };
         let session = tls.get_ref().1;
         log.destination_principal = peer_id(session.peer_certificates());
@@ -418,16 +450,20 @@ impl Proxy {
         check_leaf(current.cert.first()?).ok()
     }
 
-    async fn pipe<A, B>(&self, a: A, b: B, log: &mut AccessLog)
+    /// Copies `downstream <-> upstream`; the bytes moved are counted on the
+    /// downstream side, so a connection that ends idle or in error still
+    /// reports what it carried.
+    async fn pipe<A, B>(&self, downstream: A, upstream: B, log: &mut AccessLog)
     where
         A: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
     {
-        match copy::copy_with_idle_timeout(a, b, self.idle_timeout).await {
-            Ok(CopyEnd::Closed(received, sent)) => {
-                log.bytes_received = received;
-                log.bytes_sent = sent;
-            }
+        let mut downstream = Counted::new(downstream);
+        let end = copy::copy_with_idle_timeout(&mut downstream, upstream, self.idle_timeout).await;
+        log.bytes_received = downstream.read;
+        log.bytes_sent = downstream.written;
+        match end {
+            Ok(CopyEnd::Closed(..)) => {}
             Ok(CopyEnd::Idle) => log.detail = Some("idle_timeout".to_owned()),
             Err(error) => log.detail = Some(error.to_string()),
         }
