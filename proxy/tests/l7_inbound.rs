@@ -433,6 +433,39 @@ async fn a_websocket_upgrade_is_authorized_then_joined() {
     assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
 }
 
+#[tokio::test]
+async fn only_websocket_upgrades_become_tunnels() {
+    let (app, front, metrics) = inbound("", Some(CLIENT_ID)).await;
+    // h2c: stripped (as Envoy's HTTP/1 codec), served as a plain request.
+    let h2c = raw(
+        front.addr,
+        b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings, close\r\n\
+          upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    assert!(h2c.starts_with("HTTP/1.1 200"), "{h2c}");
+    assert!(h2c.ends_with("GET /ws"), "{h2c}");
+    let seen = app.seen();
+    assert_eq!(seen.len(), 1);
+    for gone in ["upgrade", "http2-settings"] {
+        assert!(!seen[0].headers.contains_key(gone), "{gone} forwarded");
+    }
+    // Anything else: 403 before the application (Envoy's upgrade_failed).
+    for upgrade in ["foo", "websocket, foo", "TLS/1.0"] {
+        let refused = raw(
+            front.addr,
+            format!(
+                "GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade, close\r\nupgrade: {upgrade}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(refused.starts_with("HTTP/1.1 403"), "{upgrade}: {refused}");
+    }
+    assert_eq!(app.seen().len(), 1);
+    assert_eq!(metrics.requests("inbound", "deny"), 3);
+}
+
 const DENY_ADMIN_HOST: &str = r#"
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -203,6 +203,14 @@ async fn decide_and_forward(
             return response::bad_request(error.as_str());
         }
     };
+    let upgrade = match tunnel::requested(&parts) {
+        tunnel::Asked::Refused => {
+            record.fail(Outcome::Deny, tunnel::UPGRADE_FAILED);
+            return response::upgrade_refused();
+        }
+        tunnel::Asked::WebSocket(value) => Some(value),
+        tunnel::Asked::Nothing => None,
+    };
     // A client's own XFCC never reaches the application (nor the policy).
     parts.headers.remove(XFCC);
 
@@ -285,7 +293,6 @@ async fn decide_and_forward(
     } else {
         Version::HTTP_11
     };
-    let upgrade = tunnel::requested(&parts);
     let downstream_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());

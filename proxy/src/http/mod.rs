@@ -25,8 +25,11 @@
 //! with `content-type: application/grpc*`), which goes over HTTP/2 prior
 //! knowledge (h2c) with its trailers.
 //!
-//! HTTP/1.1 protocol upgrades (WebSocket) are forwarded and, on 101, the two
-//! connections joined. Not here: upgrades over HTTP/2 (extended CONNECT),
+//! HTTP/1.1 protocol upgrades: WebSocket only (Istio enables only
+//! `websocket` in Envoy) is forwarded and, on 101, the two connections
+//! joined; `Upgrade: h2c` is stripped (as Envoy's HTTP/1 codec does) and the
+//! request served as a plain one; any other upgrade gets 403 (Envoy's
+//! `upgrade_failed`), so no other protocol becomes an opaque tunnel. Not here: upgrades over HTTP/2 (extended CONNECT),
 //! so an outbound connection whose upstream is HTTP/2 drops `Upgrade`.
 
 mod headers;

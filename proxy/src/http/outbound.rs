@@ -245,8 +245,15 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
-    // Upgrades (WebSocket) need HTTP/1.1 on the upstream too.
-    let upgrade = tunnel::requested(&parts).filter(|_| !upstream_h2);
+    // Upgrades (WebSocket only) need HTTP/1.1 on the upstream too.
+    let upgrade = match tunnel::requested(&parts) {
+        tunnel::Asked::Refused => {
+            record.fail(Outcome::Deny, tunnel::UPGRADE_FAILED);
+            return response::upgrade_refused();
+        }
+        tunnel::Asked::WebSocket(value) if !upstream_h2 => Some(value),
+        tunnel::Asked::WebSocket(_) | tunnel::Asked::Nothing => None,
+    };
     let downstream_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());

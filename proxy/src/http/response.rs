@@ -28,6 +28,12 @@ pub(super) fn denied() -> Response<Body> {
     local(StatusCode::FORBIDDEN, RBAC_DENIED)
 }
 
+/// 403 for an upgrade to a protocol other than WebSocket (Envoy's
+/// `upgrade_failed` local reply, empty body).
+pub(super) fn upgrade_refused() -> Response<Body> {
+    local(StatusCode::FORBIDDEN, Bytes::new())
+}
+
 /// 400 with `reason`.
 pub(super) fn bad_request(reason: &'static str) -> Response<Body> {
     local(StatusCode::BAD_REQUEST, reason)

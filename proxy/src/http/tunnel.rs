@@ -1,5 +1,6 @@
-//! HTTP/1.1 protocol upgrades (WebSocket): once the application answers
-//! 101, the downstream and upstream connections are joined byte for byte
+//! HTTP/1.1 protocol upgrades: WebSocket only (as Istio, which enables
+//! only `websocket` in Envoy; others get 403, `h2c` is stripped and the
+//! request served as a plain one). Once the application answers 101, the downstream and upstream connections are joined byte for byte
 //! for the rest of the connection's life (on the connection's own task, so
 //! it stays counted and bounded by the idle timeout).
 
@@ -13,13 +14,35 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+/// The access log's detail for a refused upgrade (Envoy's response code
+/// detail).
+pub(super) const UPGRADE_FAILED: &str = "upgrade_failed";
+
+/// What a request's `Upgrade` gets, as from Envoy with only `websocket`
+/// upgrades enabled (Istio's configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// No upgrade (none asked, not HTTP/1.1, no `Connection: upgrade`, or
+    /// `h2c`, whose headers Envoy's HTTP/1 codec strips): a plain request;
+    /// hop-by-hop removal drops `Upgrade`.
+    Nothing,
+    /// `Upgrade: websocket`: forwarded and, on 101, joined (this value).
+    WebSocket(HeaderValue),
+    /// Any other protocol: 403 (Envoy's `upgrade_failed`), so no unvetted
+    /// protocol becomes an opaque tunnel past per-request authorization.
+    Refused,
+}
+
 /// The upgrade a request asks for: HTTP/1.1 with `Connection: upgrade` and
-/// an `Upgrade` header (its value).
-pub(super) fn requested(parts: &Parts) -> Option<HeaderValue> {
+/// an `Upgrade` header.
+pub(super) fn requested(parts: &Parts) -> Asked {
     if parts.version != Version::HTTP_11 {
-        return None;
+        return Asked::Nothing;
     }
-    let upgrade = parts.headers.get(UPGRADE)?;
+    let mut values = parts.headers.get_all(UPGRADE).iter();
+    let Some(upgrade) = values.next() else {
+        return Asked::Nothing;
+    };
     let asked = parts
         .headers
         .get_all(CONNECTION)
@@ -27,7 +50,19 @@ pub(super) fn requested(parts: &Parts) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asked.then(|| upgrade.clone())
+    if !asked {
+        return Asked::Nothing;
+    }
+    let token = upgrade.to_str().unwrap_or_default().trim();
+    if values.next().is_some() {
+        Asked::Refused
+    } else if token.eq_ignore_ascii_case("websocket") {
+        Asked::WebSocket(upgrade.clone())
+    } else if token.eq_ignore_ascii_case("h2c") {
+        Asked::Nothing
+    } else {
+        Asked::Refused
+    }
 }
 
 /// Puts back the upgrade headers that hop-by-hop removal took.
@@ -92,5 +127,32 @@ impl Slot {
         if let Err(error) = joined {
             tracing::debug!(%error, "upgraded connection failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(upgrade: &[&str], connection: &str) -> Asked {
+        let mut b = http::Request::get("/").header(CONNECTION, connection);
+        for u in upgrade {
+            b = b.header(UPGRADE, *u);
+        }
+        requested(&b.body(()).unwrap().into_parts().0)
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_honoured() {
+        let ws = HeaderValue::from_static("WebSocket");
+        assert_eq!(asked(&["WebSocket"], "Upgrade"), Asked::WebSocket(ws));
+        assert_eq!(asked(&["h2c"], "Upgrade, HTTP2-Settings"), Asked::Nothing);
+        assert_eq!(asked(&["foo"], "upgrade"), Asked::Refused);
+        assert_eq!(asked(&["websocket, h2c"], "upgrade"), Asked::Refused);
+        assert_eq!(asked(&["websocket", "foo"], "upgrade"), Asked::Refused);
+        // Without `Connection: upgrade` nothing is asked (and `Upgrade` is
+        // dropped as hop-by-hop).
+        assert_eq!(asked(&["foo"], "keep-alive"), Asked::Nothing);
+        assert_eq!(asked(&[], "upgrade"), Asked::Nothing);
     }
 }
