@@ -177,6 +177,19 @@ impl ProxyMetrics {
 }
 
 impl ProxyMetrics {
+    /// The byte counter for these labels (kept by the HTTP layer, which
+    /// counts as bytes move rather than when a connection ends).
+    pub(crate) fn bytes_counter(&self, direction: &'static str, flow: &'static str) -> Counter {
+        self.bytes
+            .get_or_create(&BytesLabels { direction, flow })
+            .clone()
+    }
+
+    /// Bytes with these labels so far (`flow`: `received` or `sent`).
+    pub fn bytes(&self, direction: &'static str, flow: &'static str) -> u64 {
+        self.bytes_counter(direction, flow).get()
+    }
+
     /// The request counter for these labels (kept by the HTTP layer, so a
     /// request costs one atomic increment).
     pub(crate) fn request_counter(

@@ -248,8 +248,8 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 }
 
 #[tokio::test]
-async fn bodies_stream_both_ways() {
-    let (_, front, _) = inbound("", Some(CLIENT_ID)).await;
+async fn bodies_stream_both_ways_and_their_bytes_are_counted() {
+    let (_, front, metrics) = inbound("", Some(CLIENT_ID)).await;
     let mut send = h1(front.addr).await;
     let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let req = Request::post("/echo")
@@ -265,6 +265,17 @@ async fn bodies_stream_both_ways() {
         .to_bytes();
     assert_eq!(got.len(), body.len());
     assert!(got == body);
+    // proxy_bytes holds for HTTP listeners too: the downstream connection's
+    // bytes (heads and bodies), by flow.
+    let len = body.len() as u64;
+    for flow in ["received", "sent"] {
+        let counted = metrics.bytes("inbound", flow);
+        assert!(
+            (len..len + 1024).contains(&counted),
+            "{flow}: {counted} for a {len}-byte body"
+        );
+        assert_eq!(metrics.bytes("outbound", flow), 0);
+    }
 }
 
 #[tokio::test]

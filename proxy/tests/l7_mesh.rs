@@ -299,6 +299,11 @@ async fn through_the_mesh(alpn: &'static [u8]) {
     assert!(seen.iter().all(|s| s.headers["x-forwarded-client-cert"]
         == format!("By={SERVER_ID};URI={CLIENT_ID}").as_str()));
     assert_eq!(out_metrics.requests("outbound", "allow"), 13);
+    // The application's 1 MiB echo crossed the outbound both ways.
+    for flow in ["received", "sent"] {
+        let counted = out_metrics.bytes("outbound", flow);
+        assert!(counted > 1 << 20, "outbound {flow}: {counted}");
+    }
     assert_eq!(mesh.metrics.requests("inbound", "deny"), 1);
 }
 

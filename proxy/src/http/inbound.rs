@@ -92,7 +92,8 @@ pub(super) async fn serve<IO>(
             async move { Ok::<_, Infallible>(handle(&inner, &ctx, req).await) }
         })
     };
-    let limits = server::Limits::new(&inner.config, timeouts);
+    let bytes = inner.counters.bytes(Direction::Inbound);
+    let limits = server::Limits::new(&inner.config, timeouts, bytes);
     let end = server::serve(io, ctx.conn.h2, &limits, service, shutdown).await;
     limits.run_tunnel(&ctx.tunnel).await;
     let served = ctx.requests.load(Ordering::Relaxed);

@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use sigil_identity::SpiffeId;
 
+use super::prefixed::ByteCounters;
 use crate::metrics::ProxyMetrics;
 use crate::policy::{Decision, JwtIdentity, Reason};
 
@@ -62,11 +63,14 @@ impl Outcome {
     }
 }
 
-/// The request counters, created once so a request costs one increment.
+/// The request and byte counters, created once so a request costs one
+/// increment.
 #[derive(Debug)]
 pub(super) struct Counters {
     inbound: PerOutcome,
     outbound: PerOutcome,
+    inbound_bytes: ByteCounters,
+    outbound_bytes: ByteCounters,
 }
 
 #[derive(Debug)]
@@ -103,9 +107,23 @@ impl PerOutcome {
 
 impl Counters {
     pub(super) fn new(metrics: &ProxyMetrics) -> Self {
+        let bytes = |direction: Direction| ByteCounters {
+            received: metrics.bytes_counter(direction.as_str(), "received"),
+            sent: metrics.bytes_counter(direction.as_str(), "sent"),
+        };
         Self {
             inbound: PerOutcome::new(metrics, Direction::Inbound),
             outbound: PerOutcome::new(metrics, Direction::Outbound),
+            inbound_bytes: bytes(Direction::Inbound),
+            outbound_bytes: bytes(Direction::Outbound),
+        }
+    }
+
+    /// Where a connection of this direction counts its bytes.
+    pub(super) fn bytes(&self, direction: Direction) -> &ByteCounters {
+        match direction {
+            Direction::Inbound => &self.inbound_bytes,
+            Direction::Outbound => &self.outbound_bytes,
         }
     }
 

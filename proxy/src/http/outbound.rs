@@ -140,7 +140,8 @@ async fn run<IO, D, E>(
         })
     };
     let downstream = shutdown.child_token();
-    let limits = server::Limits::new(&inner.config, timeouts);
+    let bytes = inner.counters.bytes(Direction::Outbound);
+    let limits = server::Limits::new(&inner.config, timeouts, bytes);
     let serving = server::serve(io, h2, &limits, service, &downstream);
     let mut serving = std::pin::pin!(serving);
     let mut driver = std::pin::pin!(driver);

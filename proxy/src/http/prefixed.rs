@@ -1,6 +1,8 @@
 //! A stream whose first bytes were already read (to tell an HTTP/2
 //! prior-knowledge preface from HTTP/1.1): replays them, then reads on,
-//! noting when bytes last moved (for the idle timeout).
+//! noting when bytes last moved (for the idle timeout) and counting them
+//! (the `proxy_bytes` metric: received from and sent to the downstream
+//! peer, request and response heads, bodies, and upgraded tunnels).
 
 use std::io;
 use std::pin::Pin;
@@ -10,11 +12,25 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Where a stream's bytes are counted.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ByteCounters {
+    /// Bytes read from the downstream peer.
+    pub(super) received: Counter,
+    /// Bytes written to it.
+    pub(super) sent: Counter,
+}
+
+fn count(counter: &Counter, n: usize) {
+    counter.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+}
 
 /// What the first bytes of a connection said.
 pub(super) enum Sniffed<IO> {
@@ -30,8 +46,8 @@ pub(super) enum Sniffed<IO> {
 
 /// Reads until the bytes received either differ from the HTTP/2 preface or
 /// hold all of it, for at most `timeout` (a slow client is cut off here as
-/// it would be by the HTTP/1 head timeout).
-pub(super) async fn sniff<IO>(mut io: IO, timeout: Duration) -> Sniffed<IO>
+/// it would be by the HTTP/1 head timeout). Bytes are counted in `bytes`.
+pub(super) async fn sniff<IO>(mut io: IO, timeout: Duration, bytes: ByteCounters) -> Sniffed<IO>
 where
     IO: AsyncRead + Unpin,
 {
@@ -53,7 +69,9 @@ where
             }
         }
     };
-    match tokio::time::timeout(timeout, read).await {
+    let sniffed = tokio::time::timeout(timeout, read).await;
+    count(&bytes.received, buf.len());
+    match sniffed {
         Ok(true) => {}
         Ok(false) => return Sniffed::Closed,
         Err(_) => return Sniffed::TimedOut,
@@ -62,7 +80,7 @@ where
     let io = Prefixed {
         prefix: buf.freeze(),
         io,
-        activity: Arc::new(Activity::new()),
+        activity: Arc::new(Activity::new(bytes)),
     };
     if h2 {
         Sniffed::Http2(io)
@@ -86,20 +104,32 @@ impl<IO> Prefixed<IO> {
     }
 }
 
-/// When bytes last moved on a stream.
+/// When bytes last moved on a stream, and how many.
 #[derive(Debug)]
 pub(super) struct Activity {
     start: Instant,
     /// Milliseconds after `start`.
     last: AtomicU64,
+    bytes: ByteCounters,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(bytes: ByteCounters) -> Self {
         Self {
             start: Instant::now(),
             last: AtomicU64::new(0),
+            bytes,
         }
+    }
+
+    fn received(&self, n: usize) {
+        count(&self.bytes.received, n);
+        self.touch();
+    }
+
+    fn sent(&self, n: usize) {
+        count(&self.bytes.sent, n);
+        self.touch();
     }
 
     fn touch(&self) {
@@ -138,8 +168,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.activity.received(n);
         }
         read
     }
@@ -152,8 +183,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.activity.sent(n);
         }
         written
     }
@@ -164,8 +197,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.activity.sent(n);
         }
         written
     }
@@ -193,7 +228,8 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(4096);
         client.write_all(input).await.unwrap();
         drop(client);
-        let (kind, io) = match sniff(server, Duration::from_secs(5)).await {
+        let (kind, io) = match sniff(server, Duration::from_secs(5), ByteCounters::default()).await
+        {
             Sniffed::Http1(io) => ("h1", io),
             Sniffed::Http2(io) => ("h2", io),
             Sniffed::Closed => return ("closed", Vec::new()),
@@ -218,6 +254,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_are_counted_both_ways_prefix_included() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let bytes = ByteCounters::default();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let Sniffed::Http1(mut io) = sniff(server, Duration::from_secs(5), bytes.clone()).await
+        else {
+            panic!("not http1");
+        };
+        let mut head = [0u8; 18];
+        io.read_exact(&mut head).await.unwrap();
+        io.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        client.write_all(b"body").await.unwrap();
+        let mut body = [0u8; 4];
+        io.read_exact(&mut body).await.unwrap();
+        assert_eq!(bytes.received.get(), 22);
+        assert_eq!(bytes.sent.get(), 17);
+    }
+
+    #[tokio::test]
     async fn a_preface_cut_short_is_a_close() {
         assert_eq!(sniffed(b"PRI * HTTP").await.0, "closed");
         assert_eq!(sniffed(b"").await.0, "closed");
@@ -227,7 +282,9 @@ mod tests {
     async fn idleness_counts_from_the_last_byte_moved() {
         let (mut client, server) = tokio::io::duplex(64);
         client.write_all(b"GET").await.unwrap();
-        let Sniffed::Http1(mut io) = sniff(server, Duration::from_secs(1)).await else {
+        let Sniffed::Http1(mut io) =
+            sniff(server, Duration::from_secs(1), ByteCounters::default()).await
+        else {
             panic!("not http1");
         };
         let activity = io.activity();
@@ -242,7 +299,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_cut_off_at_the_timeout() {
         let (_client, server) = tokio::io::duplex(64);
-        let sniffed = sniff(server, Duration::from_secs(3)).await;
+        let sniffed = sniff(server, Duration::from_secs(3), ByteCounters::default()).await;
         assert!(matches!(sniffed, Sniffed::TimedOut));
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::MAX_CONCURRENT_STREAMS;
-use super::prefixed::{Activity, Prefixed, Sniffed, sniff};
+use super::prefixed::{Activity, ByteCounters, Prefixed, Sniffed, sniff};
 use super::response::Body;
 use crate::config::HttpConfig;
 
@@ -52,13 +52,20 @@ pub(super) struct Limits<'a> {
     pub(super) max_age: Duration,
     /// When the connection was accepted by the HTTP layer.
     pub(super) started: tokio::time::Instant,
+    /// Where the downstream connection's bytes are counted.
+    pub(super) bytes: &'a ByteCounters,
 }
 
 impl<'a> Limits<'a> {
     /// The bounds of a connection accepted now.
-    pub(super) fn new(config: &'a HttpConfig, timeouts: ConnTimeouts) -> Self {
+    pub(super) fn new(
+        config: &'a HttpConfig,
+        timeouts: ConnTimeouts,
+        bytes: &'a ByteCounters,
+    ) -> Self {
         Self {
             config,
+            bytes,
             idle_timeout: timeouts.idle,
             max_age: timeouts.max_age,
             started: tokio::time::Instant::now(),
@@ -104,7 +111,7 @@ where
     // The first bytes must come within the head timeout, with ALPN h2 too
     // (a client that completes TLS and then says nothing is cut off).
     let sniffed = tokio::select! {
-        sniffed = sniff(io, limits.config.header_read_timeout) => sniffed,
+        sniffed = sniff(io, limits.config.header_read_timeout, limits.bytes.clone()) => sniffed,
         () = shutdown.cancelled() => return Ok(()),
     };
     match sniffed {
