@@ -367,6 +367,14 @@ async fn websockets_cross_the_mesh_over_http11_only() {
         echo(&mut ws, b"hello through two proxies").await,
         b"hello through two proxies"
     );
+    // Another protocol is refused by the outbound already (as Envoy's
+    // upgrade_failed), never tunnelled.
+    let refused = raw(
+        outbound,
+        b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade, close\r\nupgrade: foo\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
 
     // Over an HTTP/2 upstream the upgrade cannot be carried: the request
     // arrives as a plain GET.
