@@ -158,13 +158,6 @@ impl ProxyMetrics {
             .get()
     }
 
-    /// Bytes copied so far (`flow`: `received` or `sent`).
-    pub fn bytes(&self, direction: &'static str, flow: &'static str) -> u64 {
-        self.bytes
-            .get_or_create(&BytesLabels { direction, flow })
-            .get()
-    }
-
     /// Finished connections with these labels so far.
     pub fn connections(&self, direction: &'static str, decision: &'static str) -> u64 {
         self.connections

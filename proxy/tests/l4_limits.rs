@@ -347,3 +347,105 @@ async fn an_application_that_never_accepts_is_cut_at_the_connect_timeout() {
     );
     drop(full);
 }
+
+#[tokio::test]
+async fn an_active_tcp_connection_is_closed_at_its_maximum_age() {
+    let mesh = mesh_with(
+        "",
+        r#"max_connection_age = "600ms""#,
+        "spiffe://example.org/ns/default/sa/server",
+        "",
+    )
+    .await;
+    let mut client = TcpStream::connect(mesh.outbound).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // Traffic every 50 ms: never idle, cut by its age alone.
+    let mut echoed = 0usize;
+    let closed = loop {
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        match roundtrip(&mut client, b"tick").await {
+            Ok(_) => echoed += 1,
+            Err(_) => break true,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(closed, "still open after 10 s of traffic");
+    assert!(echoed >= 2, "served before its age: {echoed} round trips");
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "not cut before its age"
+    );
+    assert!(
+        eventually(|| mesh.metrics.bytes("inbound", "received") >= 8).await,
+        "the bytes of a connection cut at its age are counted"
+    );
+}
+
+#[tokio::test]
+async fn an_http_listener_drains_its_connections_at_their_maximum_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::root(TD);
+    write_creds(
+        tmp.path(),
+        "in",
+        &ca,
+        &ca.leaf("spiffe://example.org/ns/default/sa/server"),
+    );
+    let app = http_app().await;
+    let inbound = start(&config_with(
+        tmp.path(),
+        "in",
+        "inbound",
+        app,
+        "protocol = \"http\"",
+        "max_connection_age = \"600ms\"",
+    ))
+    .await;
+    // Plaintext on the default PERMISSIVE port, one keep-alive request.
+    let mut client = TcpStream::connect(inbound).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The idle keep-alive connection is closed at its age (idle_timeout is
+    // 1 h).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was not closed at its age");
+}
+
+/// An HTTP/1.1 application answering 200 `ok`.
+async fn http_app() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

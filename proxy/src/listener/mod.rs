@@ -9,8 +9,9 @@
 //! as plaintext (no peer identity), DISABLE never terminates TLS. A TCP
 //! listener then asks the policy in force once for the connection (a denied
 //! connection is closed) and copies both directions with half-close and an
-//! idle timeout; an HTTP listener hands the connection to its
-//! [`HttpService`] (one decision per request). One JSON access log line per
+//! idle timeout, and closes the connection at `max_connection_age`; an HTTP
+//! listener hands the connection to its [`HttpService`] (one decision per
+//! request; drained at the same age). One JSON access log line per
 //! connection (target `sigil_proxy::access`).
 
 use std::net::SocketAddr;
@@ -94,6 +95,7 @@ pub struct Proxy {
     limit: Arc<Semaphore>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    max_connection_age: Duration,
     shutdown_grace: Duration,
     metrics: ProxyMetrics,
 }
@@ -149,6 +151,7 @@ impl Proxy {
             limit: Arc::new(Semaphore::new(config.max_connections)),
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
+            max_connection_age: config.max_connection_age,
             shutdown_grace: config.shutdown_grace,
             metrics: ProxyMetrics::default(),
         };
@@ -167,6 +170,7 @@ impl Proxy {
             )
             .with_local_identity(Arc::clone(&self.resolver))
             .with_idle_timeout(self.idle_timeout)
+            .with_max_connection_age(self.max_connection_age)
         })
     }
 
@@ -251,6 +255,7 @@ impl Proxy {
             detail: None,
             bytes_sent: 0,
             bytes_received: 0,
+            opened: tokio::time::Instant::now(),
         };
         let _open = self.metrics.open();
         self.serve_one(stream, &mut log, shutdown).await;
@@ -459,13 +464,18 @@ impl Proxy {
         B: AsyncRead + AsyncWrite + Unpin,
     {
         let mut downstream = Counted::new(downstream);
-        let end = copy::copy_with_idle_timeout(&mut downstream, upstream, self.idle_timeout).await;
+        // At its maximum age (from the accept) the connection is closed,
+        // busy or not: the decision it got at connect time, its peer's
+        // certificate and roots are not kept forever.
+        let copy = copy::copy_with_idle_timeout(&mut downstream, upstream, self.idle_timeout);
+        let end = tokio::time::timeout_at(log.opened + self.max_connection_age, copy).await;
         log.bytes_received = downstream.read;
         log.bytes_sent = downstream.written;
         match end {
-            Ok(CopyEnd::Closed(..)) => {}
-            Ok(CopyEnd::Idle) => log.detail = Some("idle_timeout".to_owned()),
-            Err(error) => log.detail = Some(error.to_string()),
+            Ok(Ok(CopyEnd::Closed(..))) => {}
+            Ok(Ok(CopyEnd::Idle)) => log.detail = Some("idle_timeout".to_owned()),
+            Ok(Err(error)) => log.detail = Some(error.to_string()),
+            Err(_) => log.detail = Some("max_connection_age".to_owned()),
         }
     }
 }
@@ -494,6 +504,9 @@ struct AccessLog {
     bytes_received: u64,
     /// Bytes from the upstream to the downstream peer.
     bytes_sent: u64,
+    /// When the connection was accepted (its age counts from here).
+    #[serde(skip)]
+    opened: tokio::time::Instant,
 }
 
 impl AccessLog {
@@ -556,6 +569,7 @@ mod tests {
             detail: None,
             bytes_received: 0,
             bytes_sent: 0,
+            opened: tokio::time::Instant::now(),
         };
         let value: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&log).unwrap()).unwrap();
