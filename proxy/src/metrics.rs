@@ -178,6 +178,11 @@ impl ProxyMetrics {
             .clone()
     }
 
+    /// Bytes with these labels so far (`flow`: `received` or `sent`).
+    pub fn bytes(&self, direction: &'static str, flow: &'static str) -> u64 {
+        self.bytes_counter(direction, flow).get()
+    }
+
     /// The request counter for these labels (kept by the HTTP layer, so a
     /// request costs one atomic increment).
     pub(crate) fn request_counter(
