@@ -45,7 +45,7 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 
 fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let scope = scope(args, &ProcessEnvironment)?;
-    let docs = load(&scope.files)?;
+    let docs = load(&scope.files, &scope.workload.namespace)?;
     let report = explain::explain(args, &scope, &docs)?;
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -136,8 +136,10 @@ fn is_yaml(path: &Path) -> bool {
         .is_some_and(|ext| ext == "yaml" || ext == "yml")
 }
 
-fn load(files: &[PathBuf]) -> Result<PolicyDocuments, InvalidConfig> {
-    let mut docs = PolicyDocuments::default();
+/// Loads `files`; a resource without `metadata.namespace` is put in `namespace` (the
+/// workload's, as the proxy does).
+fn load(files: &[PathBuf], namespace: &str) -> Result<PolicyDocuments, InvalidConfig> {
+    let mut docs = PolicyDocuments::new(namespace);
     for file in files {
         let name = file.display().to_string();
         let text = std::fs::read_to_string(file)
@@ -146,4 +148,26 @@ fn load(files: &[PathBuf]) -> Result<PolicyDocuments, InvalidConfig> {
             .map_err(|e| InvalidConfig(format!("invalid policy file {e}")))?;
     }
     Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// REVIEW16 H4: explain loads a resource without `metadata.namespace` into the workload's
+    /// namespace (`--namespace` / `[policy] namespace`), as the proxy does.
+    #[test]
+    fn resources_without_namespace_are_the_workloads() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("pa.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\n\
+             spec: {mtls: {mode: STRICT}}\n",
+        )?;
+        let docs = load(&[file], "shop")?;
+        let namespaces: Vec<&str> = docs.peer.iter().map(|p| p.namespace.as_str()).collect();
+        assert_eq!(namespaces, ["shop"]);
+        Ok(())
+    }
 }

@@ -212,7 +212,8 @@ fn build(
         namespace: config.namespace.clone(),
         labels: config.labels.clone(),
     };
-    let mut docs = PolicyDocuments::default();
+    // A resource without `metadata.namespace` is the workload's (as `kubectl apply -n`).
+    let mut docs = PolicyDocuments::new(&config.namespace);
     // Per file, the end of its RequestAuthentications in `docs.request`: a
     // JWT rule refused below is reported with its file.
     let mut request_ends = Vec::with_capacity(contents.len());

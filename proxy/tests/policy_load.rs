@@ -59,6 +59,28 @@ fn refused_at_load() {
             "spec: {rules: [{to: [{operation: {ports: [http]}}]}]}",
             "operation.ports",
         ),
+        // Ports are compared as strings: a non-canonical one would never match (REVIEW16 M9).
+        (
+            "spec: {rules: [{to: [{operation: {ports: [\"08080\"]}}]}]}",
+            "spec.rules[0].to[0].operation.ports",
+        ),
+        (
+            "spec: {rules: [{to: [{operation: {notPorts: [\"+80\"]}}]}]}",
+            "spec.rules[0].to[0].operation.notPorts",
+        ),
+        (
+            "spec: {rules: [{when: [{key: destination.port, values: [\"080\"]}]}]}",
+            "spec.rules[0].when[0].values",
+        ),
+        (
+            "spec: {rules: [{when: [{key: destination.port, notValues: [\"+443\"]}]}]}",
+            "spec.rules[0].when[0].values",
+        ),
+        // A pseudo-header the request does not carry would never match (REVIEW16 H3).
+        (
+            "spec: {rules: [{when: [{key: \"request.headers[:scheme]\", values: [http]}]}]}",
+            "spec.rules[0].when[0].key",
+        ),
         (
             "spec: {rules: [{to: [{operation: {paths: [\"/{**}/a/{*}\"]}}]}]}",
             "operation.paths",
@@ -135,5 +157,12 @@ fn accepted_forms() -> Result<(), LoadError> {
         ),
         (1, 1, 1)
     );
+    // Canonical ports and the pseudo-headers the engine fills are accepted.
+    docs.load_str(
+        "ports.yaml",
+        &format!(
+            "{HEAD}spec: {{rules: [{{to: [{{operation: {{ports: [\"0\", \"8080\"], notPorts: [\"65535\"]}}}}],              when: [{{key: destination.port, values: [\"80\"]}}, {{key: \"request.headers[:authority]\", values: [a]}},              {{key: \"request.headers[:METHOD]\", values: [GET]}}, {{key: \"request.headers[:path]\", values: [/]}}]}}]}}\n"
+        ),
+    )?;
     Ok(())
 }

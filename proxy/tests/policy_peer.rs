@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use sigil_proxy::policy::{
-    DEFAULT_ROOT_NAMESPACE, LoadError, MtlsMode, PolicyDocuments, Workload, compose,
+    Authorizer, DEFAULT_ROOT_NAMESPACE, HttpRequest, LoadError, MtlsMode, PathNormalization,
+    PolicyDocuments, Request, Verdict, Workload, compose,
 };
 
 fn pa(name: &str, ns: &str, created: Option<&str>, spec: &str) -> String {
@@ -132,5 +133,87 @@ fn oldest_wins_in_a_scope() -> Result<(), LoadError> {
         effective(&format!("{first}{second}"))?.mode_for(80),
         MtlsMode::Disable
     );
+    Ok(())
+}
+
+/// REVIEW16 H4: resources without `metadata.namespace` are the workload's (`[policy] namespace`,
+/// as `kubectl apply -n shop`), not silently `default`'s.
+#[test]
+fn resources_without_namespace_apply_to_the_workload_namespace() -> anyhow::Result<()> {
+    let shop = Workload {
+        namespace: "shop".into(),
+        labels: BTreeMap::from([("app".into(), "httpbin".into())]),
+    };
+    let yaml = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\n\
+                spec: {mtls: {mode: STRICT}}\n---\n\
+                apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin}\n\
+                spec: {action: DENY, rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]}\n---\n\
+                apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-get}\n\
+                spec: {rules: [{to: [{operation: {methods: [GET]}}]}]}\n---\n\
+                apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\n\
+                spec: {jwtRules: [{issuer: \"https://i\", jwks: \"{}\"}]}\n";
+    let mut docs = PolicyDocuments::new("shop");
+    assert_eq!(docs.default_namespace(), "shop");
+    docs.load_str("shop.yaml", yaml)?;
+    assert_eq!(
+        compose(&docs.peer, DEFAULT_ROOT_NAMESPACE, &shop).mode_for(8080),
+        MtlsMode::Strict
+    );
+    assert_eq!(
+        docs.request_authentications_for(DEFAULT_ROOT_NAMESPACE, &shop)
+            .count(),
+        1
+    );
+    let authz = Authorizer::new(
+        docs.authorization.clone(),
+        DEFAULT_ROOT_NAMESPACE,
+        PathNormalization::Base,
+    );
+    let request = |method: &str, path: &str| Request {
+        peer: None,
+        source_ip: [10, 0, 0, 1].into(),
+        remote_ip: None,
+        destination_ip: [10, 0, 0, 2].into(),
+        destination_port: 8080,
+        sni: None,
+        http: Some(HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            host: "shop.example".into(),
+            ..HttpRequest::default()
+        }),
+    };
+    let verdict = |method: &str, path: &str| {
+        authz
+            .evaluate(&shop, &request(method, path))
+            .map(|d| d.verdict)
+    };
+    assert_eq!(
+        verdict("GET", "/admin")?,
+        Verdict::Deny,
+        "DENY without namespace"
+    );
+    assert_eq!(
+        verdict("GET", "/x")?,
+        Verdict::Allow,
+        "ALLOW without namespace"
+    );
+    assert_eq!(
+        verdict("POST", "/x")?,
+        Verdict::Deny,
+        "ALLOW without namespace makes shop deny-by-default"
+    );
+    // An explicit namespace still wins; `default()` keeps kubectl's `default`.
+    let mut other = PolicyDocuments::new("shop");
+    other.load_str(
+        "other.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: d, namespace: bar}\n\
+         spec: {mtls: {mode: STRICT}}\n",
+    )?;
+    assert_eq!(
+        compose(&other.peer, DEFAULT_ROOT_NAMESPACE, &shop).mode_for(8080),
+        MtlsMode::Permissive
+    );
+    assert_eq!(PolicyDocuments::default().default_namespace(), "default");
     Ok(())
 }

@@ -345,3 +345,60 @@ async fn shutdown_stops_the_policy_watcher() {
         "no reload after shutdown"
     );
 }
+
+/// REVIEW16 H4: with `[policy] namespace = "shop"`, resources without `metadata.namespace` are
+/// shop's (as `kubectl apply -n shop`): a STRICT PeerAuthentication and a DENY apply.
+#[tokio::test]
+async fn resources_without_namespace_apply_to_the_configured_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sigil_test_util::TestCa::root(wiring_support::TD);
+    wiring_support::write_creds(dir.path(), &ca);
+    let backend = wiring_support::echo_backend().await;
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\n\
+         spec: {mtls: {mode: STRICT}}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin}\n\
+         spec: {action: DENY, rules: [{to: [{operation: {ports: [\"7\"]}}]}]}\n",
+    )
+    .unwrap();
+    let d = dir.path().display();
+    let text = format!(
+        "trust_domain = \"{}\"\n[credentials.files]\ncert_chain = \"{d}/in.crt\"\nkey = \"{d}/in.key\"\n\
+         bundle = \"{d}/in.bundle\"\n[policy]\nnamespace = \"shop\"\nfiles = [\"{}\"]\n\
+         [[listeners]]\nmode = \"inbound\"\nlisten = \"127.0.0.1:0\"\ntarget = \"{backend}\"\n",
+        wiring_support::TD,
+        policy.display()
+    );
+    let config =
+        sigil_proxy::ProxyConfig::load(&text, &std::collections::BTreeMap::<String, String>::new())
+            .unwrap();
+    let running = sigil_proxy::start(&config).await.unwrap();
+    let state = running.policies().current();
+    assert_eq!(state.workload.namespace, "shop");
+    assert_eq!(
+        state.mtls_mode(backend.port()),
+        sigil_proxy::policy::MtlsMode::Strict,
+        "STRICT without namespace applies to shop"
+    );
+    let request = |port: u16| sigil_proxy::policy::Request {
+        peer: None,
+        source_ip: [127, 0, 0, 1].into(),
+        remote_ip: None,
+        destination_ip: [127, 0, 0, 1].into(),
+        destination_port: port,
+        sni: None,
+        http: None,
+    };
+    assert_eq!(
+        state.authorize(&request(7)).unwrap().verdict,
+        sigil_proxy::policy::Verdict::Deny,
+        "DENY without namespace applies to shop"
+    );
+    assert_eq!(
+        state.authorize(&request(8)).unwrap().verdict,
+        sigil_proxy::policy::Verdict::Allow
+    );
+    running.shutdown().await;
+}

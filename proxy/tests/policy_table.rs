@@ -106,7 +106,9 @@ fn policy_table() -> anyhow::Result<()> {
     let mut count = 0;
     for (g, group) in groups.iter().enumerate() {
         assert!(!group.source.trim().is_empty(), "group {g} cites no source");
-        let mut docs = PolicyDocuments::default();
+        let namespace = group.namespace.clone().unwrap_or_else(|| "foo".into());
+        // As the proxy: a policy without metadata.namespace is the workload's.
+        let mut docs = PolicyDocuments::new(&namespace);
         docs.load_str(&format!("group {g}"), &group.policies)?;
         let authz = Authorizer::new(
             docs.authorization.clone(),
@@ -114,7 +116,7 @@ fn policy_table() -> anyhow::Result<()> {
             PathNormalization::Base,
         );
         let workload = Workload {
-            namespace: group.namespace.clone().unwrap_or_else(|| "foo".into()),
+            namespace,
             labels: group.labels.clone().unwrap_or_else(|| {
                 [
                     ("app".to_owned(), "httpbin".to_owned()),

@@ -219,6 +219,13 @@ impl Ctx<'_> {
     }
 
     fn rule(&self, rule: &Rule, action: Action, ns: &str) -> bool {
+        // Istio's `Model.Generate` fails for the whole ALLOW rule as soon as one of its
+        // permissions or principals errors on TCP: the rule is dropped (narrower allow), even
+        // if another `from`/`to` entry uses only TCP fields. DENY/AUDIT/CUSTOM ignore the
+        // unsupported condition instead (wider), per field below.
+        if action == Action::Allow && self.http().is_none() && uses_http_only(rule) {
+            return false;
+        }
         let from = rule.from.as_ref().is_none_or(|f| {
             f.iter().any(|f| {
                 f.source
@@ -249,7 +256,11 @@ impl Ctx<'_> {
                 .is_some_and(|v| matcher::string(pat, v, Star::NonEmpty))
         };
         let parts = self.req.peer.as_ref().and_then(|id| id.kubernetes_parts());
-        let nsm = |pat: &str| parts.is_some_and(|(n, _)| matcher::string(pat, n, Star::NonEmpty));
+        let nsm = |pat: &str| {
+            principal
+                .as_deref()
+                .is_some_and(|v| matcher::namespace(pat, v))
+        };
         let sam = |pat: &str| {
             let (want_ns, want_sa) = pat.split_once('/').unwrap_or((ns, pat));
             parts == Some((want_ns, want_sa))
@@ -338,14 +349,17 @@ impl Ctx<'_> {
             if values.is_empty() {
                 return Some(m(&|_| false));
             }
+            // The whole condition (values AND notValues) on one candidate value.
+            let whole = |v: &str| m(&|p| matcher::string(p, v, Star::Presence));
+            // Istio matches the joined value. Sigil goes further for DENY/AUDIT/CUSTOM: the
+            // condition also matches if it does on any single value (never narrower than Istio).
             let joined = values.join(",");
-            // Sigil goes further: a DENY rule also matches any single value.
-            let one = |p: &str| {
-                matcher::string(p, &joined, Star::Presence)
+            return Some(
+                whole(&joined)
                     || (action != Action::Allow
-                        && values.iter().any(|v| matcher::string(p, v, Star::Presence)))
-            };
-            return Some(m(&one));
+                        && values.len() > 1
+                        && values.iter().any(|v| whole(v))),
+            );
         }
         if let Some(claim) = key
             .strip_prefix("request.auth.claims[")
@@ -390,9 +404,11 @@ impl Ctx<'_> {
             "remote.ip" => m(&|b| matcher::cidr(b, self.req.remote_ip())),
             "destination.ip" => m(&|b| matcher::cidr(b, self.req.destination_ip)),
             "destination.port" => m(&|p| p == self.req.destination_port.to_string()),
-            "source.namespace" => {
-                m(&|p| parts.is_some_and(|(n, _)| matcher::string(p, n, Star::NonEmpty)))
-            }
+            "source.namespace" => m(&|p| {
+                principal
+                    .as_deref()
+                    .is_some_and(|v| matcher::namespace(p, v))
+            }),
             "source.serviceAccount" => m(&|p| parts.is_some_and(|(n, s)| p == format!("{n}/{s}"))),
             "source.principal" => m(&|p| {
                 principal
@@ -418,18 +434,17 @@ impl Ctx<'_> {
 }
 
 /// The string values of claim `path` (`a][b` for nested `request.auth.claims[a][b]`): a string,
-/// each string of a list; `scope`/`permission` strings split on spaces.
+/// each string of a list; top-level `scope`/`permission` strings split on spaces (as Envoy's
+/// JWT filter). Bool and number claims match no string pattern (Envoy's string matcher).
 fn claim_strings(claims: &serde_json::Value, path: &str) -> Vec<String> {
     let mut v = claims;
-    let mut last = "";
     for part in path.split("][") {
         match v.get(part) {
             Some(next) => v = next,
             None => return Vec::new(),
         }
-        last = part;
     }
-    let split = last == "scope" || last == "permission";
+    let split = path == "scope" || path == "permission";
     match v {
         serde_json::Value::String(s) if split => s
             .split(' ')
@@ -441,10 +456,41 @@ fn claim_strings(claims: &serde_json::Value, path: &str) -> Vec<String> {
             .iter()
             .filter_map(|x| x.as_str().map(str::to_owned))
             .collect(),
-        serde_json::Value::Bool(b) => vec![b.to_string()],
-        serde_json::Value::Number(n) => vec![n.to_string()],
         _ => Vec::new(),
     }
+}
+
+/// Whether a rule uses a field that exists only for HTTP (POLICY.md "HTTP-only attributes").
+fn uses_http_only(rule: &Rule) -> bool {
+    let from = rule
+        .from
+        .iter()
+        .flatten()
+        .filter_map(|f| f.source.as_ref())
+        .any(|s| s.request_principals.is_some() || s.not_request_principals.is_some());
+    let to = rule
+        .to
+        .iter()
+        .flatten()
+        .filter_map(|t| t.operation.as_ref())
+        .any(|o| {
+            [
+                &o.hosts,
+                &o.not_hosts,
+                &o.methods,
+                &o.not_methods,
+                &o.paths,
+                &o.not_paths,
+            ]
+            .iter()
+            .any(|v| v.is_some())
+        });
+    let when = rule
+        .when
+        .iter()
+        .flatten()
+        .any(|c| c.key.starts_with("request."));
+    from || to || when
 }
 
 // === impl Decision ===

@@ -11,18 +11,57 @@ pub(crate) enum Star {
     Presence,
 }
 
-/// Istio's string match: exact, `abc*` prefix, `*abc` suffix, `*`.
+/// Istio's string match: exact, `abc*` prefix, `*abc` suffix, `*`. A leading `*` is checked
+/// first (`matcher/string.go`), so `*abc*` is a suffix match on the literal `abc*`.
 pub(crate) fn string(pattern: &str, value: &str, star: Star) -> bool {
     if pattern == "*" {
         return star == Star::Presence || !value.is_empty();
     }
-    if let Some(prefix) = pattern.strip_suffix('*') {
-        return value.starts_with(prefix);
-    }
     if let Some(suffix) = pattern.strip_prefix('*') {
         return value.ends_with(suffix);
     }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return value.starts_with(prefix);
+    }
     pattern == value
+}
+
+/// `namespaces` / `source.namespace` as Istio generates them: the peer's principal must match
+/// the regex `.*/ns/<pattern>/.*` with each `*` of the pattern turned into `.*` (so
+/// `td/ns/evil/sa/x/y` and `td/ns/evil/svc/y` are in namespace `evil`, and `a*b` works).
+/// Other characters are taken literally (a namespace is a DNS label).
+pub(crate) fn namespace(pattern: &str, principal: &str) -> bool {
+    let glob = format!("*/ns/{pattern}/*");
+    glob_match(glob.as_bytes(), principal.as_bytes())
+}
+
+/// Whole-value match of `glob` (`*` = any sequence, everything else literal); linear
+/// backtracking on the last `*`.
+fn glob_match(glob: &[u8], value: &[u8]) -> bool {
+    let (mut g, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match glob.get(g) {
+            Some(b'*') => {
+                star = Some((g, v));
+                g += 1;
+            }
+            Some(c) if value.get(v) == Some(c) => {
+                g += 1;
+                v += 1;
+            }
+            _ => match star {
+                Some((sg, sv)) => {
+                    g = sg + 1;
+                    v = sv + 1;
+                    star = Some((sg, sv + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    glob.get(g..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == b'*'))
 }
 
 /// Whether a path template is one Envoy accepts: `{*}`/`{**}` whole segments, `{**}` the last operator.
@@ -131,6 +170,23 @@ mod tests {
         assert!(string("*cd", "abcd", Star::NonEmpty));
         assert!(!string("*", "", Star::NonEmpty));
         assert!(string("*", "", Star::Presence));
+        // Istio checks the leading `*` first: `*abc*` is a suffix match on `abc*`.
+        assert!(string("*abc*", "xabc*", Star::NonEmpty));
+        assert!(!string("*abc*", "abcx", Star::NonEmpty));
+        assert!(!string("*abc*", "xabcx", Star::NonEmpty));
+    }
+
+    #[test]
+    fn namespaces_as_istio_regex() {
+        assert!(namespace("evil", "td/ns/evil/sa/x"));
+        assert!(namespace("evil", "td/ns/evil/sa/x/y"));
+        assert!(namespace("evil", "td/ns/evil/svc/y"));
+        assert!(!namespace("evil", "td/ns/evil"));
+        assert!(!namespace("evil", "td/ns/evilx/sa/y"));
+        assert!(namespace("e*l", "td/ns/evil/sa/y"));
+        assert!(namespace("ev*", "td/ns/evil/sa/y"));
+        assert!(namespace("*", "td/ns/a/sa/y"));
+        assert!(!namespace("foo", "td/sa/foo"));
     }
 
     #[test]

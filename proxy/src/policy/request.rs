@@ -77,11 +77,28 @@ impl Request {
 }
 
 impl HttpRequest {
-    /// The values of header `name` (case-insensitive), in order.
+    /// The values of header `name` (case-insensitive), in order, as Envoy's header matchers see
+    /// them: `host` and `:authority` are both the request's host (Envoy keeps `Host` as
+    /// `:authority` for HTTP/1.1 and HTTP/2 alike), `:method` the method, `:path` the path as
+    /// received. Entries for those names in `headers` are ignored, so the answer does not depend
+    /// on the protocol or on how the HTTP layer copied the header map.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        let pseudo = if name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority")
+        {
+            Some(self.host.as_str())
+        } else if name.eq_ignore_ascii_case(":method") {
+            Some(self.method.as_str())
+        } else if name.eq_ignore_ascii_case(":path") {
+            Some(self.path.as_str())
+        } else {
+            None
+        };
+        let plain = pseudo.is_none();
+        pseudo.filter(|v| !v.is_empty()).into_iter().chain(
+            self.headers
+                .iter()
+                .filter(move |(n, _)| plain && n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+        )
     }
 }

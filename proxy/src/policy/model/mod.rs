@@ -19,7 +19,8 @@ pub struct Metadata {
     /// `metadata.name`.
     #[serde(default)]
     pub name: String,
-    /// `metadata.namespace` (`default` when absent, as kubectl).
+    /// `metadata.namespace`; when absent, the loader's default namespace (the workload's, as
+    /// `kubectl apply -n <ns>`).
     #[serde(default)]
     pub namespace: Option<String>,
     /// `metadata.annotations` (`istio.io/dry-run`).
@@ -312,7 +313,7 @@ pub struct RequestAuthentication {
 }
 
 /// Everything loaded from policy files.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PolicyDocuments {
     /// AuthorizationPolicies.
@@ -321,6 +322,17 @@ pub struct PolicyDocuments {
     pub peer: Vec<PeerAuthentication>,
     /// RequestAuthentications.
     pub request: Vec<RequestAuthentication>,
+    /// The namespace of a resource without `metadata.namespace`.
+    default_namespace: String,
+}
+
+/// Documents whose resources without `metadata.namespace` land in `default` (as kubectl with no
+/// `-n`). The proxy and `sigil policy explain` use [`PolicyDocuments::new`] with the workload's
+/// namespace instead.
+impl Default for PolicyDocuments {
+    fn default() -> Self {
+        Self::new("default")
+    }
 }
 
 #[derive(Deserialize)]
@@ -335,9 +347,26 @@ struct Document {
 }
 
 impl PolicyDocuments {
+    /// No documents yet; a resource loaded without `metadata.namespace` is put in
+    /// `default_namespace` (the proxy passes `[policy] namespace`, as `kubectl apply -n <ns>`
+    /// does, so such a policy applies to the workload rather than silently to `default`).
+    pub fn new(default_namespace: &str) -> Self {
+        Self {
+            authorization: Vec::new(),
+            peer: Vec::new(),
+            request: Vec::new(),
+            default_namespace: default_namespace.to_owned(),
+        }
+    }
+
+    /// The namespace given to resources without `metadata.namespace`.
+    pub fn default_namespace(&self) -> &str {
+        &self.default_namespace
+    }
+
     /// Parses one (multi-document) YAML file and adds its resources; on error nothing is added.
     pub fn load_str(&mut self, file: &str, text: &str) -> Result<(), LoadError> {
-        let mut staged = PolicyDocuments::default();
+        let mut staged = PolicyDocuments::new(&self.default_namespace);
         for (index, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let yaml = |e: serde_yaml_ng::Error| LoadError::Yaml {
                 file: file.to_owned(),
@@ -363,7 +392,7 @@ impl PolicyDocuments {
                 .metadata
                 .namespace
                 .clone()
-                .unwrap_or_else(|| "default".to_owned());
+                .unwrap_or_else(|| self.default_namespace.clone());
             let invalid = |field: String, reason: String| LoadError::Invalid {
                 file: file.to_owned(),
                 document: index,

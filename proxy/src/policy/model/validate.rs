@@ -23,12 +23,30 @@ pub(crate) fn known_key(key: &str) -> bool {
     if PLAIN.contains(&key) {
         return true;
     }
+    if let Some(name) = key
+        .strip_prefix("request.headers[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        // Pseudo-headers the request carries (`HttpRequest::header_values`); any other name
+        // starting with `:` would never match and fail open.
+        return !name.is_empty()
+            && (!name.starts_with(':')
+                || [":authority", ":method", ":path"]
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(name)));
+    }
     for prefix in ["request.headers[", "request.auth.claims["] {
         if let Some(rest) = key.strip_prefix(prefix) {
             return rest.len() > 1 && rest.ends_with(']');
         }
     }
     false
+}
+
+/// A port in canonical decimal form (`8080`, not `08080` or `+8080`): ports are compared as
+/// strings, so a non-canonical one would silently never match (a DENY would not deny).
+fn canonical_port(p: &str) -> bool {
+    p.parse::<u16>().is_ok_and(|n| n.to_string() == p)
 }
 
 pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
@@ -142,11 +160,13 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
                     ));
                 }
                 if let Some(o) = &t.operation {
-                    for p in o.ports.iter().chain(&o.not_ports).flatten() {
-                        if p.parse::<u16>().is_err() {
+                    for (field, list) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
+                        if let Some(p) = list.iter().flatten().find(|p| !canonical_port(p)) {
                             return Err((
-                                format!("spec.rules[{r}].to[{i}].operation.ports"),
-                                format!("not a port: {p:?}"),
+                                format!("spec.rules[{r}].to[{i}].operation.{field}"),
+                                format!(
+                                    "not a port in canonical decimal form (0-65535, no sign or leading zero): {p:?}"
+                                ),
                             ));
                         }
                     }
@@ -167,7 +187,7 @@ pub(crate) fn authorization(spec: &AuthorizationSpec) -> Result<(), Refusal> {
                 "source.ip" | "remote.ip" | "destination.ip" => values
                     .clone()
                     .find(|v| crate::policy::matcher::parse_cidr(v).is_none()),
-                "destination.port" => values.clone().find(|v| v.parse::<u16>().is_err()),
+                "destination.port" => values.clone().find(|v| !canonical_port(v)),
                 _ => None,
             };
             if let Some(v) = bad {
