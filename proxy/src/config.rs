@@ -99,6 +99,13 @@ pub struct ProxyConfig {
     /// (default [`DEFAULT_MAX_CONNECTIONS`], at most [`MAX_CONNECTIONS_LIMIT`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Inbound connections one source address may have before their
+    /// handshake is done (sniffing, TLS); more from that source are closed
+    /// at once, so one source cannot hold every `max_connections` slot with
+    /// connections that never authenticate (default
+    /// [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_SOURCE`]).
+    #[serde(default = "default_max_pending_per_source")]
+    pub max_pending_handshakes_per_source: usize,
     /// The workload this proxy fronts and the policy files that apply to it.
     #[serde(default)]
     pub policy: PolicyConfig,
@@ -341,6 +348,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Largest [`ProxyConfig::max_connections`] accepted (a bound that large
 /// is no bound; tokio's semaphore also caps its permits).
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+/// Default [`ProxyConfig::max_pending_handshakes_per_source`].
+pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 256;
 /// Default [`PolicyConfig::root_namespace`] (Istio's).
 pub const DEFAULT_ROOT_NAMESPACE: &str = crate::policy::DEFAULT_ROOT_NAMESPACE;
 /// Default [`HttpConfig::max_header_bytes`] (Envoy's 60 KiB).
@@ -373,6 +382,9 @@ fn default_shutdown_grace() -> Duration {
 }
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_pending_per_source() -> usize {
+    DEFAULT_MAX_PENDING_HANDSHAKES_PER_SOURCE
 }
 fn default_root_namespace() -> String {
     DEFAULT_ROOT_NAMESPACE.to_owned()
@@ -424,6 +436,14 @@ impl ProxyConfig {
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
             return Err(invalid(
                 "max_connections",
+                &format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
+        if self.max_pending_handshakes_per_source == 0
+            || self.max_pending_handshakes_per_source > MAX_CONNECTIONS_LIMIT
+        {
+            return Err(invalid(
+                "max_pending_handshakes_per_source",
                 &format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
             ));
         }

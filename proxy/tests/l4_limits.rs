@@ -191,6 +191,10 @@ async fn zero_intervals_and_unbounded_max_connections_are_refused_naming_the_fie
             "max_connections",
         ),
         (base("max_connections = 1000001", ""), "max_connections"),
+        (
+            base("max_pending_handshakes_per_source = 0", ""),
+            "max_pending_handshakes_per_source",
+        ),
     ];
     for (text, field) in cases {
         let err = ProxyConfig::load(&text, &env).unwrap_err();
@@ -448,4 +452,47 @@ async fn http_app() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+#[tokio::test]
+async fn one_source_cannot_hold_more_than_its_pending_handshakes() {
+    let mesh = mesh_with(
+        "",
+        "max_pending_handshakes_per_source = 2",
+        "spiffe://example.org/ns/default/sa/server",
+        "",
+    )
+    .await;
+    // A flood from 127.0.0.2: connections that never send a byte.
+    let inbound = mesh.inbound;
+    let from_flooder = move || async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).ok()?;
+        socket.connect(inbound).await.ok()
+    };
+    let Some(_first) = from_flooder().await else {
+        eprintln!("skipped: cannot bind 127.0.0.2");
+        return;
+    };
+    let _second = from_flooder().await.unwrap();
+    // Both are pending (sniffing, handshake_timeout 10 s): a third from the
+    // same source is closed at once.
+    let mut third = from_flooder().await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed at once: {read:?}"
+    );
+    assert!(
+        eventually(|| mesh
+            .metrics
+            .connections("inbound", "too_many_pending_handshakes")
+            >= 1)
+        .await
+    );
+    // Another source is served meanwhile.
+    let leaf = mesh.ca.leaf("spiffe://example.org/ns/x/sa/y");
+    let mut tls = direct(&mesh, Some(&leaf)).await.unwrap();
+    assert_eq!(roundtrip(&mut tls, b"served").await.unwrap(), b"served");
 }

@@ -2,7 +2,9 @@
 //! and outbound (accept from the local application, originate mTLS).
 //!
 //! Each listener bounds its connections with a semaphore (accepting stops
-//! while it is full) and bounds the TLS handshake by `handshake_timeout`.
+//! while it is full), an inbound one the connections each source has
+//! before their handshake is done (more are closed at once), and bounds
+//! the TLS handshake by `handshake_timeout`.
 //! Inbound, the workload port's PeerAuthentication mode decides: STRICT
 //! requires the mTLS handshake, PERMISSIVE sniffs the first bytes
 //! ([`crate::sniff`]) and serves a ClientHello over mTLS and anything else
@@ -19,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde::Serialize;
 use sigil_identity::CredentialResolver;
 use sigil_identity::{IdMatcher, SpiffeId, TrustDomain, check_leaf};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -38,10 +39,14 @@ use crate::metrics::ProxyMetrics;
 use crate::policy::{MtlsMode, Reason, Request, Verdict};
 use crate::{sniff, tls};
 
+mod access;
 mod counted;
+mod pending;
 mod reason;
 
+use access::AccessLog;
 use counted::Counted;
+use pending::{PendingBySource, PendingGuard};
 pub use reason::handshake_failure_reason;
 
 /// Errors starting a listener.
@@ -93,6 +98,8 @@ pub struct Proxy {
     http_config: crate::config::HttpConfig,
     resolver: Arc<CredentialResolver>,
     limit: Arc<Semaphore>,
+    /// Inbound connections not through their handshake yet, per source.
+    pending: PendingBySource,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     max_connection_age: Duration,
@@ -149,6 +156,7 @@ impl Proxy {
             policies,
             resolver: creds.resolver(),
             limit: Arc::new(Semaphore::new(config.max_connections)),
+            pending: PendingBySource::new(config.max_pending_handshakes_per_source),
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
             max_connection_age: config.max_connection_age,
@@ -258,7 +266,22 @@ impl Proxy {
             opened: tokio::time::Instant::now(),
         };
         let _open = self.metrics.open();
-        self.serve_one(stream, &mut log, shutdown).await;
+        match &self.side {
+            Side::Inbound(acceptor) => match self.pending.admit(peer.ip()) {
+                Some(pending) => {
+                    self.inbound(acceptor, stream, pending, &mut log, shutdown)
+                        .await;
+                }
+                None => log.fail(
+                    "too_many_pending_handshakes",
+                    "max_pending_handshakes_per_source".to_owned(),
+                ),
+            },
+            Side::Outbound(connector, name) => {
+                self.outbound(connector, name, stream, &mut log, shutdown)
+                    .await;
+            }
+        }
         self.metrics.finished(
             log.direction,
             log.decision,
@@ -268,25 +291,18 @@ impl Proxy {
         log.emit();
     }
 
-    async fn serve_one(&self, stream: TcpStream, log: &mut AccessLog, shutdown: CancellationToken) {
-        match &self.side {
-            Side::Inbound(acceptor) => self.inbound(acceptor, stream, log, shutdown).await,
-            Side::Outbound(connector, name) => {
-                self.outbound(connector, name, stream, log, shutdown).await;
-            }
-        }
-    }
-
     /// Inbound: the PeerAuthentication mode of the workload port (read from
     /// the policy in force when the connection arrived) says whether TLS is
     /// required (STRICT), told apart from plaintext by the first bytes
     /// (PERMISSIVE) or not terminated at all (DISABLE: bytes, a ClientHello
     /// included, go to the application as they are). Sniffing and the
-    /// handshake together get `handshake_timeout`.
+    /// handshake together get `handshake_timeout`; until the handshake is
+    /// done the connection counts as `pending` for its source.
     async fn inbound(
         &self,
         acceptor: &TlsAcceptor,
         stream: TcpStream,
+        pending: PendingGuard,
         log: &mut AccessLog,
         shutdown: CancellationToken,
     ) {
@@ -321,6 +337,7 @@ impl Proxy {
             h2: false,
         };
         if !terminate {
+            drop(pending);
             log.mtls = false;
             return self.admit(stream, conn, &state, log, shutdown).await;
         }
@@ -336,6 +353,7 @@ impl Proxy {
                 return log.fail("handshake_timeout", String::new());
             }
         };
+        drop(pending);
         let (_, session) = tls.get_ref();
         conn.peer = peer_id(session.peer_certificates());
         conn.sni = session.server_name().map(str::to_owned);
@@ -484,52 +502,6 @@ fn peer_id(chain: Option<&[CertificateDer<'static>]>) -> Option<SpiffeId> {
     check_leaf(chain?.first()?).ok()
 }
 
-/// One access log line (JSON, target `sigil_proxy::access`).
-#[derive(Debug, Serialize)]
-struct AccessLog {
-    direction: &'static str,
-    source_addr: SocketAddr,
-    destination_addr: SocketAddr,
-    #[serde(serialize_with = "opt_display")]
-    source_principal: Option<SpiffeId>,
-    #[serde(serialize_with = "opt_display")]
-    destination_principal: Option<SpiffeId>,
-    /// Whether the mesh side was mTLS (false only inbound, for plaintext on
-    /// a PERMISSIVE or DISABLE port).
-    mtls: bool,
-    decision: &'static str,
-    policy: Option<String>,
-    detail: Option<String>,
-    /// Bytes from the downstream peer to the upstream.
-    bytes_received: u64,
-    /// Bytes from the upstream to the downstream peer.
-    bytes_sent: u64,
-    /// When the connection was accepted (its age counts from here).
-    #[serde(skip)]
-    opened: tokio::time::Instant,
-}
-
-impl AccessLog {
-    fn fail(&mut self, decision: &'static str, detail: String) {
-        self.decision = decision;
-        self.detail = (!detail.is_empty()).then_some(detail);
-    }
-
-    fn emit(&self) {
-        match serde_json::to_string(self) {
-            Ok(line) => tracing::info!(target: "sigil_proxy::access", "{line}"),
-            Err(error) => tracing::warn!(%error, "access log line not serialized"),
-        }
-    }
-}
-
-fn opt_display<S: serde::Serializer>(id: &Option<SpiffeId>, s: S) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => s.collect_str(id),
-        None => s.serialize_none(),
-    }
-}
-
 fn matcher(listener: &ListenerConfig, creds: &Credentials) -> Result<IdMatcher, ListenerError> {
     let addr = listener.listen;
     if let Some(id) = &listener.expected_id {
@@ -549,40 +521,4 @@ fn matcher(listener: &ListenerConfig, creds: &Credentials) -> Result<IdMatcher, 
         return Ok(IdMatcher::TrustDomain(td));
     }
     Ok(IdMatcher::TrustDomain(creds.trust_domain().clone()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_log_line_names_both_identities_and_the_decision() {
-        let log = AccessLog {
-            direction: "inbound",
-            source_addr: SocketAddr::from(([10, 0, 0, 1], 5000)),
-            destination_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            source_principal: SpiffeId::parse("spiffe://example.org/ns/a/sa/client").ok(),
-            destination_principal: SpiffeId::parse("spiffe://example.org/ns/b/sa/server").ok(),
-            mtls: true,
-            decision: "deny",
-            policy: Some("b/deny-a".to_owned()),
-            detail: None,
-            bytes_received: 0,
-            bytes_sent: 0,
-            opened: tokio::time::Instant::now(),
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&log).unwrap()).unwrap();
-        assert_eq!(
-            value["source_principal"],
-            "spiffe://example.org/ns/a/sa/client"
-        );
-        assert_eq!(
-            value["destination_principal"],
-            "spiffe://example.org/ns/b/sa/server"
-        );
-        assert_eq!(value["decision"], "deny");
-        assert_eq!(value["policy"], "b/deny-a");
-        assert_eq!(value["source_addr"], "10.0.0.1:5000");
-    }
 }
