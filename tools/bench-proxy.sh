@@ -13,6 +13,7 @@
 #            none), `mode tcp`.
 #
 #   tools/bench-proxy.sh [seconds per measurement]
+#   (IDLE, RATE, SIGIL_BENCH_PORT; PATHS="direct sigil haproxy" for a subset)
 #
 # Needs root (installs HAProxy from Debian's packages if missing, raises
 # the open-file limit for 10k connections through a pair) and 2 CPUs.
@@ -179,7 +180,7 @@ frontend out
   bind 127.0.0.1:$ha_out
   default_backend peer
 backend peer
-  server in 127.0.0.1:$ha_in ssl verify required ca-file $ca crt $work/client-haproxy.pem sni str(sigil) no-ssl-reuse
+  server in 127.0.0.1:$ha_in ssl verify required ca-file $ca crt $work/client-haproxy.pem no-ssl-reuse
 EOF
 } >"$work/haproxy-out.cfg"
 {
@@ -286,7 +287,7 @@ run_path() { # $1: direct | sigil | haproxy
   fig "$path" closed_p99 "$(echo "$line" | kv p99_us)"
   # CPU over warm-up + measurement; requests over the measurement only:
   # scaled by the share of the run measured.
-  fig "$path" rps_per_cpu "$(awk -v n="$n" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); t = (c[1] + c[2]) * s / (s + 1); printf "%.0f", (t > 0 ? n / t : 0)}')"
+  [ -z "$in_pid" ] || fig "$path" rps_per_cpu "$(awk -v n="$n" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); t = (c[1] + c[2]) * s / (s + 1); printf "%.0f", (t > 0 ? n / t : 0)}')"
 
   line=$(load open --addr "$addr" --rate "$rate" --connections 16 --warmup 1s --duration "${secs}s")
   echo "   open: $line"
@@ -303,7 +304,7 @@ run_path() { # $1: direct | sigil | haproxy
   used=$(cpu_since "$mark")
   echo "   bulk: $line; proxy CPU s (out in): $used"
   fig "$path" bulk_mbs "$(echo "$line" | kv mb_per_s)"
-  fig "$path" bulk_mb_per_cpu "$(awk -v l="$line" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); t = (c[1] + c[2]); split(l, f, " "); for (i in f) if (f[i] ~ /^bytes=/) b = substr(f[i], 7); printf "%.0f", (t > 0 ? b / 1e6 / (t * s / (s + 1)) : 0)}')"
+  [ -z "$in_pid" ] || fig "$path" bulk_mb_per_cpu "$(awk -v l="$line" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); t = (c[1] + c[2]); split(l, f, " "); for (i in f) if (f[i] ~ /^bytes=/) b = substr(f[i], 7); printf "%.0f", (t > 0 ? b / 1e6 / (t * s / (s + 1)) : 0)}')"
 
   mark=$(cpu_mark)
   line=$(load handshake --addr "$addr" --concurrency 8 --warmup 1s --duration "${secs}s")
@@ -311,8 +312,8 @@ run_path() { # $1: direct | sigil | haproxy
   echo "   pair-conn: $line; proxy CPU s (out in): $used"
   n=$(echo "$line" | kv count)
   fig "$path" conn_per_s "$(echo "$line" | kv per_s)"
-  fig "$path" conn_out_ms "$(awk -v n="$n" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); printf "%.3f", (n > 0 ? c[1] * 1000 * s / (s + 1) / n : 0)}')"
-  fig "$path" conn_in_ms "$(awk -v n="$n" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); printf "%.3f", (n > 0 ? c[2] * 1000 * s / (s + 1) / n : 0)}')"
+  [ -z "$in_pid" ] || fig "$path" conn_out_ms "$(awk -v n="$n" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); printf "%.3f", (n > 0 ? c[1] * 1000 * s / (s + 1) / n : 0)}')"
+  [ -z "$in_pid" ] || fig "$path" conn_in_ms "$(awk -v n="$n" -v u="$used" -v s="$secs" 'BEGIN {split(u, c, " "); printf "%.3f", (n > 0 ? c[2] * 1000 * s / (s + 1) / n : 0)}')"
 
   if [ -n "$in_pid" ]; then
     local in_addr
@@ -335,7 +336,7 @@ echo "- commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date
 echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); kernel $(uname -r); load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- $(haproxy -v | head -1 | cut -d' ' -f1-3), $(openssl version | cut -d' ' -f1-2); $("$sigil" --version)"
 echo "- ${secs}s per measurement (after 1s warm-up); open loop at $rate req/s; $idle_conns idle connections"
-for path in direct sigil haproxy; do
+for path in ${PATHS:-direct sigil haproxy}; do
   run_path "$path"
 done
 
@@ -369,7 +370,12 @@ row "inbound CPU ms per mTLS handshake" hs_in_ms
 row "idle connections held" idle_open
 row "KB per idle connection, outbound" idle_out_kb
 row "KB per idle connection, inbound" idle_in_kb
-d=$(get direct c1_p50)
+added() { # $1: path, $2: key; the p50 added over direct's
+  local v d
+  v=$(get "$1" "$2")
+  d=$(get direct "$2")
+  if [ -n "$v" ] && [ -n "$d" ]; then calc %.0f "$v - $d"; else echo "-"; fi
+}
 echo
-echo "- p50 added at concurrency 1: Sigil $(calc %.0f "$(get sigil c1_p50) - $d") µs, HAProxy $(calc %.0f "$(get haproxy c1_p50) - $d") µs"
-echo "- p50 added, open loop: Sigil $(calc %.0f "$(get sigil open_p50) - $(get direct open_p50)") µs, HAProxy $(calc %.0f "$(get haproxy open_p50) - $(get direct open_p50)") µs"
+echo "- p50 added at concurrency 1: Sigil $(added sigil c1_p50) µs, HAProxy $(added haproxy c1_p50) µs"
+echo "- p50 added, open loop: Sigil $(added sigil open_p50) µs, HAProxy $(added haproxy open_p50) µs"
