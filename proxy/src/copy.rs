@@ -10,7 +10,8 @@
 //!   move: the buffer is allocated when the direction is polled and given
 //!   back when a read finds nothing and nothing is left to write, so an idle
 //!   connection holds no copy buffers (tokio's copy keeps 8 KiB per
-//!   direction for the connection's life);
+//!   direction for the connection's life); reads fill the buffer's spare
+//!   capacity, so a wakeup never zeroes 16 KiB;
 //! - activity is a counter bumped per read, not a clock read: a watchdog
 //!   wakes every quarter of `idle` and ends the connection after `idle`
 //!   with the counter unchanged (so an idle connection ends between `idle`
@@ -22,7 +23,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The copy buffer of a busy direction: one full TLS record of plaintext.
 const BUF_SIZE: usize = 16 * 1024;
@@ -39,8 +41,9 @@ pub enum CopyEnd {
 /// One direction's state.
 #[derive(Debug, Default)]
 struct Half {
-    /// Present only while bytes wait to be written (or a read is polled).
-    buf: Option<Box<[u8]>>,
+    /// Present only while bytes wait to be written (or a read is polled);
+    /// never zeroed (reads fill its spare capacity).
+    buf: Option<BytesMut>,
     pos: usize,
     cap: usize,
     read_done: bool,
@@ -73,11 +76,10 @@ impl Half {
             if self.pos == self.cap && !self.read_done {
                 let buf = self
                     .buf
-                    .get_or_insert_with(|| vec![0u8; BUF_SIZE].into_boxed_slice());
-                let mut read_buf = ReadBuf::new(buf);
-                match reader.as_mut().poll_read(cx, &mut read_buf) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
+                    .get_or_insert_with(|| BytesMut::with_capacity(BUF_SIZE));
+                buf.clear();
+                match tokio_util::io::poll_read_buf(reader.as_mut(), cx, buf) {
+                    Poll::Ready(Ok(n)) => {
                         if n == 0 {
                             self.read_done = true;
                         } else {
