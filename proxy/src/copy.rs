@@ -6,7 +6,7 @@
 //! the connection once nothing moved for `idle`.
 //!
 //! Built for many mostly idle connections:
-//! - a direction holds its [`BUF_SIZE`] buffer only while it has bytes to
+//! - a direction holds its copy buffer (16 KiB) only while it has bytes to
 //!   move: the buffer is allocated when the direction is polled and given
 //!   back when a read finds nothing and nothing is left to write, so an idle
 //!   connection holds no copy buffers (tokio's copy keeps 8 KiB per
