@@ -13,7 +13,7 @@
 #            none), `mode tcp`.
 #
 #   tools/bench-proxy.sh [seconds per measurement]
-#   (IDLE, RATE, SIGIL_BENCH_PORT; PATHS="direct sigil haproxy" for a subset)
+#   (IDLE, RATE, SIGIL_BENCH_PORT, LOAD_CPU, PROXY_CPU; PATHS="direct sigil haproxy" for a subset)
 #
 # Needs root (installs HAProxy from Debian's packages if missing, raises
 # the open-file limit for 10k connections through a pair) and 2 CPUs.
@@ -50,6 +50,11 @@ cd "$(dirname "$0")/.."
 secs="${1:-10}"
 idle_conns="${IDLE:-10000}"
 rate="${RATE:-5000}"
+# CPUs of the load tool + backend and of the proxies (LOAD_CPU=1 PROXY_CPU=1:
+# everything on one CPU, no cross-CPU wake-ups, for the latency added at
+# concurrency 1).
+load_cpu="${LOAD_CPU:-0}"
+proxy_cpu="${PROXY_CPU:-1}"
 base="${SIGIL_BENCH_PORT:-18300}"
 backend_port=$base
 sigil_out=$((base + 1))
@@ -136,7 +141,7 @@ stop() { # $1: pid
   wait "$1" 2>/dev/null || true
 }
 
-start backend taskset -c 0 "$sigil" bench proxy backend --listen "127.0.0.1:$backend_port" --duration 1h
+start backend taskset -c "$load_cpu" "$sigil" bench proxy backend --listen "127.0.0.1:$backend_port" --duration 1h
 backend_pid=$started
 wait_port "$backend_port" "$backend_pid"
 
@@ -200,19 +205,19 @@ in_pid=""
 start_pair() { # $1: sigil | haproxy
   case "$1" in
   sigil)
-    start sigil-in env TOKIO_WORKER_THREADS=1 taskset -c 1 \
+    start sigil-in env TOKIO_WORKER_THREADS=1 taskset -c "$proxy_cpu" \
       "$sigil" "${proxy_cmd[@]}" --config "$work/sigil-in.toml" --admin-addr "127.0.0.1:$admin_in"
     in_pid=$started
-    start sigil-out env TOKIO_WORKER_THREADS=1 taskset -c 1 \
+    start sigil-out env TOKIO_WORKER_THREADS=1 taskset -c "$proxy_cpu" \
       "$sigil" "${proxy_cmd[@]}" --config "$work/sigil-out.toml" --admin-addr "127.0.0.1:$admin_out"
     out_pid=$started
     wait_port "$sigil_in" "$in_pid"
     wait_port "$sigil_out" "$out_pid"
     ;;
   haproxy)
-    start haproxy-in taskset -c 1 haproxy -db -f "$work/haproxy-in.cfg"
+    start haproxy-in taskset -c "$proxy_cpu" haproxy -db -f "$work/haproxy-in.cfg"
     in_pid=$started
-    start haproxy-out taskset -c 1 haproxy -db -f "$work/haproxy-out.cfg"
+    start haproxy-out taskset -c "$proxy_cpu" haproxy -db -f "$work/haproxy-out.cfg"
     out_pid=$started
     wait_port "$ha_in" "$in_pid"
     wait_port "$ha_out" "$out_pid"
@@ -220,7 +225,7 @@ start_pair() { # $1: sigil | haproxy
   esac
 }
 
-load() { taskset -c 0 "$sigil" bench proxy "$@"; }
+load() { taskset -c "$load_cpu" "$sigil" bench proxy "$@"; }
 # Figures go to $work/figures as "path key value".
 fig() { echo "$1 $2 $3" >>"$work/figures"; }
 get() { awk -v p="$1" -v k="$2" '$1 == p && $2 == k {print $3}' "$work/figures"; }
