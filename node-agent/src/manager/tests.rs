@@ -107,8 +107,11 @@ async fn first_issue_then_renewals_at_half_life_within_jitter_each_with_a_new_ke
         let gap = pair[1] - pair[0];
         // 100 s from arrival: renew at 50 s minus up to 10 s of jitter
         // (not from the backdated notBefore, which would give 20 s).
+        // notAfter has whole-second resolution, so the lifetime seen at
+        // arrival is in (99 s, 100 s]: the earliest renewal is at
+        // 0.5 × 99 − 0.1 × 99 = 39.6 s.
         assert!(
-            gap >= Duration::from_secs(40) && gap <= Duration::from_secs(50),
+            gap >= Duration::from_millis(39_600) && gap <= Duration::from_secs(50),
             "renewal after {gap:?}"
         );
     }
