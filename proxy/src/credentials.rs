@@ -352,3 +352,42 @@ mod tests {
         );
     }
 }
+
+/// This proxy's own SPIFFE ID, for access logs: the leaf is parsed once per
+/// credential (again only after a rotation), not once per connection.
+#[derive(Debug)]
+pub struct LocalIdentity {
+    resolver: Arc<CredentialResolver>,
+    cache: Mutex<
+        Option<(
+            Arc<rustls::sign::CertifiedKey>,
+            Option<sigil_identity::SpiffeId>,
+        )>,
+    >,
+}
+
+impl LocalIdentity {
+    /// The ID of what `resolver` presents.
+    pub fn new(resolver: Arc<CredentialResolver>) -> Self {
+        Self {
+            resolver,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The SPIFFE ID of the credential presented now, if any.
+    pub fn current(&self) -> Option<sigil_identity::SpiffeId> {
+        let key = self.resolver.current()?;
+        let Ok(mut cache) = self.cache.lock() else {
+            return sigil_identity::check_leaf(key.cert.first()?).ok();
+        };
+        if let Some((cached, id)) = cache.as_ref()
+            && Arc::ptr_eq(cached, &key)
+        {
+            return id.clone();
+        }
+        let id = sigil_identity::check_leaf(key.cert.first()?).ok();
+        *cache = Some((key, id.clone()));
+        id
+    }
+}

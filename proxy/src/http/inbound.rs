@@ -181,15 +181,8 @@ async fn decide_and_forward(
     // The state in force now decides this request, even if a reload lands
     // while it is in flight.
     let state = inner.policies.current();
-    if !headers::method_acceptable(&parts) {
-        record.fail(Outcome::BadRequest, "lowercase method");
-        return response::bad_request("invalid method");
-    }
-    if parts.version == Version::HTTP_2
-        && headers::head_size(&parts.headers) > inner.config.max_header_bytes
-    {
-        record.fail(Outcome::BadRequest, "request head too large");
-        return response::header_too_large();
+    if let Some(refused) = response::refuse_head(&parts, inner.config.max_header_bytes, record) {
+        return refused;
     }
     // One host, the same for the policy and the application (RFC 9112
     // section 3.2): several `Host` lines, or one that disagrees with the

@@ -42,13 +42,14 @@ mod server;
 mod tunnel;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::sign::CertifiedKey;
-use sigil_identity::{CredentialResolver, SpiffeId, check_leaf};
+use sigil_identity::{CredentialResolver, SpiffeId};
+
+use crate::credentials::LocalIdentity;
 
 use crate::authz::Policies;
 use crate::config::HttpConfig;
@@ -177,10 +178,7 @@ impl HttpService {
     /// as `By=` in the `x-forwarded-client-cert` header set on inbound
     /// requests from an mTLS peer. Without it the header carries `URI=` only.
     pub fn with_local_identity(mut self, resolver: Arc<CredentialResolver>) -> Self {
-        self.identity = Some(Arc::new(LocalIdentity {
-            resolver,
-            cache: Mutex::new(None),
-        }));
+        self.identity = Some(Arc::new(LocalIdentity::new(resolver)));
         self
     }
 
@@ -226,28 +224,5 @@ impl HttpService {
             &shutdown,
         )
         .await;
-    }
-}
-
-/// This proxy's SPIFFE ID, parsed once per credential.
-struct LocalIdentity {
-    resolver: Arc<CredentialResolver>,
-    cache: Mutex<Option<(Arc<CertifiedKey>, Option<SpiffeId>)>>,
-}
-
-impl LocalIdentity {
-    fn current(&self) -> Option<SpiffeId> {
-        let key = self.resolver.current()?;
-        let Ok(mut cache) = self.cache.lock() else {
-            return check_leaf(key.cert.first()?).ok();
-        };
-        if let Some((cached, id)) = cache.as_ref()
-            && Arc::ptr_eq(cached, &key)
-        {
-            return id.clone();
-        }
-        let id = check_leaf(key.cert.first()?).ok();
-        *cache = Some((key, id.clone()));
-        id
     }
 }

@@ -193,15 +193,8 @@ async fn forward(
     host: &str,
     record: &mut Record,
 ) -> Response<Body> {
-    if !headers::method_acceptable(&parts) {
-        record.fail(Outcome::BadRequest, "lowercase method");
-        return response::bad_request("invalid method");
-    }
-    if parts.version == Version::HTTP_2
-        && headers::head_size(&parts.headers) > inner.config.max_header_bytes
-    {
-        record.fail(Outcome::BadRequest, "request head too large");
-        return response::header_too_large();
+    if let Some(refused) = response::refuse_head(&parts, inner.config.max_header_bytes, record) {
+        return refused;
     }
     let Some(target) = parts.uri.path_and_query().cloned() else {
         record.fail(Outcome::BadRequest, "no origin-form target");

@@ -79,3 +79,25 @@ impl UpstreamFailure {
         }
     }
 }
+
+/// The checks every request head gets first, in both directions: a
+/// lowercase HTTP/1.1 method is 400, an HTTP/2 head over `max_header_bytes`
+/// is 431 (hyper bounds HTTP/1 heads itself). `None`: the head may proceed.
+pub(super) fn refuse_head(
+    parts: &http::request::Parts,
+    max_header_bytes: usize,
+    record: &mut super::log::Record,
+) -> Option<Response<Body>> {
+    use super::log::Outcome;
+    if !super::headers::method_acceptable(parts) {
+        record.fail(Outcome::BadRequest, "lowercase method");
+        return Some(bad_request("invalid method"));
+    }
+    if parts.version == http::Version::HTTP_2
+        && super::headers::head_size(&parts.headers) > max_header_bytes
+    {
+        record.fail(Outcome::BadRequest, "request head too large");
+        return Some(header_too_large());
+    }
+    None
+}

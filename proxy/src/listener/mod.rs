@@ -97,6 +97,8 @@ pub struct Proxy {
     protocol: Protocol,
     http_config: crate::config::HttpConfig,
     resolver: Arc<CredentialResolver>,
+    /// This proxy's ID for the access log, parsed once per credential.
+    local: crate::credentials::LocalIdentity,
     limit: Arc<Semaphore>,
     /// Inbound connections not through their handshake yet, per source.
     pending: PendingBySource,
@@ -155,6 +157,7 @@ impl Proxy {
             http_config: config.http.clone(),
             policies,
             resolver: creds.resolver(),
+            local: crate::credentials::LocalIdentity::new(creds.resolver()),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             pending: PendingBySource::new(config.max_pending_handshakes_per_source),
             handshake_timeout: config.handshake_timeout,
@@ -469,8 +472,7 @@ impl Proxy {
 
     /// The SPIFFE ID of the credential currently presented.
     fn local_id(&self) -> Option<SpiffeId> {
-        let current = self.resolver.current()?;
-        check_leaf(current.cert.first()?).ok()
+        self.local.current()
     }
 
     /// Copies `downstream <-> upstream`; the bytes moved are counted on the
