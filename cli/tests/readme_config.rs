@@ -1,0 +1,411 @@
+//! The README's configuration reference is complete and real: every
+//! setting of the CA (`sigil_ca::config::CaConfig`), the node agent
+//! (`sigil_node_agent::config::AgentConfig`) and the proxy
+//! (`sigil_proxy::ProxyConfig`) has exactly one row in the README, and every
+//! row names a setting that exists.
+//!
+//! The settings are enumerated from the real types, not from a list kept by
+//! hand: [`Probe`] is a `serde::Deserializer` that the config types'
+//! derived `Deserialize` impls drive. When a struct asks for its fields
+//! (`deserialize_struct(name, FIELDS, ..)`), the probe records them; it then
+//! re-runs the deserialization once per field, feeding a map with just that
+//! key, and descends into the field's type the same way (through `Option`,
+//! sequences and newtypes). Any other request (a string, a number, an enum,
+//! a map such as `policy.labels`) is a leaf: a setting. Every run ends in an
+//! error on purpose; only the recorded shape is used. A field added to any
+//! of these structs is therefore a new path here, and the test fails until
+//! the README documents it.
+//!
+//! The CA's `[[authenticators]]` is an internally tagged enum with a
+//! hand-written `Deserialize` (it reads a TOML table first), which hides its
+//! fields from a deserializer; its keys come from serializing one value of
+//! every variant, built below with exhaustive literals and an exhaustive
+//! `match`, so a new variant or field does not compile until it is listed.
+//!
+//! README side: the rows between `<!-- config-reference: NAME -->` and
+//! `<!-- /config-reference -->`, one setting per row, its path in backticks
+//! in the first cell (`server.grpc_addr`, `listeners[].mode`: `[]` marks the
+//! entries of a list of tables).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test: a failure is a test failure"
+)]
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::value::{Error, StrDeserializer};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
+use sigil_node_agent::config::AgentConfig;
+use sigil_proxy::ProxyConfig;
+
+/// One step of a path into a configuration type.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A struct field.
+    Key(&'static str),
+    /// The element of a sequence.
+    Elem,
+}
+
+/// What the probe found at the end of its path.
+#[derive(Debug)]
+enum Found {
+    /// A struct with these fields.
+    Struct(&'static [&'static str]),
+    /// A sequence.
+    Seq,
+    /// Anything else: a setting.
+    Leaf,
+}
+
+/// A deserializer that follows `script` into a type and records what it
+/// finds at its end (see the module doc).
+struct Probe<'a> {
+    script: &'a [Step],
+    depth: usize,
+    found: &'a RefCell<Option<Found>>,
+}
+
+impl Probe<'_> {
+    fn at_end(&self) -> bool {
+        self.depth == self.script.len()
+    }
+
+    fn record(&self, found: Found) -> Error {
+        *self.found.borrow_mut() = Some(found);
+        de::Error::custom("probe: recorded")
+    }
+
+    fn deeper(&self) -> Self {
+        Probe {
+            script: self.script,
+            depth: self.depth + 1,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Probe<'_> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
+        if self.at_end() {
+            Err(self.record(Found::Leaf))
+        } else {
+            Err(de::Error::custom(format!(
+                "probe: a leaf where the path continues: {:?}",
+                &self.script[self.depth..]
+            )))
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.script.get(self.depth) {
+            None => Err(self.record(Found::Struct(fields))),
+            Some(Step::Key(key)) => visitor.visit_map(OneEntry {
+                key: Some(key),
+                value: Some(self.deeper()),
+            }),
+            Some(Step::Elem) => Err(de::Error::custom("probe: a struct where a list was expected")),
+        }
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.script.get(self.depth) {
+            None => Err(self.record(Found::Seq)),
+            Some(Step::Elem) => visitor.visit_seq(OneElement(Some(self.deeper()))),
+            Some(Step::Key(_)) => Err(de::Error::custom("probe: a list where a struct was expected")),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// A map of one key, whose value is probed further.
+struct OneEntry<'a> {
+    key: Option<&'static str>,
+    value: Option<Probe<'a>>,
+}
+
+impl<'de> MapAccess<'de> for OneEntry<'_> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+        match self.key.take() {
+            Some(key) => {
+                let key: StrDeserializer<'_, Error> = key.into_deserializer();
+                seed.deserialize(key).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        let value = self.value.take().ok_or_else(|| de::Error::custom("probe: no value"))?;
+        seed.deserialize(value)
+    }
+}
+
+/// A sequence of one element, which is probed further.
+struct OneElement<'a>(Option<Probe<'a>>);
+
+impl<'de> SeqAccess<'de> for OneElement<'_> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+        match self.0.take() {
+            Some(probe) => seed.deserialize(probe).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The README name of a path: keys joined by `.`, `[]` after a list of
+/// tables; a list of plain values is one setting (`server.dns_names`).
+fn name(script: &[Step]) -> String {
+    let mut out = String::new();
+    for (i, step) in script.iter().enumerate() {
+        match step {
+            Step::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Step::Elem if i + 1 < script.len() => out.push_str("[]"),
+            Step::Elem => {}
+        }
+    }
+    out
+}
+
+/// Every setting of `T`, by its README name.
+fn settings<T: DeserializeOwned>() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut queue: Vec<Vec<Step>> = vec![Vec::new()];
+    while let Some(script) = queue.pop() {
+        let found = RefCell::new(None);
+        let probe = Probe {
+            script: &script,
+            depth: 0,
+            found: &found,
+        };
+        let error = T::deserialize(probe).err();
+        assert!(error.is_some(), "the probe of {script:?} deserialized a value");
+        let extend = |step: Step| {
+            let mut next = script.clone();
+            next.push(step);
+            next
+        };
+        match found.into_inner() {
+            Some(Found::Struct(fields)) => {
+                assert!(!fields.is_empty(), "{} is a struct without fields", name(&script));
+                queue.extend(fields.iter().map(|f| extend(Step::Key(f))));
+            }
+            Some(Found::Seq) => queue.push(extend(Step::Elem)),
+            Some(Found::Leaf) => {
+                out.insert(name(&script));
+            }
+            None => panic!("the probe did not reach {script:?}: {error:?}"),
+        }
+    }
+    out
+}
+
+/// One value of every `[[authenticators]]` type. The `match` and the
+/// literals are exhaustive: a new type or field does not compile until it
+/// is added here (and so reaches the README check).
+fn every_authenticator() -> Vec<AuthenticatorConfig> {
+    let jwks = || JwksConfig {
+        file: Some(PathBuf::from("jwks.json")),
+        inline: Some(String::new()),
+        uri: Some("https://issuer.example/jwks".to_owned()),
+        uri_ca_file: Some(PathBuf::from("ca.pem")),
+        refresh_min_interval: Duration::from_secs(30),
+        max_age: Duration::from_secs(300),
+        max_stale: Duration::from_secs(86_400),
+    };
+    let all = vec![
+        AuthenticatorConfig::Development,
+        AuthenticatorConfig::KubernetesJwt {
+            issuer: "https://kubernetes.default.svc".to_owned(),
+            audiences: vec!["istio-ca".to_owned()],
+            jwks: jwks(),
+            leeway: Duration::from_secs(60),
+        },
+        AuthenticatorConfig::KubernetesTokenReview {
+            audiences: vec!["istio-ca".to_owned()],
+            cache_size: 1,
+        },
+        AuthenticatorConfig::Oidc {
+            issuer: "https://issuer.example".to_owned(),
+            audiences: vec!["sigil".to_owned()],
+            jwks: jwks(),
+            id_template: "/oidc/{sub}".to_owned(),
+            leeway: Duration::from_secs(60),
+        },
+        AuthenticatorConfig::Svid,
+    ];
+    for a in &all {
+        match a {
+            AuthenticatorConfig::Development
+            | AuthenticatorConfig::KubernetesJwt { .. }
+            | AuthenticatorConfig::KubernetesTokenReview { .. }
+            | AuthenticatorConfig::Oidc { .. }
+            | AuthenticatorConfig::Svid => {}
+        }
+    }
+    all
+}
+
+/// Leaf paths of a serialized value (objects are descended; anything else,
+/// `null` included, is a setting).
+fn json_paths(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                json_paths(&format!("{prefix}.{key}"), value, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+/// The CA's settings: the probe's, with `authenticators` replaced by the
+/// keys of every authenticator type.
+fn ca_settings() -> BTreeSet<String> {
+    let mut out = settings::<CaConfig>();
+    assert!(
+        out.remove("authenticators"),
+        "`authenticators` is no longer opaque to the probe: drop the special case"
+    );
+    for authenticator in every_authenticator() {
+        let value = serde_json::to_value(&authenticator).unwrap();
+        json_paths("authenticators[]", &value, &mut out);
+    }
+    out
+}
+
+const README: &str = include_str!("../../README.md");
+
+/// The settings documented in the README section `section`.
+fn documented(section: &str) -> BTreeSet<String> {
+    let start = format!("<!-- config-reference: {section} -->");
+    let (_, rest) = README
+        .split_once(&start)
+        .unwrap_or_else(|| panic!("README.md has no `{start}` marker"));
+    let (body, _) = rest
+        .split_once("<!-- /config-reference -->")
+        .unwrap_or_else(|| panic!("README.md: `{start}` is not closed"));
+    let mut out = BTreeSet::new();
+    for line in body.lines().map(str::trim).filter(|l| l.starts_with('|')) {
+        let first = line.trim_matches('|').split('|').next().unwrap_or("").trim();
+        if first == "setting" || first.chars().all(|c| matches!(c, '-' | ':' | ' ')) {
+            continue;
+        }
+        let key = first
+            .strip_prefix('`')
+            .and_then(|k| k.strip_suffix('`'))
+            .filter(|k| !k.contains('`') && !k.contains(' ') && !k.contains(','))
+            .unwrap_or_else(|| {
+                panic!("README.md ({section}): a row's first cell must be one setting in backticks: {line}")
+            });
+        assert!(
+            out.insert(key.to_owned()),
+            "README.md ({section}): `{key}` has two rows"
+        );
+    }
+    out
+}
+
+/// Fails naming every setting the README lacks and every row naming no
+/// setting.
+fn check(section: &str, code: &BTreeSet<String>) {
+    let readme = documented(section);
+    let missing: Vec<_> = code.difference(&readme).collect();
+    let unknown: Vec<_> = readme.difference(code).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "README.md configuration reference ({section}) is out of date\n\
+         settings without a README row: {missing:?}\n\
+         README rows naming no setting: {unknown:?}"
+    );
+}
+
+#[test]
+fn every_ca_setting_has_a_readme_row() {
+    check("ca", &ca_settings());
+}
+
+#[test]
+fn every_agent_setting_has_a_readme_row() {
+    check("agent", &settings::<AgentConfig>());
+}
+
+#[test]
+fn every_proxy_setting_has_a_readme_row() {
+    check("proxy", &settings::<ProxyConfig>());
+}
+
+/// The probe itself: it finds nested, optional and listed settings and is
+/// not satisfied by a README that lacks one.
+#[test]
+fn the_probe_sees_nested_optional_and_listed_settings() {
+    let agent = settings::<AgentConfig>();
+    for key in ["mode", "ca.token_file", "certificates.ttl", "file_output.signal"] {
+        assert!(agent.contains(key), "{key} not found in {agent:?}");
+    }
+    let proxy = settings::<ProxyConfig>();
+    for key in [
+        "listeners[].expected_id",
+        "federation[].poll_interval",
+        "credentials.files.cert_chain",
+        "credentials.sds.socket",
+        "policy.labels",
+        "http.request_timeout",
+        "admin.addr",
+    ] {
+        assert!(proxy.contains(key), "{key} not found in {proxy:?}");
+    }
+    let ca = ca_settings();
+    for key in [
+        "server.dns_names",
+        "issuance.svid_max_ttl",
+        "authenticators[].type",
+        "authenticators[].jwks.max_stale",
+        "authenticators[].id_template",
+        "jwt_svid.key_dir",
+    ] {
+        assert!(ca.contains(key), "{key} not found in {ca:?}");
+    }
+}
