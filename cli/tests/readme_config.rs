@@ -40,7 +40,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::value::{Error, StrDeserializer};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
 use sigil_node_agent::config::AgentConfig;
 use sigil_proxy::ProxyConfig;
@@ -118,7 +120,9 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
                 key: Some(key),
                 value: Some(self.deeper()),
             }),
-            Some(Step::Elem) => Err(de::Error::custom("probe: a struct where a list was expected")),
+            Some(Step::Elem) => Err(de::Error::custom(
+                "probe: a struct where a list was expected",
+            )),
         }
     }
 
@@ -126,7 +130,9 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         match self.script.get(self.depth) {
             None => Err(self.record(Found::Seq)),
             Some(Step::Elem) => visitor.visit_seq(OneElement(Some(self.deeper()))),
-            Some(Step::Key(_)) => Err(de::Error::custom("probe: a list where a struct was expected")),
+            Some(Step::Key(_)) => Err(de::Error::custom(
+                "probe: a list where a struct was expected",
+            )),
         }
     }
 
@@ -158,7 +164,10 @@ struct OneEntry<'a> {
 impl<'de> MapAccess<'de> for OneEntry<'_> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         match self.key.take() {
             Some(key) => {
                 let key: StrDeserializer<'_, Error> = key.into_deserializer();
@@ -169,7 +178,10 @@ impl<'de> MapAccess<'de> for OneEntry<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let value = self.value.take().ok_or_else(|| de::Error::custom("probe: no value"))?;
+        let value = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("probe: no value"))?;
         seed.deserialize(value)
     }
 }
@@ -180,7 +192,10 @@ struct OneElement<'a>(Option<Probe<'a>>);
 impl<'de> SeqAccess<'de> for OneElement<'_> {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
         match self.0.take() {
             Some(probe) => seed.deserialize(probe).map(Some),
             None => Ok(None),
@@ -219,7 +234,10 @@ fn settings<T: DeserializeOwned>() -> BTreeSet<String> {
             found: &found,
         };
         let error = T::deserialize(probe).err();
-        assert!(error.is_some(), "the probe of {script:?} deserialized a value");
+        assert!(
+            error.is_some(),
+            "the probe of {script:?} deserialized a value"
+        );
         let extend = |step: Step| {
             let mut next = script.clone();
             next.push(step);
@@ -227,7 +245,11 @@ fn settings<T: DeserializeOwned>() -> BTreeSet<String> {
         };
         match found.into_inner() {
             Some(Found::Struct(fields)) => {
-                assert!(!fields.is_empty(), "{} is a struct without fields", name(&script));
+                assert!(
+                    !fields.is_empty(),
+                    "{} is a struct without fields",
+                    name(&script)
+                );
                 queue.extend(fields.iter().map(|f| extend(Step::Key(f))));
             }
             Some(Found::Seq) => queue.push(extend(Step::Elem)),
@@ -318,8 +340,19 @@ fn ca_settings() -> BTreeSet<String> {
 
 const README: &str = include_str!("../../README.md");
 
+/// One README row: the setting and its default cell.
+struct Row {
+    key: String,
+    default: String,
+}
+
 /// The settings documented in the README section `section`.
 fn documented(section: &str) -> BTreeSet<String> {
+    rows(section).into_iter().map(|row| row.key).collect()
+}
+
+/// The rows of the README section `section`.
+fn rows(section: &str) -> Vec<Row> {
     let start = format!("<!-- config-reference: {section} -->");
     let (_, rest) = README
         .split_once(&start)
@@ -327,9 +360,10 @@ fn documented(section: &str) -> BTreeSet<String> {
     let (body, _) = rest
         .split_once("<!-- /config-reference -->")
         .unwrap_or_else(|| panic!("README.md: `{start}` is not closed"));
-    let mut out = BTreeSet::new();
+    let mut out: Vec<Row> = Vec::new();
     for line in body.lines().map(str::trim).filter(|l| l.starts_with('|')) {
-        let first = line.trim_matches('|').split('|').next().unwrap_or("").trim();
+        let mut cells = line.trim_matches('|').split('|').map(str::trim);
+        let first = cells.next().unwrap_or("");
         if first == "setting" || first.chars().all(|c| matches!(c, '-' | ':' | ' ')) {
             continue;
         }
@@ -341,9 +375,13 @@ fn documented(section: &str) -> BTreeSet<String> {
                 panic!("README.md ({section}): a row's first cell must be one setting in backticks: {line}")
             });
         assert!(
-            out.insert(key.to_owned()),
+            out.iter().all(|row| row.key != key),
             "README.md ({section}): `{key}` has two rows"
         );
+        out.push(Row {
+            key: key.to_owned(),
+            default: cells.next().unwrap_or("").to_owned(),
+        });
     }
     out
 }
@@ -382,7 +420,12 @@ fn every_proxy_setting_has_a_readme_row() {
 #[test]
 fn the_probe_sees_nested_optional_and_listed_settings() {
     let agent = settings::<AgentConfig>();
-    for key in ["mode", "ca.token_file", "certificates.ttl", "file_output.signal"] {
+    for key in [
+        "mode",
+        "ca.token_file",
+        "certificates.ttl",
+        "file_output.signal",
+    ] {
         assert!(agent.contains(key), "{key} not found in {agent:?}");
     }
     let proxy = settings::<ProxyConfig>();
@@ -408,4 +451,110 @@ fn the_probe_sees_nested_optional_and_listed_settings() {
     ] {
         assert!(ca.contains(key), "{key} not found in {ca:?}");
     }
+}
+
+/// The value a default cell states, when it is exactly one code span:
+/// read as TOML when it is valid TOML (`5`, `"node"`, `0o660`, `[]`), else
+/// as a string (`5s`), as the environment overlay reads values. Other
+/// cells (`unset`, `(required)`, prose) state no literal value.
+fn literal_default(cell: &str) -> Option<toml::Value> {
+    let inner = cell.strip_prefix('`')?.strip_suffix('`')?;
+    if inner.contains('`') {
+        return None;
+    }
+    let parsed = format!("v = {inner}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    Some(parsed.unwrap_or_else(|| toml::Value::String(inner.to_owned())))
+}
+
+/// Sets `key` (a README path: `a.b`, `list[].c` = the list's first entry)
+/// in `table`.
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let (head, rest) = match key.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (key, None),
+    };
+    let Some(rest) = rest else {
+        table.insert(head.to_owned(), value);
+        return;
+    };
+    let next = match head.strip_suffix("[]") {
+        Some(list) => match table.get_mut(list) {
+            Some(toml::Value::Array(entries)) => entries.first_mut(),
+            _ => panic!("the base configuration has no `{list}` entry for {key}"),
+        },
+        None => Some(
+            table
+                .entry(head.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        ),
+    };
+    match next {
+        Some(toml::Value::Table(inner)) => set(inner, rest, value),
+        _ => panic!("cannot set {key}: `{head}` is not a table"),
+    }
+}
+
+/// Every README default that is a literal value is the code's default:
+/// the configuration with the setting written out as the README states it
+/// equals the configuration without it (compared by `Debug`, which every
+/// config type has). `base` gives, for a setting, the smallest file that
+/// loads without it (required settings, the entry of a list).
+fn check_defaults<T: DeserializeOwned + std::fmt::Debug>(
+    section: &str,
+    base: fn(&str) -> &'static str,
+) {
+    let mut checked = 0;
+    for row in rows(section) {
+        let Some(value) = literal_default(&row.default) else {
+            continue;
+        };
+        let text = base(&row.key);
+        let load = |text: &str| -> T {
+            toml::from_str(text).unwrap_or_else(|e| panic!("{section} `{}`: {e}\n{text}", row.key))
+        };
+        let without = load(text);
+        let mut table: toml::Table = text.parse().unwrap();
+        set(&mut table, &row.key, value.clone());
+        let with = load(&toml::to_string(&table).unwrap());
+        assert_eq!(
+            format!("{with:?}"),
+            format!("{without:?}"),
+            "README.md ({section}): the default of `{}` is not {value}",
+            row.key
+        );
+        checked += 1;
+    }
+    assert!(checked > 10, "{section}: only {checked} defaults checked");
+}
+
+#[test]
+fn the_readme_defaults_are_the_codes() {
+    check_defaults::<CaConfig>("ca", |key| match key {
+        "authenticators[].cache_size" => "[[authenticators]]\ntype = \"kubernetes-token-review\"\n",
+        key if key.starts_with("authenticators[]") => {
+            "[[authenticators]]\ntype = \"kubernetes-jwt\"\nissuer = \"i\"\njwks = { file = \"f\" }\n"
+        }
+        _ => "",
+    });
+    check_defaults::<AgentConfig>("agent", |key| {
+        if key.starts_with("file_output.") {
+            "[file_output]\nidentity = \"spiffe://cluster.local/x\"\ndir = \"d\"\n"
+        } else {
+            ""
+        }
+    });
+    check_defaults::<ProxyConfig>("proxy", |key| {
+        if key.starts_with("credentials.files.") {
+            "trust_domain = \"td\"\n[credentials.files]\ncert_chain = \"c\"\nkey = \"k\"\nbundle = \"b\"\n"
+        } else if key.starts_with("listeners[].") {
+            "trust_domain = \"td\"\n[credentials.sds]\nsocket = \"s\"\n[[listeners]]\nmode = \"inbound\"\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\n"
+        } else if key.starts_with("federation[].") {
+            "trust_domain = \"td\"\n[credentials.sds]\nsocket = \"s\"\n[[federation]]\ntrust_domain = \"p\"\nbundle = \"b\"\n"
+        } else {
+            "trust_domain = \"td\"\n[credentials.sds]\nsocket = \"s\"\n"
+        }
+    });
 }
