@@ -5,7 +5,7 @@
 //! row names a setting that exists.
 //!
 //! The settings are enumerated from the real types, not from a list kept by
-//! hand: [`Probe`] is a `serde::Deserializer` that the config types'
+//! hand: `probe::Probe` is a `serde::Deserializer` that the config types'
 //! derived `Deserialize` impls drive. When a struct asks for its fields
 //! (`deserialize_struct(name, FIELDS, ..)`), the probe records them; it then
 //! re-runs the deserialization once per field, feeding a map with just that
@@ -22,6 +22,10 @@
 //! every variant, built below with exhaustive literals and an exhaustive
 //! `match`, so a new variant or field does not compile until it is listed.
 //!
+//! Flags: every long option `sigil <command> --help` lists for the daemons,
+//! and the variable clap reads for it, is named in the README's
+//! configuration reference.
+//!
 //! README side: the rows between `<!-- config-reference: NAME -->` and
 //! `<!-- /config-reference -->`, one setting per row, its path in backticks
 //! in the first cell (`server.grpc_addr`, `listeners[].mode`: `[]` marks the
@@ -34,233 +38,18 @@
     reason = "test: a failure is a test failure"
 )]
 
-use std::cell::RefCell;
+mod probe;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use serde::de::value::{Error, StrDeserializer};
-use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-};
+use probe::settings;
+use serde::de::DeserializeOwned;
 use sigil_ca::config::{AuthenticatorConfig, CaConfig, JwksConfig};
 use sigil_node_agent::config::AgentConfig;
 use sigil_proxy::ProxyConfig;
-
-/// One step of a path into a configuration type.
-#[derive(Clone, Debug)]
-enum Step {
-    /// A struct field.
-    Key(&'static str),
-    /// The element of a sequence.
-    Elem,
-}
-
-/// What the probe found at the end of its path.
-#[derive(Debug)]
-enum Found {
-    /// A struct with these fields.
-    Struct(&'static [&'static str]),
-    /// A sequence.
-    Seq,
-    /// Anything else: a setting.
-    Leaf,
-}
-
-/// A deserializer that follows `script` into a type and records what it
-/// finds at its end (see the module doc).
-struct Probe<'a> {
-    script: &'a [Step],
-    depth: usize,
-    found: &'a RefCell<Option<Found>>,
-}
-
-impl Probe<'_> {
-    fn at_end(&self) -> bool {
-        self.depth == self.script.len()
-    }
-
-    fn record(&self, found: Found) -> Error {
-        *self.found.borrow_mut() = Some(found);
-        de::Error::custom("probe: recorded")
-    }
-
-    fn deeper(&self) -> Self {
-        Probe {
-            script: self.script,
-            depth: self.depth + 1,
-            found: self.found,
-        }
-    }
-}
-
-impl<'de> de::Deserializer<'de> for Probe<'_> {
-    type Error = Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        if self.at_end() {
-            Err(self.record(Found::Leaf))
-        } else {
-            Err(de::Error::custom(format!(
-                "probe: a leaf where the path continues: {:?}",
-                &self.script[self.depth..]
-            )))
-        }
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        match self.script.get(self.depth) {
-            None => Err(self.record(Found::Struct(fields))),
-            Some(Step::Key(key)) => visitor.visit_map(OneEntry {
-                key: Some(key),
-                value: Some(self.deeper()),
-            }),
-            Some(Step::Elem) => Err(de::Error::custom(
-                "probe: a struct where a list was expected",
-            )),
-        }
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        match self.script.get(self.depth) {
-            None => Err(self.record(Found::Seq)),
-            Some(Step::Elem) => visitor.visit_seq(OneElement(Some(self.deeper()))),
-            Some(Step::Key(_)) => Err(de::Error::custom(
-                "probe: a list where a struct was expected",
-            )),
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct tuple tuple_struct map enum identifier
-        ignored_any
-    }
-}
-
-/// A map of one key, whose value is probed further.
-struct OneEntry<'a> {
-    key: Option<&'static str>,
-    value: Option<Probe<'a>>,
-}
-
-impl<'de> MapAccess<'de> for OneEntry<'_> {
-    type Error = Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Error> {
-        match self.key.take() {
-            Some(key) => {
-                let key: StrDeserializer<'_, Error> = key.into_deserializer();
-                seed.deserialize(key).map(Some)
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let value = self
-            .value
-            .take()
-            .ok_or_else(|| de::Error::custom("probe: no value"))?;
-        seed.deserialize(value)
-    }
-}
-
-/// A sequence of one element, which is probed further.
-struct OneElement<'a>(Option<Probe<'a>>);
-
-impl<'de> SeqAccess<'de> for OneElement<'_> {
-    type Error = Error;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Error> {
-        match self.0.take() {
-            Some(probe) => seed.deserialize(probe).map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-/// The README name of a path: keys joined by `.`, `[]` after a list of
-/// tables; a list of plain values is one setting (`server.dns_names`).
-fn name(script: &[Step]) -> String {
-    let mut out = String::new();
-    for (i, step) in script.iter().enumerate() {
-        match step {
-            Step::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Step::Elem if i + 1 < script.len() => out.push_str("[]"),
-            Step::Elem => {}
-        }
-    }
-    out
-}
-
-/// Every setting of `T`, by its README name.
-fn settings<T: DeserializeOwned>() -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut queue: Vec<Vec<Step>> = vec![Vec::new()];
-    while let Some(script) = queue.pop() {
-        let found = RefCell::new(None);
-        let probe = Probe {
-            script: &script,
-            depth: 0,
-            found: &found,
-        };
-        let error = T::deserialize(probe).err();
-        assert!(
-            error.is_some(),
-            "the probe of {script:?} deserialized a value"
-        );
-        let extend = |step: Step| {
-            let mut next = script.clone();
-            next.push(step);
-            next
-        };
-        match found.into_inner() {
-            Some(Found::Struct(fields)) => {
-                assert!(
-                    !fields.is_empty(),
-                    "{} is a struct without fields",
-                    name(&script)
-                );
-                queue.extend(fields.iter().map(|f| extend(Step::Key(f))));
-            }
-            Some(Found::Seq) => queue.push(extend(Step::Elem)),
-            Some(Found::Leaf) => {
-                out.insert(name(&script));
-            }
-            None => panic!("the probe did not reach {script:?}: {error:?}"),
-        }
-    }
-    out
-}
 
 /// One value of every `[[authenticators]]` type. The `match` and the
 /// literals are exhaustive: a new type or field does not compile until it
@@ -338,7 +127,7 @@ fn ca_settings() -> BTreeSet<String> {
     out
 }
 
-const README: &str = include_str!("../../README.md");
+const README: &str = include_str!("../../../README.md");
 
 /// One README row: the setting and its default cell.
 struct Row {
@@ -557,4 +346,79 @@ fn the_readme_defaults_are_the_codes() {
             "trust_domain = \"td\"\n[credentials.sds]\nsocket = \"s\"\n"
         }
     });
+}
+
+/// The README's "Configuration reference" section.
+fn reference_section() -> &'static str {
+    let start = README
+        .find("\n## Configuration reference")
+        .expect("README.md has no `## Configuration reference`");
+    let rest = &README[start + 1..];
+    let end = rest[1..].find("\n## ").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+/// The long options of `sigil <args> --help` (without `--help` and
+/// `--version`) and the variables clap reads (`[env: NAME=]`).
+fn help_options(args: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "sigil {args:?} --help: {output:?}");
+    let help = String::from_utf8(output.stdout).unwrap();
+    let word = |s: &str| {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect::<String>()
+    };
+    let mut flags = BTreeSet::new();
+    let mut vars = BTreeSet::new();
+    for line in help
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+    {
+        for (i, _) in line.match_indices("--") {
+            let name = word(&line[i + 2..]);
+            if !name.is_empty() && name != "help" && name != "version" {
+                flags.insert(format!("--{name}"));
+            }
+        }
+    }
+    for (i, _) in help.match_indices("[env: ") {
+        vars.insert(word(&help[i + "[env: ".len()..]));
+    }
+    (flags, vars)
+}
+
+#[test]
+fn every_daemon_flag_and_its_variable_is_in_the_reference() {
+    let reference = reference_section();
+    let mut missing = Vec::new();
+    for command in [&["ca", "serve"][..], &["agent"], &["proxy"]] {
+        let (flags, vars) = help_options(command);
+        assert!(
+            !flags.is_empty(),
+            "sigil {command:?} --help lists no option"
+        );
+        for flag in flags {
+            // `--dir` must not be found inside `--ca-dir`: a code span starts it.
+            if !reference.contains(&format!("`{flag}`"))
+                && !reference.contains(&format!("`{flag} "))
+            {
+                missing.push(format!("sigil {} {flag}", command.join(" ")));
+            }
+        }
+        missing.extend(
+            vars.into_iter()
+                .filter(|var| !reference.contains(&format!("`{var}`")))
+                .map(|var| format!("sigil {} ${var}", command.join(" "))),
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md configuration reference lacks: {missing:?}"
+    );
 }
