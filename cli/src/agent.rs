@@ -133,32 +133,7 @@ fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let body = runtime.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-        let uri = format!("http://{}/status", args.admin_addr)
-            .parse::<http::Uri>()
-            .context("bad admin address")?;
-        let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
-            .await
-            .context("the agent did not answer within 5 s")?
-            .with_context(|| {
-                format!(
-                    "cannot reach the agent's admin listener on {}",
-                    args.admin_addr
-                )
-            })?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("cannot read the agent's answer")?
-            .to_bytes();
-        anyhow::ensure!(status.is_success(), "the agent answered {status}");
-        anyhow::Ok(body)
-    })?;
-    let report: StatusReport = serde_json::from_slice(&body)
-        .context("the agent's /status answer is not a status report")?;
+    let report = runtime.block_on(fetch_status(args.admin_addr))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).context("cannot print")?;
@@ -168,6 +143,28 @@ fn run_status(args: &StatusArgs) -> anyhow::Result<()> {
             .context("cannot print")?;
     }
     Ok(())
+}
+
+/// `GET /status` of the agent whose admin listener is `admin_addr` (5 s
+/// deadline); also what `sigil up` shows.
+pub(crate) async fn fetch_status(admin_addr: SocketAddr) -> anyhow::Result<StatusReport> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let uri = format!("http://{admin_addr}/status")
+        .parse::<http::Uri>()
+        .context("bad admin address")?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .context("the agent did not answer within 5 s")?
+        .with_context(|| format!("cannot reach the agent's admin listener on {admin_addr}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("cannot read the agent's answer")?
+        .to_bytes();
+    anyhow::ensure!(status.is_success(), "the agent answered {status}");
+    serde_json::from_slice(&body).context("the agent's /status answer is not a status report")
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! - `sigil cert inspect` explains a certificate chain and checks that it is
 //!   a valid X509-SVID;
 //! - `sigil ca serve` runs the CA server;
+//! - `sigil up [--data-dir DIR] [--ttl DURATION] [--ca-dir DIR]
+//!   [--trust-domain TD]` runs a CA, a node agent, two proxies and a demo
+//!   service in one process with zero configuration, sends one allowed and
+//!   one denied request and explains them, then shows a live status
+//!   (identities, expiry, rotations, requests) until Ctrl-C;
 //! - `sigil agent` runs the node agent, `sigil agent status` asks a running
 //!   one what it holds;
 //! - `sigil proxy [--config F] [--admin-addr A]` runs the proxy: its
@@ -44,6 +49,7 @@ mod kube;
 mod policy;
 mod proxy;
 mod serve;
+mod up;
 
 use std::process::ExitCode;
 
@@ -66,6 +72,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Everything in one process, zero configuration: a CA, a node agent,
+    /// two proxies and a demo service; one allowed and one denied request
+    /// explained; a live status until Ctrl-C.
+    Up(up::UpArgs),
     /// Run the node agent (`sigil agent --config F`), or ask a running one
     /// for its status (`sigil agent status`).
     Agent(agent::AgentArgs),
@@ -88,6 +98,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `sigil up` logs to a file under its data directory (the terminal
+    // shows its status), once its flags are checked.
+    if let Command::Up(args) = &cli.command {
+        return exit_code(up::run(args));
+    }
     // Servers log their decisions at info; one-shot commands stay quiet.
     let default_level = match &cli.command {
         Command::Ca(ca::CaCommand::Serve(_)) => "info",
@@ -95,24 +110,17 @@ fn main() -> ExitCode {
         Command::Proxy(_) => "info",
         _ => "warn",
     };
-    // Log lines are formatted where they happen and written in batches by
-    // a background thread (`logwriter`): a CA server logs every decision.
-    // Never lossy; flushed when `log_guard` drops.
-    let (log_writer, log_guard) = match logwriter::start(std::io::stderr(), "sigil-log") {
-        Ok(started) => started,
+    let log_guard = match init_logging(
+        std::io::stderr(),
+        default_level,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    ) {
+        Ok(guard) => guard,
         Err(err) => {
-            eprintln!("sigil: cannot start the log writer thread: {err}");
+            eprintln!("sigil: {err:#}");
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(log_writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let success = |()| ExitCode::SUCCESS;
     let result = match cli.command {
         Command::Agent(args) => agent::run(args).map(success),
@@ -122,15 +130,47 @@ fn main() -> ExitCode {
         // 0 allowed, 1 denied.
         Command::Policy(cmd) => policy::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(success),
+        Command::Up(_) => Ok(ExitCode::SUCCESS),
     };
     // Log lines first, then the verdict.
     drop(log_guard);
+    exit_code(result)
+}
+
+/// Installs the global log subscriber (filter `SIGIL_LOG`, else
+/// `default_level`) writing to `out`. Log lines are formatted where they
+/// happen and written in batches by a background thread (`logwriter`): a
+/// CA server logs every decision. Never lossy; flushed when the returned
+/// guard drops.
+fn init_logging<W>(
+    out: W,
+    default_level: &str,
+    ansi: bool,
+) -> anyhow::Result<logwriter::FlushGuard>
+where
+    W: std::io::Write + Send + 'static,
+{
+    let (log_writer, log_guard) = logwriter::start(out, "sigil-log")
+        .map_err(|e| anyhow::anyhow!("cannot start the log writer thread: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(log_writer)
+        .with_ansi(ansi)
+        .init();
+    Ok(log_guard)
+}
+
+/// The exit code of a result: its own, or for an error 64 (EX_USAGE: the
+/// configuration, not the environment, is wrong) or 1, the reason printed.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("sigil: {err:#}");
             if err.downcast_ref::<serve::InvalidConfig>().is_some() {
-                // EX_USAGE: the configuration, not the environment, is wrong.
                 ExitCode::from(64)
             } else {
                 ExitCode::FAILURE

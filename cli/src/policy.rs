@@ -26,6 +26,7 @@ use sigil_proxy::policy::{PolicyDocuments, Workload};
 use sigil_runtime::env::{EnvOverrides, Environment, ProcessEnvironment};
 
 use self::args::{ExplainArgs, OutputFormat};
+pub(crate) use self::explain::Report;
 use self::explain::Scope;
 use crate::serve::InvalidConfig;
 
@@ -62,6 +63,47 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What `sigil policy explain --policy FILE... --namespace NAMESPACE --peer
+/// PEER --port PORT --method METHOD --path PATH` reports: the same scope,
+/// loading and engine, for `sigil up`'s requests.
+pub(crate) fn explain_http(
+    files: &[PathBuf],
+    namespace: &str,
+    peer: sigil_identity::SpiffeId,
+    port: u16,
+    method: &str,
+    path: &str,
+) -> Result<Report, InvalidConfig> {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let args = ExplainArgs {
+        policies: files.to_vec(),
+        config: None,
+        namespace: Some(namespace.to_owned()),
+        labels: Vec::new(),
+        root_namespace: None,
+        path_normalization: None,
+        peer: Some(peer),
+        plaintext: false,
+        source_ip: loopback,
+        remote_ip: None,
+        destination_ip: loopback,
+        port,
+        sni: None,
+        http: true,
+        method: Some(method.to_owned()),
+        path: Some(path.to_owned()),
+        host: None,
+        headers: Vec::new(),
+        jwt_claims: None,
+        request_principal: None,
+        claims: Vec::new(),
+        output: OutputFormat::Text,
+    };
+    let scope = scope(&args, &ProcessEnvironment)?;
+    let docs = load(&scope.files, &scope.workload.namespace)?;
+    explain::explain(&args, &scope, &docs)
 }
 
 /// `[policy]` of `--config` (or the defaults), then the flags.

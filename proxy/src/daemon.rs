@@ -73,6 +73,13 @@ impl Running {
         self.creds.is_ready()
     }
 
+    /// The credential material the listeners present and verify with (the
+    /// SVID installed now, the bundles), e.g. to show which certificate
+    /// is in use.
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
+    }
+
     /// The policies in force (hot reloaded).
     pub fn policies(&self) -> Policies {
         self.policies.clone()
