@@ -142,11 +142,7 @@ fn main() -> ExitCode {
 /// happen and written in batches by a background thread (`logwriter`): a
 /// CA server logs every decision. Never lossy; flushed when the returned
 /// guard drops.
-fn init_logging<W>(
-    out: W,
-    default_level: &str,
-    ansi: bool,
-) -> anyhow::Result<logwriter::FlushGuard>
+fn init_logging<W>(out: W, default_level: &str, ansi: bool) -> anyhow::Result<logwriter::FlushGuard>
 where
     W: std::io::Write + Send + 'static,
 {

@@ -69,10 +69,8 @@ async fn serve(listener: TcpListener, stop: CancellationToken) {
         let stop = stop.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(
-                TokioIo::new(stream),
-                hyper::service::service_fn(handle),
-            );
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle));
             tokio::select! {
                 () = stop.cancelled() => {}
                 served = connection => {
@@ -136,7 +134,13 @@ pub(super) async fn get(outbound: SocketAddr, path: &str) -> anyhow::Result<Answ
         .with_context(|| format!("GET {path}: cannot read the body"))?
         .to_bytes();
     let text = String::from_utf8_lossy(&body);
-    let body = text.lines().next().unwrap_or_default().chars().take(100).collect();
+    let body = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect();
     Ok(Answer { status, body })
 }
 

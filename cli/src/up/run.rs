@@ -52,7 +52,9 @@ impl<E: Into<anyhow::Error>> Task<E> {
     async fn stop(self, what: &str) -> anyhow::Result<()> {
         self.stop.cancel();
         match self.handle.await {
-            Ok(result) => result.map_err(Into::into).with_context(|| format!("the {what}")),
+            Ok(result) => result
+                .map_err(Into::into)
+                .with_context(|| format!("the {what}")),
             Err(error) => Err(anyhow::anyhow!("the {what} task failed: {error}")),
         }
     }
@@ -108,7 +110,9 @@ pub(super) async fn up(settings: &Settings) -> anyhow::Result<()> {
     let mut term = Terminal::stdout();
     let mut components = Components::default();
     let served = start_and_watch(settings, &shutdown, &mut components, &mut term).await;
-    term.line("sigil up: stopping (the proxies drain, then the agent and the CA stop)");
+    if components.ca.is_some() {
+        term.line("sigil up: stopping (the proxies drain, then the agent and the CA stop)");
+    }
     let stopped = components.stop().await;
     shutdown.cancel();
     signals.close();
@@ -182,7 +186,8 @@ async fn start_and_watch(
 
     // The CA.
     let ca_config = setup::ca_config(settings)?;
-    let root_existed = settings.ca_dir.is_none() && ca_config.authority.dir.join("root-cert.pem").is_file();
+    let root_existed =
+        settings.ca_dir.is_none() && ca_config.authority.dir.join("root-cert.pem").is_file();
     let ca = CaServer::bind(ca_config, ServerDeps::default())
         .await
         .map_err(|e| match (&settings.ca_dir, e) {
@@ -242,7 +247,11 @@ async fn start_and_watch(
     let inbound = sigil_proxy::start_with_metrics(&inbound_config, inbound_metrics.clone())
         .await
         .map_err(proxy_error)?;
-    let inbound_addr = inbound.addrs.first().copied().context("the inbound proxy has no listener")?;
+    let inbound_addr = inbound
+        .addrs
+        .first()
+        .copied()
+        .context("the inbound proxy has no listener")?;
     let inbound_creds = inbound.credentials().clone();
     components.inbound = Some(inbound);
     let server_id = settings.server_id.to_string();
@@ -276,10 +285,15 @@ async fn start_and_watch(
     let outbound = sigil_proxy::start_with_metrics(&outbound_config, ProxyMetrics::default())
         .await
         .map_err(proxy_error)?;
-    let outbound_addr = outbound.addrs.first().copied().context("the outbound proxy has no listener")?;
+    let outbound_addr = outbound
+        .addrs
+        .first()
+        .copied()
+        .context("the outbound proxy has no listener")?;
     let outbound_creds = outbound.credentials().clone();
     components.outbound = Some(outbound);
-    let client_leaf = Leaf::of(&outbound_creds).context("the outbound proxy loaded no certificate")?;
+    let client_leaf =
+        Leaf::of(&outbound_creds).context("the outbound proxy loaded no certificate")?;
     term.line(&format!(
         "proxies     outbound http://{outbound_addr} -> inbound {inbound_addr} (mTLS, policies {}) -> demo http://{demo_addr}",
         policies.display()
@@ -290,7 +304,10 @@ async fn start_and_watch(
         (&server_leaf, "inbound proxy, over SDS".to_owned()),
         (
             &client_leaf,
-            format!("outbound proxy, files in {}", settings.client_dir().display()),
+            format!(
+                "outbound proxy, files in {}",
+                settings.client_dir().display()
+            ),
         ),
     ] {
         term.line(&format!(
@@ -307,7 +324,12 @@ async fn start_and_watch(
     for path in ["/hello", "/admin"] {
         let answer = demo::get(outbound_addr, path).await?;
         term.line(&demo::result_line(path, &answer));
-        term.line(&demo::why(&policies, &settings.client_id, demo_addr.port(), path));
+        term.line(&demo::why(
+            &policies,
+            &settings.client_id,
+            demo_addr.port(),
+            path,
+        ));
     }
     term.line("");
     let hint = format!("try: curl http://{outbound_addr}/hello");
@@ -321,7 +343,10 @@ async fn start_and_watch(
     let mut agent_status: Option<StatusReport> = None;
     loop {
         if let Some(component) = components.ended() {
-            anyhow::bail!("the {component} stopped unexpectedly (see {})", log.display());
+            anyhow::bail!(
+                "the {component} stopped unexpectedly (see {})",
+                log.display()
+            );
         }
         match fetch_status(agent_admin).await {
             Ok(report) => agent_status = Some(report),

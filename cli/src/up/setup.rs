@@ -13,9 +13,7 @@ use sigil_ca::config::{AuthoritySource, CaConfig};
 use sigil_identity::{SpiffeId, TrustDomain};
 use sigil_node_agent::config::{self as agent, AgentConfig, FileOutputConfig, Mode};
 use sigil_proxy::config::ProxyConfig;
-use sigil_runtime::fs::{
-    PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic,
-};
+use sigil_runtime::fs::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_private_dir, write_atomic};
 
 use super::UpArgs;
 use crate::serve::InvalidConfig;
@@ -58,9 +56,8 @@ pub(super) struct Settings {
 impl Settings {
     /// Checks the flags; an invalid one is an [`InvalidConfig`] naming it.
     pub(super) fn from_args(args: &UpArgs) -> Result<Self, InvalidConfig> {
-        let trust_domain = TrustDomain::new(&args.trust_domain).map_err(|e| {
-            InvalidConfig(format!("--trust-domain {:?}: {e}", args.trust_domain))
-        })?;
+        let trust_domain = TrustDomain::new(&args.trust_domain)
+            .map_err(|e| InvalidConfig(format!("--trust-domain {:?}: {e}", args.trust_domain)))?;
         let ttl = args.ttl.as_deref().map(parse_ttl).transpose()?;
         if let Some(dir) = &args.ca_dir
             && !dir.is_dir()
@@ -128,9 +125,9 @@ fn parse_ttl(text: &str) -> Result<Duration, InvalidConfig> {
     })?;
     if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
         return Err(InvalidConfig(format!(
-            "--ttl {text}: must be between {} and {} (the agent renews at about half of it)",
-            humantime::format_duration(MIN_TTL),
-            humantime::format_duration(MAX_TTL)
+            "--ttl {text}: must be between {}s and {}d (the agent renews at about half of it)",
+            MIN_TTL.as_secs(),
+            MAX_TTL.as_secs() / 86_400
         )));
     }
     Ok(ttl)

@@ -134,7 +134,10 @@ impl Snapshot {
                 || ("-".to_owned(), "-".to_owned()),
                 |l| (l.expires_in(now), l.serial.clone()),
             );
-            let _ = writeln!(out, "  {id:width$}  {expires:>14}  {rotations:>9}  {serial}");
+            let _ = writeln!(
+                out,
+                "  {id:width$}  {expires:>14}  {rotations:>9}  {serial}"
+            );
         }
         let _ = writeln!(
             out,
@@ -145,11 +148,11 @@ impl Snapshot {
     }
 }
 
-/// Renewals of `id` the agent made: certificates obtained after the first.
+/// Renewals of `id` the agent made (certificates that replaced one).
 fn rotations(agent: Option<&StatusReport>, id: &str) -> u64 {
     agent
         .and_then(|report| report.identities.iter().find(|i| i.spiffe_id == id))
-        .map_or(0, |i| i.rotations.saturating_sub(1))
+        .map_or(0, |i| i.rotations)
 }
 
 /// Standard output: lines, or a block redrawn in place on a TTY.
