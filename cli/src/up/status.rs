@@ -194,8 +194,23 @@ impl Terminal {
         }
         let _ = write!(out, "{block}");
         let _ = out.flush();
-        self.drawn = block.lines().count();
+        let columns = rustix::termios::tcgetwinsize(std::io::stdout()).map_or(0, |w| w.ws_col);
+        self.drawn = rows(block, columns);
     }
+}
+
+/// The terminal rows `block` takes on a terminal `columns` wide (long
+/// lines wrap; 0 columns: unknown, one row per line).
+fn rows(block: &str, columns: u16) -> usize {
+    let columns = usize::from(columns);
+    block
+        .lines()
+        .map(|line| match line.chars().count() {
+            0 => 1,
+            _ if columns == 0 => 1,
+            n => n.div_ceil(columns),
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -228,5 +243,7 @@ mod tests {
         );
         let block = snapshot.block(&["spiffe://td/a", "spiffe://td/b"], now, "");
         assert_eq!(block.lines().count(), 5, "{block}");
+        assert_eq!(rows("abc\n\nabcdef\n", 3), 4);
+        assert_eq!(rows("abc\n\nabcdef\n", 0), 3);
     }
 }
