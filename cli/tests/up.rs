@@ -138,19 +138,23 @@ impl Up {
             .status()
             .unwrap();
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.exit_within(Duration::from_secs(60), "exit after SIGINT")
+    }
+
+    /// The exit status once standard output closed, within `within`.
+    fn exit_within(&mut self, within: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => return self.wait(),
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
-                    panic!("no exit within 60 s of SIGINT\n{}", self.output());
+                    panic!("no {what} within {within:?}\n{}", self.output());
                 }
             }
         }
-        self.wait()
     }
 }
 
@@ -171,32 +175,28 @@ fn rotations(line: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Awaits the allowed and the denied request, each followed by its `why`.
+/// Awaits the allowed and the denied request, each followed by its `why`
+/// naming the deciding policy.
 fn await_requests(up: &mut Up) {
-    let allowed = up.await_line("allowed request", START, |l| {
-        l.starts_with("allowed  GET /hello") && l.contains("200")
-    });
-    up.await_line("why of the allowed request", START, |l| {
-        l.starts_with("  why: ")
-    });
-    assert_eq!(up.seen.len(), allowed + 2, "{}", up.output());
-    assert!(
-        up.seen[allowed + 1].contains("ALLOW policy demo/allow-client-get rule 0"),
-        "{}",
-        up.output()
-    );
-    let denied = up.await_line("denied request", START, |l| {
-        l.starts_with("denied   GET /admin") && l.contains("403")
-    });
-    up.await_line("why of the denied request", START, |l| {
-        l.starts_with("  why: ")
-    });
-    assert_eq!(up.seen.len(), denied + 2, "{}", up.output());
-    assert!(
-        up.seen[denied + 1].contains("DENY policy demo/deny-admin rule 0"),
-        "{}",
-        up.output()
-    );
+    for (result, status, policy) in [
+        (
+            "allowed  GET /hello",
+            "200",
+            "ALLOW policy demo/allow-client-get rule 0",
+        ),
+        (
+            "denied   GET /admin",
+            "403",
+            "DENY policy demo/deny-admin rule 0",
+        ),
+    ] {
+        let at = up.await_line(result, START, |l| {
+            l.starts_with(result) && l.contains(status)
+        });
+        let why = up.await_line("its why", START, |l| l.starts_with("  why: "));
+        assert_eq!(why, at + 1, "{}", up.output());
+        assert!(up.seen[why].contains(policy), "{}", up.output());
+    }
 }
 
 fn mode(path: &Path) -> u32 {
@@ -329,7 +329,7 @@ fn a_plug_in_ca_issues_the_identities() {
 fn refused(args: &[&str], codes: &[i32], named: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
     let mut up = Up::start(cwd.path(), args);
-    let status = up.interrupt_free_exit();
+    let status = up.exit_within(Duration::from_secs(30), "exit by itself");
     let stderr = up.stderr.lock().unwrap().clone();
     assert!(
         status.code().is_some_and(|c| codes.contains(&c)),
@@ -340,25 +340,6 @@ fn refused(args: &[&str], codes: &[i32], named: &[&str]) {
             stderr.contains(name),
             "{args:?}: {name} not named:\n{stderr}"
         );
-    }
-}
-
-impl Up {
-    /// The exit status of a run that must end by itself within 30 s.
-    fn interrupt_free_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!("sigil up did not exit by itself\n{}", self.output());
-                }
-            }
-        }
-        self.wait()
     }
 }
 
