@@ -162,6 +162,23 @@ async fn agent_error(admin: SocketAddr, id: &str) -> String {
     }
 }
 
+/// A private (0700) temporary directory for the agent's socket: in
+/// `$TMPDIR`, or in `/tmp` when that path would be too long for a unix
+/// socket (108 bytes with the file name).
+fn socket_dir() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut builder = tempfile::Builder::new();
+    builder
+        .prefix("sigil-up-")
+        .permissions(std::fs::Permissions::from_mode(0o700));
+    let context = "cannot create a private temporary directory for the agent's socket";
+    let dir = builder.tempdir().context(context)?;
+    if dir.path().as_os_str().len() <= 90 {
+        return Ok(dir);
+    }
+    builder.tempdir_in("/tmp").context(context)
+}
+
 fn proxy_error(error: RunError) -> anyhow::Error {
     match error {
         RunError::Config(_) | RunError::Policy { .. } => {
@@ -218,13 +235,14 @@ async fn start_and_watch(
         "CA          https://{ca_grpc} (admin http://{ca_admin}), {authority}, trust domain {}",
         settings.trust_domain
     ));
+    term.line(
+        "note        trial settings: development tokens (dev:<ns>:<sa>) are trusted without \
+         proof and the agent may obtain any identity; everything listens on loopback only",
+    );
 
     // The node agent.
     let files = setup::write_agent_files(settings, &roots)?;
-    let sockets = tempfile::Builder::new()
-        .prefix("sigil-up-")
-        .tempdir()
-        .context("cannot create a private temporary directory for the agent's socket")?;
+    let sockets = socket_dir()?;
     let agent_config = setup::agent_config(settings, &files, ca_grpc, sockets.path())?;
     let sds = agent_config.sds.socket.clone();
     let agent = Agent::bind(agent_config)

@@ -203,7 +203,7 @@ pub(super) fn write_agent_files(
             _ => {}
         }
     }
-    let uid = rustix::process::getuid().as_raw();
+    let uid = rustix::process::geteuid().as_raw();
     let entries = format!(
         "# Written by `sigil up` at every start: the callers of the SDS socket with\n\
          # this uid (sigil up itself, whose inbound proxy asks) get the server identity.\n\
