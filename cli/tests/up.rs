@@ -246,6 +246,15 @@ fn zero_configuration_allows_denies_explains_and_stops_on_sigint() {
     });
     assert!(again.interrupt().success(), "{}", again.output());
     assert_eq!(std::fs::read(data.join("ca/root-cert.pem")).unwrap(), root);
+    // A trust domain the existing root was not made for is refused.
+    let mut other = Up::start(cwd.path(), &["--trust-domain", "example.org"]);
+    let status = other.exit_within(Duration::from_secs(30), "exit by itself");
+    let stderr = other.stderr.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("ca-cert.pem") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
 }
 
 #[test]

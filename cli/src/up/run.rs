@@ -179,6 +179,26 @@ fn socket_dir() -> anyhow::Result<tempfile::TempDir> {
     builder.tempdir_in("/tmp").context(context)
 }
 
+/// Why the CA did not start, once (its `Display` already holds the cause):
+/// the authority's material refused is the flags' fault (exit 64), naming
+/// the directory; anything else exits 1.
+fn ca_error(settings: &Settings, error: &ServeError) -> anyhow::Error {
+    match (error, &settings.ca_dir) {
+        (ServeError::Authority(_), Some(dir)) => {
+            InvalidConfig(format!("--ca-dir {}: {error}", dir.display())).into()
+        }
+        (ServeError::Authority(_), None) => InvalidConfig(format!(
+            "{error} (the self-signed CA of --data-dir {}: another --data-dir starts afresh)",
+            settings.data_dir.display()
+        ))
+        .into(),
+        _ => anyhow::anyhow!(
+            "cannot start the CA: {error} (see {})",
+            settings.log_file().display()
+        ),
+    }
+}
+
 fn proxy_error(error: RunError) -> anyhow::Error {
     match error {
         RunError::Config(_) | RunError::Policy { .. } => {
@@ -207,16 +227,7 @@ async fn start_and_watch(
         settings.ca_dir.is_none() && ca_config.authority.dir.join("root-cert.pem").is_file();
     let ca = CaServer::bind(ca_config, ServerDeps::default())
         .await
-        .map_err(|e| match (&settings.ca_dir, e) {
-            (Some(dir), e @ ServeError::Authority(_)) => {
-                anyhow::Error::new(InvalidConfig(format!("--ca-dir {}: {e}", dir.display())))
-            }
-            (_, e) => anyhow::Error::new(e).context(format!(
-                "cannot start the CA (is {} writable? see {})",
-                settings.ca_self_signed_dir().display(),
-                log.display()
-            )),
-        })?;
+        .map_err(|e| ca_error(settings, &e))?;
     let (ca_grpc, ca_admin) = (ca.grpc_addr()?, ca.admin_addr()?);
     let roots = ca.roots_pem();
     components.ca = Some(Task::spawn(|stop| ca.run(stop)));
