@@ -130,6 +130,7 @@ fn main() -> ExitCode {
         // 0 allowed, 1 denied.
         Command::Policy(cmd) => policy::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(success),
+        // Run (with its own log file) before the stderr logger is installed.
         Command::Up(_) => Ok(ExitCode::SUCCESS),
     };
     // Log lines first, then the verdict.
