@@ -10,9 +10,9 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use sigil_ca::config::{AuthenticatorConfig, AuthoritySource, CaConfig};
 use sigil_node_agent::config::AgentConfig;
 use sigil_node_agent::registry::RegistrationEntries;
+use sigil_proxy::ProxyConfig;
 use sigil_proxy::config::ListenerMode;
 use sigil_proxy::policy::PolicyDocuments;
-use sigil_proxy::ProxyConfig;
 
 use crate::refs::{Index, Mounted, config_arg};
 use crate::schema::{Object, Typed};
@@ -22,13 +22,21 @@ use crate::schema::{Object, Typed};
 pub(crate) const AGENT_SDS_ON_NODE: &str = "/var/run/sigil/sds.sock";
 
 /// The four files of a plug-in CA directory (Istio's layout).
-pub(crate) const PLUGIN_FILES: [&str; 4] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"];
+pub(crate) const PLUGIN_FILES: [&str; 4] = [
+    "ca-cert.pem",
+    "ca-key.pem",
+    "cert-chain.pem",
+    "root-cert.pem",
+];
 
 /// A loaded configuration, for cross-checks and for the caller.
 pub(crate) enum Loaded {
     Ca(Box<CaConfig>),
     Agent(Box<AgentConfig>),
-    #[expect(dead_code, reason = "loaded to be validated; no cross-check reads it yet")]
+    #[expect(
+        dead_code,
+        reason = "loaded to be validated; no cross-check reads it yet"
+    )]
     Proxy(Box<ProxyConfig>),
 }
 
@@ -39,7 +47,9 @@ pub(crate) fn check(objects: &[Object]) -> (Vec<(String, Loaded)>, Vec<String>) 
     let mut problems = Vec::new();
     for (object, pod) in ix.pods() {
         for container in &pod.containers {
-            let Some(path) = config_arg(container) else { continue };
+            let Some(path) = config_arg(container) else {
+                continue;
+            };
             let at = format!("{} container {} {path}", object.id(), container.name);
             match load(&ix, object, pod, container, path) {
                 Ok(config) => loaded.push((at, config)),
@@ -65,13 +75,18 @@ pub(crate) fn check(objects: &[Object]) -> (Vec<(String, Loaded)>, Vec<String>) 
         for container in &pod.containers {
             let Some(Loaded::Agent(agent)) = loaded
                 .iter()
-                .find(|(at, _)| at.starts_with(&format!("{} container {} ", object.id(), container.name)))
+                .find(|(at, _)| {
+                    at.starts_with(&format!("{} container {} ", object.id(), container.name))
+                })
                 .map(|(_, l)| l)
             else {
                 continue;
             };
-            let Some(token) = &agent.ca.token_file else { continue };
-            if let Ok(Mounted::Token { audience }) = ix.mounted(object.ns(), pod, container, &token.display().to_string())
+            let Some(token) = &agent.ca.token_file else {
+                continue;
+            };
+            if let Ok(Mounted::Token { audience }) =
+                ix.mounted(object.ns(), pod, container, &token.display().to_string())
                 && !ca_audiences.is_empty()
                 && !audience.is_some_and(|a| ca_audiences.iter().any(|c| *c == a))
             {
@@ -115,30 +130,47 @@ fn load(
 ) -> Result<Loaded, String> {
     let ns = object.ns();
     let text = match ix.mounted(ns, pod, container, path)? {
-        Mounted::ConfigMap { text: Some(text), .. } => text,
+        Mounted::ConfigMap {
+            text: Some(text), ..
+        } => text,
         other => return Err(format!("not a rendered ConfigMap key: {other:?}")),
     };
     let env = environment(container);
     let file = |p: &std::path::Path| ix.mounted(ns, pod, container, &p.display().to_string());
-    let command = container.args.as_deref().unwrap_or_default().first().map(String::as_str);
+    let command = container
+        .args
+        .as_deref()
+        .unwrap_or_default()
+        .first()
+        .map(String::as_str);
     match command {
         Some("ca") => {
-            let config = CaConfig::from_toml_with_env(text, &env).map_err(|e| format!("sigil-ca config: {e}"))?;
+            let config = CaConfig::from_toml_with_env(text, &env)
+                .map_err(|e| format!("sigil-ca config: {e}"))?;
             if config.authority.source == AuthoritySource::Files {
                 for name in PLUGIN_FILES {
                     match file(&config.authority.dir.join(name))? {
                         Mounted::Secret => {}
-                        other => return Err(format!("authority file {name}: not from a Secret: {other:?}")),
+                        other => {
+                            return Err(format!(
+                                "authority file {name}: not from a Secret: {other:?}"
+                            ));
+                        }
                     }
                 }
             }
             Ok(Loaded::Ca(Box::new(config)))
         }
         Some("agent") => {
-            let config = AgentConfig::from_toml_with_env(text, &env).map_err(|e| format!("sigil-agent config: {e}"))?;
+            let config = AgentConfig::from_toml_with_env(text, &env)
+                .map_err(|e| format!("sigil-agent config: {e}"))?;
             match file(&config.ca.roots_file)? {
                 Mounted::ConfigMap { .. } | Mounted::Secret => {}
-                other => return Err(format!("ca.roots_file: not from a ConfigMap or Secret: {other:?}")),
+                other => {
+                    return Err(format!(
+                        "ca.roots_file: not from a ConfigMap or Secret: {other:?}"
+                    ));
+                }
             }
             if let Some(token) = &config.ca.token_file
                 && !matches!(file(token)?, Mounted::Token { .. })
@@ -147,7 +179,9 @@ fn load(
             }
             if let Some(registrations) = &config.attestation.registration_file {
                 match file(registrations)? {
-                    Mounted::ConfigMap { text: Some(text), .. } => {
+                    Mounted::ConfigMap {
+                        text: Some(text), ..
+                    } => {
                         RegistrationEntries::parse(text, &config.trust_domain)
                             .map_err(|e| format!("attestation.registration_file: {e}"))?;
                     }
@@ -156,7 +190,11 @@ fn load(
             }
             match file(&config.sds.socket)? {
                 Mounted::Host { path } if path == AGENT_SDS_ON_NODE => {}
-                other => return Err(format!("sds.socket is {other:?} on the node, not {AGENT_SDS_ON_NODE}")),
+                other => {
+                    return Err(format!(
+                        "sds.socket is {other:?} on the node, not {AGENT_SDS_ON_NODE}"
+                    ));
+                }
             }
             match file(&config.workload_api.socket)? {
                 Mounted::Host { .. } => {}
@@ -165,11 +203,16 @@ fn load(
             Ok(Loaded::Agent(Box::new(config)))
         }
         Some("proxy") => {
-            let config = ProxyConfig::load(text, &env).map_err(|e| format!("sigil-proxy config: {e}"))?;
+            let config =
+                ProxyConfig::load(text, &env).map_err(|e| format!("sigil-proxy config: {e}"))?;
             if let Some(sds) = &config.credentials.sds {
                 match file(&sds.socket)? {
                     Mounted::Host { path } if path == AGENT_SDS_ON_NODE => {}
-                    other => return Err(format!("credentials.sds.socket is {other:?}, not the agent's {AGENT_SDS_ON_NODE} on the node")),
+                    other => {
+                        return Err(format!(
+                            "credentials.sds.socket is {other:?}, not the agent's {AGENT_SDS_ON_NODE} on the node"
+                        ));
+                    }
                 }
             }
             check_policy(object, &config, &file)?;
@@ -189,19 +232,29 @@ fn check_policy<'a>(
 ) -> Result<(), String> {
     let policy = &config.policy;
     if !policy.files.is_empty() && policy.namespace != object.ns() {
-        return Err(format!("[policy] namespace {:?} is not the pod's namespace {:?}", policy.namespace, object.ns()));
+        return Err(format!(
+            "[policy] namespace {:?} is not the pod's namespace {:?}",
+            policy.namespace,
+            object.ns()
+        ));
     }
     let labels = object
         .workload()
         .and_then(|(_, t)| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    if let Some((k, v)) = policy.labels.iter().find(|(k, v)| labels.get(*k) != Some(*v)) {
+    if let Some((k, v)) = policy
+        .labels
+        .iter()
+        .find(|(k, v)| labels.get(*k) != Some(*v))
+    {
         return Err(format!("[policy] labels {k}={v} is not a label of the pod"));
     }
     for path in &policy.files {
         match file(path)? {
-            Mounted::ConfigMap { text: Some(text), .. } => {
+            Mounted::ConfigMap {
+                text: Some(text), ..
+            } => {
                 let mut documents = PolicyDocuments::new(&policy.namespace);
                 documents
                     .load_str(&path.display().to_string(), text)
@@ -217,7 +270,11 @@ fn check_policy<'a>(
 /// Service's ClusterIP and port, and its `expected_id` the service account
 /// of a workload behind that Service.
 fn check_outbound(ix: &Index<'_>, config: &ProxyConfig) -> Result<(), String> {
-    for listener in config.listeners.iter().filter(|l| l.mode == ListenerMode::Outbound) {
+    for listener in config
+        .listeners
+        .iter()
+        .filter(|l| l.mode == ListenerMode::Outbound)
+    {
         let target = listener.target;
         if target.ip().is_loopback() {
             continue;
@@ -229,13 +286,21 @@ fn check_outbound(ix: &Index<'_>, config: &ProxyConfig) -> Result<(), String> {
                 Typed::Service(s) => {
                     let spec = s.spec.as_ref()?;
                     let ip_matches = spec.cluster_ip.as_deref() == Some(&target.ip().to_string());
-                    let port_matches = spec.ports.iter().flatten().any(|p| i32::from(target.port()) == p.port);
+                    let port_matches = spec
+                        .ports
+                        .iter()
+                        .flatten()
+                        .any(|p| i32::from(target.port()) == p.port);
                     (ip_matches && port_matches).then_some((o, spec))
                 }
                 _ => None,
             })
-            .ok_or_else(|| format!("outbound target {target}: no rendered Service has this clusterIP and port"))?;
-        let Some(expected) = &listener.expected_id else { continue };
+            .ok_or_else(|| {
+                format!("outbound target {target}: no rendered Service has this clusterIP and port")
+            })?;
+        let Some(expected) = &listener.expected_id else {
+            continue;
+        };
         let (service, spec) = service;
         let selector = spec.selector.clone().unwrap_or_default();
         let accounts: Vec<String> = crate::refs::workloads_selected(ix, service.ns(), |labels| {
@@ -246,7 +311,10 @@ fn check_outbound(ix: &Index<'_>, config: &ProxyConfig) -> Result<(), String> {
         .map(|sa| format!("/ns/{}/sa/{sa}", service.ns()))
         .collect();
         if !accounts.iter().any(|a| expected.ends_with(a.as_str())) {
-            return Err(format!("outbound target {target}: expected_id {expected} is none of the identities behind {} ({accounts:?})", service.id()));
+            return Err(format!(
+                "outbound target {target}: expected_id {expected} is none of the identities behind {} ({accounts:?})",
+                service.id()
+            ));
         }
     }
     Ok(())

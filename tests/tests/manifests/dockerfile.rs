@@ -57,16 +57,24 @@ pub(crate) fn check(dockerfile: &str, ci: &str) -> Vec<String> {
         problems.push("not multi-stage: no build stage before the runtime stage".to_owned());
     }
     let ci_lines: Vec<&str> = ci.lines().map(str::trim).collect();
-    let runs = build.iter().flat_map(|s| &s.instructions).filter(|(word, _)| word == "RUN");
+    let runs = build
+        .iter()
+        .flat_map(|s| &s.instructions)
+        .filter(|(word, _)| word == "RUN");
     for (_, command) in runs {
         if command.starts_with('[') {
-            problems.push(format!("RUN {command}: exec form; write the shell form CI runs"));
+            problems.push(format!(
+                "RUN {command}: exec form; write the shell form CI runs"
+            ));
         } else if !ci_lines.contains(&command.as_str()) {
             problems.push(format!("RUN {command}: not a command line of .ci/run"));
         }
     }
     if runtime.instructions.iter().any(|(word, _)| word == "RUN") {
-        problems.push(format!("runtime stage {}: runs commands (it should only copy)", runtime.from));
+        problems.push(format!(
+            "runtime stage {}: runs commands (it should only copy)",
+            runtime.from
+        ));
     }
     let user = runtime
         .instructions

@@ -58,7 +58,10 @@ fn ca_posture(objects: &[Object], replicas: i32) -> Vec<String> {
     };
     let spec = ca.spec.as_ref().unwrap();
     if spec.replicas != Some(replicas) {
-        fail(&format!("replicas {:?}, expected {replicas}", spec.replicas));
+        fail(&format!(
+            "replicas {:?}, expected {replicas}",
+            spec.replicas
+        ));
     }
     let pod = spec.template.spec.as_ref().unwrap();
     let security = pod.security_context.clone().unwrap_or_default();
@@ -68,18 +71,26 @@ fn ca_posture(objects: &[Object], replicas: i32) -> Vec<String> {
     if security.seccomp_profile.map(|p| p.type_).as_deref() != Some("RuntimeDefault") {
         fail("seccomp profile is not RuntimeDefault");
     }
-    let spread = pod.affinity.as_ref().is_some_and(|a| a.pod_anti_affinity.is_some())
+    let spread = pod
+        .affinity
+        .as_ref()
+        .is_some_and(|a| a.pod_anti_affinity.is_some())
         || pod.topology_spread_constraints.is_some();
     if replicas > 1 && !spread {
         fail("replicas are not spread over nodes");
     }
     let container: &Container = &pod.containers[0];
     let c_security = container.security_context.clone().unwrap_or_default();
-    if c_security.read_only_root_filesystem != Some(true) || c_security.allow_privilege_escalation != Some(false) {
+    if c_security.read_only_root_filesystem != Some(true)
+        || c_security.allow_privilege_escalation != Some(false)
+    {
         fail("root filesystem writable or privilege escalation allowed");
     }
     let resources = container.resources.clone().unwrap_or_default();
-    for (which, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+    for (which, list) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
         for resource in ["cpu", "memory"] {
             if !list.as_ref().is_some_and(|l| l.contains_key(resource)) {
                 fail(&format!("no {resource} in resources.{which}"));
@@ -87,16 +98,26 @@ fn ca_posture(objects: &[Object], replicas: i32) -> Vec<String> {
         }
     }
     let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone())
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
     };
     if path(&container.readiness_probe).as_deref() != Some("/readyz")
         || path(&container.liveness_probe).as_deref() != Some("/healthz")
     {
         fail("readiness is not /readyz or liveness is not /healthz");
     }
-    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
     let guarded = objects.iter().any(|o| match &o.typed {
-        Typed::PodDisruptionBudget(p) => p.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|s| selects(s, labels)),
+        Typed::PodDisruptionBudget(p) => p
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .is_some_and(|s| selects(s, labels)),
         _ => false,
     });
     if !guarded {
@@ -111,7 +132,9 @@ fn ca_posture(objects: &[Object], replicas: i32) -> Vec<String> {
         .flat_map(|s| s.ports.iter().flatten().map(|p| p.port))
         .collect();
     if service_ports != [15012, 15014] {
-        fail(&format!("Service sigil-ca ports {service_ports:?}, expected grpc 15012 and admin 15014"));
+        fail(&format!(
+            "Service sigil-ca ports {service_ports:?}, expected grpc 15012 and admin 15014"
+        ));
     }
     problems
 }
@@ -137,7 +160,11 @@ fn every_kustomization_renders_strictly_with_consistent_references() {
     let scratch = scratch();
     let mut targets = TARGETS.to_vec();
     targets.sort_unstable();
-    assert_eq!(render::kustomizations(&scratch.deploy), targets, "a kustomization under deploy/ is not checked (TARGETS)");
+    assert_eq!(
+        render::kustomizations(&scratch.deploy),
+        targets,
+        "a kustomization under deploy/ is not checked (TARGETS)"
+    );
     let mut problems = Vec::new();
     let mut renders: BTreeMap<&str, Vec<(String, Vec<Value>)>> = BTreeMap::new();
     for (kubectl, version) in &kubectls {
@@ -154,26 +181,42 @@ fn every_kustomization_renders_strictly_with_consistent_references() {
             let (objects, found) = check_all(&values);
             problems.extend(found.into_iter().map(|p| format!("{at}: {p}")));
             if let Some(replicas) = expected_ca_replicas(target) {
-                problems.extend(ca_posture(&objects, replicas).into_iter().map(|p| format!("{at}: {p}")));
+                problems.extend(
+                    ca_posture(&objects, replicas)
+                        .into_iter()
+                        .map(|p| format!("{at}: {p}")),
+                );
             }
             eprintln!("{at}: {} objects", objects.len());
-            renders.entry(target).or_default().push((kubectl.clone(), values));
+            renders
+                .entry(target)
+                .or_default()
+                .push((kubectl.clone(), values));
         }
     }
     for (target, by_kubectl) in &renders {
         let sorted = |values: &[Value]| {
-            let mut v: Vec<String> = values.iter().map(|v| schema::api_server_view(v).to_string()).collect();
+            let mut v: Vec<String> = values
+                .iter()
+                .map(|v| schema::api_server_view(v).to_string())
+                .collect();
             v.sort();
             v
         };
         let (first, first_values) = &by_kubectl[0];
         for (other, values) in &by_kubectl[1..] {
             if sorted(first_values) != sorted(values) {
-                problems.push(format!("deploy/{target}: {first} and {other} render different objects"));
+                problems.push(format!(
+                    "deploy/{target}: {first} and {other} render different objects"
+                ));
             }
         }
     }
-    assert!(problems.is_empty(), "manifest problems:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "manifest problems:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 fn render_target(target: &str) -> Option<(render::Scratch, Vec<Value>)> {
@@ -187,10 +230,16 @@ fn render_target(target: &str) -> Option<(render::Scratch, Vec<Value>)> {
 /// loader accepts, with the operator's root.
 #[test]
 fn plugin_ca_secret_loads_with_the_ca_loader() {
-    let Some((scratch, values)) = render_target("overlays/plugin-ca") else { return };
+    let Some((scratch, values)) = render_target("overlays/plugin-ca") else {
+        return;
+    };
     let (objects, problems) = check_all(&values);
     assert!(problems.is_empty(), "{problems:?}");
-    let Some(Typed::Secret(secret)) = objects.iter().find(|o| o.kind == "Secret" && o.name == "cacerts").map(|o| &o.typed) else {
+    let Some(Typed::Secret(secret)) = objects
+        .iter()
+        .find(|o| o.kind == "Secret" && o.name == "cacerts")
+        .map(|o| &o.typed)
+    else {
         panic!("no Secret cacerts rendered")
     };
     let dir = tempfile::tempdir().unwrap();
@@ -198,13 +247,28 @@ fn plugin_ca_secret_loads_with_the_ca_loader() {
         std::fs::write(dir.path().join(key), &bytes.0).unwrap();
     }
     let td: TrustDomain = "cluster.local".parse().unwrap();
-    let authority = sigil_ca::authority::source::load_dir(dir.path(), &td, time::OffsetDateTime::now_utc()).unwrap();
+    let authority =
+        sigil_ca::authority::source::load_dir(dir.path(), &td, time::OffsetDateTime::now_utc())
+            .unwrap();
     let roots: Vec<&[u8]> = authority.roots().iter().map(|r| r.as_ref()).collect();
-    assert_eq!(roots, [scratch.plugin_root_der.as_slice()], "the roots are not the operator's root");
+    assert_eq!(
+        roots,
+        [scratch.plugin_root_der.as_slice()],
+        "the roots are not the operator's root"
+    );
     // And the kubernetes-secret authority's RBAC is gone with it.
-    let role = objects.iter().find(|o| o.kind == "Role" && o.name == "sigil-ca-secret").unwrap();
-    let Typed::Role(role) = &role.typed else { unreachable!() };
-    assert_eq!(role.rules.as_deref().map(<[_]>::len), Some(0), "plug-in CA needs no Secret access");
+    let role = objects
+        .iter()
+        .find(|o| o.kind == "Role" && o.name == "sigil-ca-secret")
+        .unwrap();
+    let Typed::Role(role) = &role.typed else {
+        unreachable!()
+    };
+    assert_eq!(
+        role.rules.as_deref().map(<[_]>::len),
+        Some(0),
+        "plug-in CA needs no Secret access"
+    );
 }
 
 fn base() -> Option<Vec<Value>> {
@@ -237,8 +301,12 @@ fn base_is_clean_before_the_hostile_edits() {
 fn hostile_unknown_field_is_reported_with_its_path() {
     let Some(mut values) = base() else { return };
     let ca = find(&mut values, "Deployment", "sigil-ca");
-    ca["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = json!({"httpGet": {"path": "/readyz", "port": "admin"}});
-    assert_reported(&values, "$.spec.template.spec.containers[0].readinesProbe: unknown field");
+    ca["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] =
+        json!({"httpGet": {"path": "/readyz", "port": "admin"}});
+    assert_reported(
+        &values,
+        "$.spec.template.spec.containers[0].readinesProbe: unknown field",
+    );
 }
 
 #[test]
@@ -269,7 +337,10 @@ fn hostile_dangling_service_account_is_reported() {
     let Some(mut values) = base() else { return };
     let agent = find(&mut values, "DaemonSet", "sigil-agent");
     agent["spec"]["template"]["spec"]["serviceAccountName"] = json!("sigil-agnet");
-    assert_reported(&values, "serviceAccountName sigil-agnet: no ServiceAccount sigil-system/sigil-agnet");
+    assert_reported(
+        &values,
+        "serviceAccountName sigil-agnet: no ServiceAccount sigil-system/sigil-agnet",
+    );
 }
 
 #[test]
@@ -284,11 +355,17 @@ fn hostile_binding_to_a_missing_role_is_reported() {
 fn hostile_config_typo_is_reported() {
     let Some(mut values) = base() else { return };
     let config = find(&mut values, "ConfigMap", "sigil-ca-config");
-    let text = config["data"]["sigil-ca.toml"].as_str().unwrap().replace("grpc_addr", "grpc_adr");
+    let text = config["data"]["sigil-ca.toml"]
+        .as_str()
+        .unwrap()
+        .replace("grpc_addr", "grpc_adr");
     config["data"]["sigil-ca.toml"] = json!(text);
     assert_reported(&values, "sigil-ca config:");
     let config = find(&mut values, "ConfigMap", "sigil-agent-config");
-    let text = config["data"]["sigil-agent.toml"].as_str().unwrap().to_owned();
+    let text = config["data"]["sigil-agent.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     config["data"]["sigil-agent.toml"] = json!(text.replace("token_file", "tokenfile"));
     assert_reported(&values, "sigil-agent config:");
 }
@@ -297,24 +374,40 @@ fn hostile_config_typo_is_reported() {
 fn hostile_wrong_token_audience_is_reported() {
     let Some(mut values) = base() else { return };
     let agent = find(&mut values, "DaemonSet", "sigil-agent");
-    let volumes = agent["spec"]["template"]["spec"]["volumes"].as_array_mut().unwrap();
-    let token = volumes.iter_mut().find(|v| v["name"] == "ca-token").unwrap();
+    let volumes = agent["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap();
+    let token = volumes
+        .iter_mut()
+        .find(|v| v["name"] == "ca-token")
+        .unwrap();
     token["projected"]["sources"][0]["serviceAccountToken"]["audience"] = json!("kubernetes");
-    assert_reported(&values, "token audience Some(\"kubernetes\") is not one the CA");
+    assert_reported(
+        &values,
+        "token audience Some(\"kubernetes\") is not one the CA",
+    );
 }
 
 #[test]
 fn hostile_example_policy_and_outbound_target_are_reported() {
-    let Some((_, mut values)) = render_target("examples/httpbin") else { return };
+    let Some((_, mut values)) = render_target("examples/httpbin") else {
+        return;
+    };
     let (_, problems) = check_all(&values);
     assert!(problems.is_empty(), "{problems:#?}");
     let policies = find(&mut values, "ConfigMap", "demo-policies");
-    let text = policies["data"]["policies.yaml"].as_str().unwrap().replace("action: ALLOW", "action: ALLOWED");
+    let text = policies["data"]["policies.yaml"]
+        .as_str()
+        .unwrap()
+        .replace("action: ALLOW", "action: ALLOWED");
     policies["data"]["policies.yaml"] = json!(text);
     assert_reported(&values, "policy file:");
     let service = find(&mut values, "Service", "httpbin");
     service["spec"]["clusterIP"] = json!("10.96.100.101");
-    assert_reported(&values, "outbound target 10.96.100.100:8000: no rendered Service");
+    assert_reported(
+        &values,
+        "outbound target 10.96.100.100:8000: no rendered Service",
+    );
 }
 
 #[test]
@@ -334,7 +427,15 @@ fn dockerfile_build_stage_commands_are_ci_commands_and_runtime_is_non_root() {
     assert!(!builds.is_empty(), "the build stage runs nothing");
     // The checks can fail: a command CI does not run, a root runtime.
     let drifted = dockerfile.replace("--locked -p sigil-cli", "-p sigil-cli");
-    assert!(dockerfile::check(&drifted, &ci).iter().any(|p| p.contains("not a command line of .ci/run")));
+    assert!(
+        dockerfile::check(&drifted, &ci)
+            .iter()
+            .any(|p| p.contains("not a command line of .ci/run"))
+    );
     let root = format!("{dockerfile}\nUSER root\n");
-    assert!(dockerfile::check(&root, &ci).iter().any(|p| p.contains("is root")));
+    assert!(
+        dockerfile::check(&root, &ci)
+            .iter()
+            .any(|p| p.contains("is root"))
+    );
 }

@@ -83,21 +83,35 @@ impl<'a> Index<'a> {
                     .map(|rel| (m, rel.to_owned())),
                 Some(_) => None,
             })
-            .ok_or_else(|| format!("{path}: no volume of container {} is mounted there", container.name))?;
+            .ok_or_else(|| {
+                format!(
+                    "{path}: no volume of container {} is mounted there",
+                    container.name
+                )
+            })?;
         let volume = pod
             .volumes
             .as_deref()
             .unwrap_or_default()
             .iter()
             .find(|v| v.name == mount.name)
-            .ok_or_else(|| format!("{path}: mounted volume {} is not a volume of the pod", mount.name))?;
+            .ok_or_else(|| {
+                format!(
+                    "{path}: mounted volume {} is not a volume of the pod",
+                    mount.name
+                )
+            })?;
         let key_of = |items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>| match items {
             Some(items) => items.iter().find(|i| i.path == rel).map(|i| i.key.clone()),
             None => (!rel.contains('/')).then(|| rel.clone()),
         };
         if let Some(source) = &volume.config_map {
-            let key = key_of(source.items.as_deref())
-                .ok_or_else(|| format!("{path}: no key of ConfigMap {} is projected there", source.name))?;
+            let key = key_of(source.items.as_deref()).ok_or_else(|| {
+                format!(
+                    "{path}: no key of ConfigMap {} is projected there",
+                    source.name
+                )
+            })?;
             return self.config_map_key(ns, &source.name, key, path);
         }
         if let Some(source) = &volume.secret {
@@ -132,7 +146,10 @@ impl<'a> Index<'a> {
                     return self.config_map_key(ns, &cm.name, key, path);
                 }
             }
-            return Err(format!("{path}: nothing of projected volume {} is there", volume.name));
+            return Err(format!(
+                "{path}: nothing of projected volume {} is there",
+                volume.name
+            ));
         }
         Ok(Mounted::Other)
     }
@@ -165,9 +182,15 @@ pub(crate) fn check(objects: &[Object]) -> Vec<String> {
     let mut problems = Vec::new();
     for object in objects {
         if let Some((selector, template)) = object.workload()
-            && !selects(selector, template.metadata.as_ref().and_then(|m| m.labels.as_ref()))
+            && !selects(
+                selector,
+                template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+            )
         {
-            problems.push(format!("{}: selector does not match its pod template's labels", object.id()));
+            problems.push(format!(
+                "{}: selector does not match its pod template's labels",
+                object.id()
+            ));
         }
     }
     for (object, pod) in ix.pods() {
@@ -185,12 +208,16 @@ pub(crate) fn check(objects: &[Object]) -> Vec<String> {
                     problems.push(format!("{}: selects no workload", object.id()));
                 }
             }
-            Typed::RoleBinding(b) => {
-                check_binding(&ix, object, &b.role_ref, b.subjects.as_deref(), &mut problems);
-            }
-            Typed::ClusterRoleBinding(b) => {
-                check_binding(&ix, object, &b.role_ref, b.subjects.as_deref(), &mut problems);
-            }
+            Typed::RoleBinding(k8s_openapi::api::rbac::v1::RoleBinding {
+                role_ref,
+                subjects,
+                ..
+            })
+            | Typed::ClusterRoleBinding(k8s_openapi::api::rbac::v1::ClusterRoleBinding {
+                role_ref,
+                subjects,
+                ..
+            }) => check_binding(&ix, object, role_ref, subjects.as_deref(), &mut problems),
             _ => {}
         }
     }
@@ -219,7 +246,9 @@ fn check_pod(ix: &Index<'_>, object: &Object, pod: &PodSpec, problems: &mut Vec<
     if let Some(sa) = &pod.service_account_name
         && ix.find("ServiceAccount", Some(ns), sa).is_none()
     {
-        problems.push(format!("{id}: serviceAccountName {sa}: no ServiceAccount {ns}/{sa} rendered"));
+        problems.push(format!(
+            "{id}: serviceAccountName {sa}: no ServiceAccount {ns}/{sa} rendered"
+        ));
     }
     let mut config_maps = Vec::new();
     let mut secrets = Vec::new();
@@ -230,24 +259,39 @@ fn check_pod(ix: &Index<'_>, object: &Object, pod: &PodSpec, problems: &mut Vec<
         if let Some(secret) = &volume.secret {
             secrets.push(secret.secret_name.clone().unwrap_or_default());
         }
-        for source in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
             config_maps.extend(source.config_map.as_ref().map(|c| c.name.clone()));
             secrets.extend(source.secret.as_ref().map(|s| s.name.clone()));
         }
     }
-    let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+    let containers = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten());
     for container in containers {
         for from in container.env_from.iter().flatten() {
             config_maps.extend(from.config_map_ref.as_ref().map(|c| c.name.clone()));
             secrets.extend(from.secret_ref.as_ref().map(|s| s.name.clone()));
         }
-        for source in container.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+        for source in container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.value_from.as_ref())
+        {
             config_maps.extend(source.config_map_key_ref.as_ref().map(|c| c.name.clone()));
             secrets.extend(source.secret_key_ref.as_ref().map(|s| s.name.clone()));
         }
         for mount in container.volume_mounts.iter().flatten() {
             if !pod.volumes.iter().flatten().any(|v| v.name == mount.name) {
-                problems.push(format!("{id}: container {} mounts volume {}, which the pod lacks", container.name, mount.name));
+                problems.push(format!(
+                    "{id}: container {} mounts volume {}, which the pod lacks",
+                    container.name, mount.name
+                ));
             }
         }
         let probes = [
@@ -259,7 +303,10 @@ fn check_pod(ix: &Index<'_>, object: &Object, pod: &PodSpec, problems: &mut Vec<
             if let Some(port) = probe.as_ref().and_then(probe_port)
                 && !has_port(std::slice::from_ref(container), &port)
             {
-                problems.push(format!("{id}: container {} {which} port {port:?} is not a port of the container", container.name));
+                problems.push(format!(
+                    "{id}: container {} {which} port {port:?} is not a port of the container",
+                    container.name
+                ));
             }
         }
         if let Some(path) = config_arg(container)
@@ -273,12 +320,16 @@ fn check_pod(ix: &Index<'_>, object: &Object, pod: &PodSpec, problems: &mut Vec<
     }
     for name in config_maps {
         if ix.config_map(ns, &name).is_none() && !runtime_config_map(&name) {
-            problems.push(format!("{id}: ConfigMap {ns}/{name} is referenced but not rendered"));
+            problems.push(format!(
+                "{id}: ConfigMap {ns}/{name} is referenced but not rendered"
+            ));
         }
     }
     for name in secrets {
         if ix.secret(ns, &name).is_none() {
-            problems.push(format!("{id}: Secret {ns}/{name} is referenced but not rendered"));
+            problems.push(format!(
+                "{id}: Secret {ns}/{name} is referenced but not rendered"
+            ));
         }
     }
 }
@@ -326,16 +377,27 @@ fn check_service(
         labels.is_some_and(|l| selector.iter().all(|(k, v)| l.get(k) == Some(v)))
     });
     if targets.is_empty() {
-        problems.push(format!("{}: selector {selector:?} matches no workload's pod labels", object.id()));
+        problems.push(format!(
+            "{}: selector {selector:?} matches no workload's pod labels",
+            object.id()
+        ));
     }
     for target in targets {
         let Some(pod) = target.workload().and_then(|(_, t)| t.spec.as_ref()) else {
             continue;
         };
         for port in spec.ports.iter().flatten() {
-            let wanted = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
+            let wanted = port
+                .target_port
+                .clone()
+                .unwrap_or(IntOrString::Int(port.port));
             if !has_port(&pod.containers, &wanted) {
-                problems.push(format!("{}: port {} targets {wanted:?}, not a container port of {}", object.id(), port.port, target.id()));
+                problems.push(format!(
+                    "{}: port {} targets {wanted:?}, not a container port of {}",
+                    object.id(),
+                    port.port,
+                    target.id()
+                ));
             }
         }
     }
@@ -350,7 +412,9 @@ fn check_binding(
 ) {
     let id = object.id();
     let role = match role_ref.kind.as_str() {
-        "Role" if object.kind == "RoleBinding" => ix.find("Role", Some(object.ns()), &role_ref.name),
+        "Role" if object.kind == "RoleBinding" => {
+            ix.find("Role", Some(object.ns()), &role_ref.name)
+        }
         "ClusterRole" => ix.find("ClusterRole", None, &role_ref.name),
         other => {
             problems.push(format!("{id}: roleRef kind {other} is not allowed here"));
@@ -358,7 +422,10 @@ fn check_binding(
         }
     };
     if role.is_none() {
-        problems.push(format!("{id}: roleRef {} {} is not rendered", role_ref.kind, role_ref.name));
+        problems.push(format!(
+            "{id}: roleRef {} {} is not rendered",
+            role_ref.kind, role_ref.name
+        ));
     }
     let subjects = subjects.unwrap_or_default();
     if subjects.is_empty() {
@@ -367,7 +434,10 @@ fn check_binding(
     for subject in subjects.iter().filter(|s| s.kind == "ServiceAccount") {
         let ns = subject.namespace.as_deref().unwrap_or(object.ns());
         if ix.find("ServiceAccount", Some(ns), &subject.name).is_none() {
-            problems.push(format!("{id}: subject ServiceAccount {ns}/{} is not rendered", subject.name));
+            problems.push(format!(
+                "{id}: subject ServiceAccount {ns}/{} is not rendered",
+                subject.name
+            ));
         }
     }
 }

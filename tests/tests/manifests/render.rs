@@ -34,26 +34,45 @@ pub(crate) fn repo() -> PathBuf {
 /// with `SIGIL_REQUIRE_KUBECTL=1` that is a failure instead. A binary named
 /// in `SIGIL_KUBECTL` that does not run is always a failure.
 pub(crate) fn kubectls() -> Vec<(String, String)> {
-    let listed = std::env::var("SIGIL_KUBECTL").ok().filter(|v| !v.trim().is_empty());
+    let listed = std::env::var("SIGIL_KUBECTL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let candidates: Vec<String> = match &listed {
-        Some(list) => list.split(':').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Some(list) => list
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         None => vec!["kubectl".to_owned()],
     };
     let mut found = Vec::new();
     for kubectl in candidates {
-        match Command::new(&kubectl).args(["version", "--client"]).output() {
+        match Command::new(&kubectl)
+            .args(["version", "--client"])
+            .output()
+        {
             Ok(out) if out.status.success() => {
-                let version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned();
+                let version = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 found.push((kubectl, version));
             }
             result => {
-                assert!(listed.is_none(), "SIGIL_KUBECTL names {kubectl}, which does not run: {result:?}");
+                assert!(
+                    listed.is_none(),
+                    "SIGIL_KUBECTL names {kubectl}, which does not run: {result:?}"
+                );
             }
         }
     }
     if found.is_empty() {
         let require = std::env::var("SIGIL_REQUIRE_KUBECTL").is_ok_and(|v| v == "1");
-        assert!(!require, "SIGIL_REQUIRE_KUBECTL=1 but no kubectl runs (set SIGIL_KUBECTL or install kubernetes-client)");
+        assert!(
+            !require,
+            "SIGIL_REQUIRE_KUBECTL=1 but no kubectl runs (set SIGIL_KUBECTL or install kubernetes-client)"
+        );
         eprintln!(
             "\n!!!!! SKIPPED: no kubectl on PATH: the Kubernetes manifests were NOT checked. \
              Install one (apt-get install kubernetes-client) or set SIGIL_KUBECTL. !!!!!\n"

@@ -104,13 +104,19 @@ pub(crate) fn strict(value: &Value) -> Result<Object, String> {
         ("apps/v1", "Deployment") => round_trip(value).map(Typed::Deployment),
         ("apps/v1", "DaemonSet") => round_trip(value).map(Typed::DaemonSet),
         ("policy/v1", "PodDisruptionBudget") => round_trip(value).map(Typed::PodDisruptionBudget),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip(value).map(Typed::ClusterRole),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            round_trip(value).map(Typed::ClusterRole)
+        }
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             round_trip(value).map(Typed::ClusterRoleBinding)
         }
         ("rbac.authorization.k8s.io/v1", "Role") => round_trip(value).map(Typed::Role),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip(value).map(Typed::RoleBinding),
-        _ => Err::<Typed, _>("unknown kind: the manifest test knows no type for it (add it)".to_owned()),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            round_trip(value).map(Typed::RoleBinding)
+        }
+        _ => Err::<Typed, _>(
+            "unknown kind: the manifest test knows no type for it (add it)".to_owned(),
+        ),
     }
     .map_err(|e| format!("{id}: {e}"))?;
     Ok(Object {
