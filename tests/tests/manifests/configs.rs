@@ -29,19 +29,18 @@ pub(crate) const PLUGIN_FILES: [&str; 4] = [
     "root-cert.pem",
 ];
 
-/// A loaded configuration, for cross-checks and for the caller.
-pub(crate) enum Loaded {
+/// A loaded configuration, kept for the cross-checks between files.
+enum Loaded {
     Ca(Box<CaConfig>),
-    Agent(Box<AgentConfig>),
-    #[expect(
-        dead_code,
-        reason = "loaded to be validated; no cross-check reads it yet"
-    )]
-    Proxy(Box<ProxyConfig>),
+    /// With a `token_file`, the audience of the projected token there.
+    Agent {
+        token: Option<Option<String>>,
+    },
+    Proxy,
 }
 
 /// Loads every `--config` file of every container; problems, one line each.
-pub(crate) fn check(objects: &[Object]) -> (Vec<(String, Loaded)>, Vec<String>) {
+pub(crate) fn check(objects: &[Object]) -> Vec<String> {
     let ix = Index { objects };
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
@@ -57,7 +56,7 @@ pub(crate) fn check(objects: &[Object]) -> (Vec<(String, Loaded)>, Vec<String>) 
             }
         }
     }
-    // The agent's token must carry an audience the CA accepts.
+    // An agent's token must carry an audience the CA accepts.
     let ca_audiences: Vec<&String> = loaded
         .iter()
         .filter_map(|(_, l)| match l {
@@ -71,33 +70,22 @@ pub(crate) fn check(objects: &[Object]) -> (Vec<(String, Loaded)>, Vec<String>) 
         })
         .flatten()
         .collect();
-    for (object, pod) in ix.pods() {
-        for container in &pod.containers {
-            let Some(Loaded::Agent(agent)) = loaded
-                .iter()
-                .find(|(at, _)| {
-                    at.starts_with(&format!("{} container {} ", object.id(), container.name))
-                })
-                .map(|(_, l)| l)
-            else {
-                continue;
-            };
-            let Some(token) = &agent.ca.token_file else {
-                continue;
-            };
-            if let Ok(Mounted::Token { audience }) =
-                ix.mounted(object.ns(), pod, container, &token.display().to_string())
-                && !ca_audiences.is_empty()
-                && !audience.is_some_and(|a| ca_audiences.iter().any(|c| *c == a))
+    if !ca_audiences.is_empty() {
+        for (at, l) in &loaded {
+            if let Loaded::Agent {
+                token: Some(token_audience),
+            } = l
+                && !token_audience
+                    .as_ref()
+                    .is_some_and(|a| ca_audiences.contains(&a))
             {
                 problems.push(format!(
-                    "{}: token audience {audience:?} is not one the CA's TokenReview authenticator accepts ({ca_audiences:?})",
-                    object.id()
+                    "{at}: token audience {token_audience:?} is not one the CA's TokenReview authenticator accepts ({ca_audiences:?})"
                 ));
             }
         }
     }
-    (loaded, problems)
+    problems
 }
 
 /// The container's environment as the binary would see it: literal values,
@@ -172,11 +160,17 @@ fn load(
                     ));
                 }
             }
-            if let Some(token) = &config.ca.token_file
-                && !matches!(file(token)?, Mounted::Token { .. })
-            {
-                return Err("ca.token_file: not a projected service-account token".to_owned());
-            }
+            let token = match &config.ca.token_file {
+                Some(token) => match file(token)? {
+                    Mounted::Token { audience } => Some(audience.map(str::to_owned)),
+                    other => {
+                        return Err(format!(
+                            "ca.token_file: not a projected service-account token: {other:?}"
+                        ));
+                    }
+                },
+                None => None,
+            };
             if let Some(registrations) = &config.attestation.registration_file {
                 match file(registrations)? {
                     Mounted::ConfigMap {
@@ -200,7 +194,7 @@ fn load(
                 Mounted::Host { .. } => {}
                 other => return Err(format!("workload_api.socket: not on the node: {other:?}")),
             }
-            Ok(Loaded::Agent(Box::new(config)))
+            Ok(Loaded::Agent { token })
         }
         Some("proxy") => {
             let config =
@@ -217,7 +211,7 @@ fn load(
             }
             check_policy(object, &config, &file)?;
             check_outbound(ix, &config)?;
-            Ok(Loaded::Proxy(Box::new(config)))
+            Ok(Loaded::Proxy)
         }
         other => Err(format!("no loader for command {other:?}")),
     }

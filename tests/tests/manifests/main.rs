@@ -41,7 +41,7 @@ fn check_all(values: &[Value]) -> (Vec<Object>, Vec<String>) {
         }
     }
     problems.extend(refs::check(&objects));
-    problems.extend(configs::check(&objects).1);
+    problems.extend(configs::check(&objects));
     (objects, problems)
 }
 
