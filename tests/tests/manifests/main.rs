@@ -17,20 +17,21 @@
 
 mod configs;
 mod dockerfile;
+mod posture;
 mod refs;
 mod render;
 mod schema;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Container;
 use serde_json::{Value, json};
 use sigil_identity::TrustDomain;
 
 use crate::render::{TARGETS, kubectls, render, scratch};
-use crate::schema::{Object, Typed, selects};
+use crate::schema::{Object, Typed};
 
-/// Types, then reference-checks, then loads the configs of `values`.
+/// Types, then reference-checks, loads the configs of, and checks the
+/// containers' hardening in `values`.
 fn check_all(values: &[Value]) -> (Vec<Object>, Vec<String>) {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
@@ -42,101 +43,8 @@ fn check_all(values: &[Value]) -> (Vec<Object>, Vec<String>) {
     }
     problems.extend(refs::check(&objects));
     problems.extend(configs::check(&objects));
+    problems.extend(posture::hardening(&objects));
     (objects, problems)
-}
-
-/// The CA's deployment posture the issue asks for, in every CA rendering.
-fn ca_posture(objects: &[Object], replicas: i32) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut fail = |what: &str| problems.push(format!("CA Deployment: {what}"));
-    let Some(Typed::Deployment(ca)) = objects
-        .iter()
-        .find(|o| o.kind == "Deployment" && o.name == "sigil-ca")
-        .map(|o| &o.typed)
-    else {
-        return vec!["no Deployment sigil-ca".to_owned()];
-    };
-    let spec = ca.spec.as_ref().unwrap();
-    if spec.replicas != Some(replicas) {
-        fail(&format!(
-            "replicas {:?}, expected {replicas}",
-            spec.replicas
-        ));
-    }
-    let pod = spec.template.spec.as_ref().unwrap();
-    let security = pod.security_context.clone().unwrap_or_default();
-    if security.run_as_non_root != Some(true) {
-        fail("not runAsNonRoot");
-    }
-    if security.seccomp_profile.map(|p| p.type_).as_deref() != Some("RuntimeDefault") {
-        fail("seccomp profile is not RuntimeDefault");
-    }
-    let spread = pod
-        .affinity
-        .as_ref()
-        .is_some_and(|a| a.pod_anti_affinity.is_some())
-        || pod.topology_spread_constraints.is_some();
-    if replicas > 1 && !spread {
-        fail("replicas are not spread over nodes");
-    }
-    let container: &Container = &pod.containers[0];
-    let c_security = container.security_context.clone().unwrap_or_default();
-    if c_security.read_only_root_filesystem != Some(true)
-        || c_security.allow_privilege_escalation != Some(false)
-    {
-        fail("root filesystem writable or privilege escalation allowed");
-    }
-    let resources = container.resources.clone().unwrap_or_default();
-    for (which, list) in [
-        ("requests", &resources.requests),
-        ("limits", &resources.limits),
-    ] {
-        for resource in ["cpu", "memory"] {
-            if !list.as_ref().is_some_and(|l| l.contains_key(resource)) {
-                fail(&format!("no {resource} in resources.{which}"));
-            }
-        }
-    }
-    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref()
-            .and_then(|p| p.http_get.as_ref())
-            .and_then(|h| h.path.clone())
-    };
-    if path(&container.readiness_probe).as_deref() != Some("/readyz")
-        || path(&container.liveness_probe).as_deref() != Some("/healthz")
-    {
-        fail("readiness is not /readyz or liveness is not /healthz");
-    }
-    let labels = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref());
-    let guarded = objects.iter().any(|o| match &o.typed {
-        Typed::PodDisruptionBudget(p) => p
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.as_ref())
-            .is_some_and(|s| selects(s, labels)),
-        _ => false,
-    });
-    if !guarded {
-        fail("no PodDisruptionBudget selects it");
-    }
-    let service_ports: Vec<i32> = objects
-        .iter()
-        .filter_map(|o| match &o.typed {
-            Typed::Service(s) if o.name == "sigil-ca" => s.spec.as_ref(),
-            _ => None,
-        })
-        .flat_map(|s| s.ports.iter().flatten().map(|p| p.port))
-        .collect();
-    if service_ports != [15012, 15014] {
-        fail(&format!(
-            "Service sigil-ca ports {service_ports:?}, expected grpc 15012 and admin 15014"
-        ));
-    }
-    problems
 }
 
 fn expected_ca_replicas(target: &str) -> Option<i32> {
@@ -182,7 +90,7 @@ fn every_kustomization_renders_strictly_with_consistent_references() {
             problems.extend(found.into_iter().map(|p| format!("{at}: {p}")));
             if let Some(replicas) = expected_ca_replicas(target) {
                 problems.extend(
-                    ca_posture(&objects, replicas)
+                    posture::ca(&objects, replicas)
                         .into_iter()
                         .map(|p| format!("{at}: {p}")),
                 );
@@ -306,6 +214,33 @@ fn hostile_unknown_field_is_reported_with_its_path() {
     assert_reported(
         &values,
         "$.spec.template.spec.containers[0].readinesProbe: unknown field",
+    );
+}
+
+#[test]
+fn hostile_writable_root_filesystem_is_reported() {
+    let Some(mut values) = base() else { return };
+    let agent = find(&mut values, "DaemonSet", "sigil-agent");
+    agent["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] =
+        json!(false);
+    assert_reported(
+        &values,
+        "DaemonSet sigil-system/sigil-agent container sigil-agent: root filesystem is writable",
+    );
+}
+
+#[test]
+fn hostile_budget_that_blocks_drains_is_reported() {
+    let Some(mut values) = base() else { return };
+    let pdb = find(&mut values, "PodDisruptionBudget", "sigil-ca");
+    pdb["spec"]["minAvailable"] = json!(2);
+    let (objects, _) = check_all(&values);
+    let problems = posture::ca(&objects, 2);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("allows no eviction of 2 replica(s)")),
+        "{problems:#?}"
     );
 }
 
