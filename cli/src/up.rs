@@ -37,7 +37,9 @@
 //! for the client, a DENY of `/admin*`. `sigil up` prints the identities
 //! issued, sends `GET /hello` (allowed) and `GET /admin` (denied) through
 //! the outbound proxy, and explains each with the proxy's engine (as
-//! `sigil policy explain`):
+//! `sigil policy explain`; only when the answer agrees with the engine's
+//! verdict, allowed 2xx or denied 403: otherwise a `note:` line gives
+//! both and points at the log):
 //!
 //! ```text
 //! allowed  GET /hello -> 200 OK: hello from demo (caller spiffe://cluster.local/ns/demo/sa/client)
@@ -52,8 +54,10 @@
 //! Shutdown: the proxies drain, then the demo service, the agent and the
 //! CA stop; `sigil up: stopped`, exit 0. The components log to
 //! `<data-dir>/up/sigil.log` (`SIGIL_LOG` sets the filter; default info).
-//! An invalid flag or plug-in directory exits 64 naming it; another
-//! startup failure exits 1.
+//! An invalid flag or plug-in directory exits 64 naming it, and so does a
+//! second `sigil up` in a data directory in use (an exclusive `flock` on
+//! `<data-dir>/up/.lock`, taken before anything in it is touched); another
+//! startup failure exits 1. An error's causes are printed once each.
 
 mod demo;
 mod run;
@@ -67,6 +71,7 @@ use anyhow::Context;
 use clap::Args;
 
 use self::setup::Settings;
+use crate::serve::InvalidConfig;
 
 /// `sigil up`.
 #[derive(Debug, Args)]
@@ -89,10 +94,17 @@ pub(crate) struct UpArgs {
     trust_domain: String,
 }
 
-/// Runs `sigil up`: checks the flags, sends the logs to
-/// `<data-dir>/up/sigil.log`, runs everything until a signal.
+/// Runs `sigil up`: checks the flags, locks `<data-dir>/up`, sends the
+/// logs to `<data-dir>/up/sigil.log`, runs everything until a signal. An
+/// error comes back with its causes in one message, each once.
 pub(crate) fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    run_locked(args).map_err(causes_once)
+}
+
+fn run_locked(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_args(args)?;
+    // Held until this function returns, after everything stopped.
+    let lock = setup::lock(&settings)?;
     let log = setup::open_log(&settings)?;
     let guard = crate::init_logging(log, "info", false)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -103,5 +115,69 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // The components' tasks end with the runtime, before the log is flushed.
     drop(runtime);
     drop(guard);
+    drop(lock);
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `error` as one message: it and its causes joined by `: `, leaving out a
+/// cause whose text the message already holds (an error that prints its
+/// source, then the source itself: `credential F: the private key does not
+/// match ...` once, not twice). Still an [`InvalidConfig`] (exit 64) if it
+/// was one.
+fn causes_once(error: anyhow::Error) -> anyhow::Error {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    if error.downcast_ref::<InvalidConfig>().is_some() {
+        InvalidConfig(text).into()
+    } else {
+        anyhow::Error::msg(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source and also returns it.
+    #[derive(Debug, thiserror::Error)]
+    #[error("credential svid.pem: {source}")]
+    struct Wrapping {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let inner = std::io::Error::other("the private key does not match the leaf");
+        let error = anyhow::Error::new(Wrapping { source: inner }).context("cannot start");
+        assert_eq!(
+            format!("{error:#}"),
+            "cannot start: credential svid.pem: the private key does not match the leaf: \
+             the private key does not match the leaf"
+        );
+        assert_eq!(
+            format!("{:#}", causes_once(error)),
+            "cannot start: credential svid.pem: the private key does not match the leaf"
+        );
+        let distinct = causes_once(anyhow::anyhow!("inner").context("outer"));
+        assert_eq!(format!("{distinct:#}"), "outer: inner");
+        assert!(distinct.downcast_ref::<InvalidConfig>().is_none());
+    }
+
+    #[test]
+    fn an_invalid_configuration_stays_one() {
+        let error =
+            anyhow::Error::new(InvalidConfig("--ttl 0s: too short".into())).context("flags");
+        let once = causes_once(error);
+        assert!(once.downcast_ref::<InvalidConfig>().is_some(), "exit 64");
+        assert_eq!(format!("{once:#}"), "flags: --ttl 0s: too short");
+    }
 }

@@ -5,7 +5,8 @@
 //! line; the CA root and key in `./sigil-data`, the keys 0600. `--ttl`:
 //! both identities rotate. `--ca-dir`: a plug-in intermediate made here
 //! issues the identities. Bad flags and plug-in directories are refused
-//! (exit 64 or 2) naming the culprit. Every wait is for a line of output,
+//! (exit 64 or 2) naming the culprit, and so is a second `sigil up` in a
+//! data directory in use, while the first keeps serving. Every wait is for a line of output,
 //! bounded; on timeout the child is killed and the test fails with what
 //! it printed.
 #![allow(
@@ -16,7 +17,7 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -141,6 +142,18 @@ impl Up {
         self.exit_within(Duration::from_secs(60), "exit after SIGINT")
     }
 
+    /// SIGINT; exit 0 with `sigil up: stopped` as the last line.
+    fn stop_cleanly(&mut self) {
+        let status = self.interrupt();
+        assert!(status.success(), "{status}\n{}", self.output());
+        assert_eq!(
+            self.seen.last().map(String::as_str),
+            Some("sigil up: stopped"),
+            "{}",
+            self.output()
+        );
+    }
+
     /// The exit status once standard output closed, within `within`.
     fn exit_within(&mut self, within: Duration, what: &str) -> ExitStatus {
         let deadline = Instant::now() + within;
@@ -215,14 +228,7 @@ fn zero_configuration_allows_denies_explains_and_stops_on_sigint() {
     up.await_line("a status line", START, |l| {
         l.starts_with("status  ") && l.contains("requests allowed 1 denied 1")
     });
-    let status = up.interrupt();
-    assert!(status.success(), "{status}\n{}", up.output());
-    assert_eq!(
-        up.seen.last().map(String::as_str),
-        Some("sigil up: stopped"),
-        "{}",
-        up.output()
-    );
+    up.stop_cleanly();
 
     let data = cwd.path().join("sigil-data");
     assert!(data.join("ca/root-cert.pem").is_file(), "the CA root");
@@ -242,9 +248,9 @@ fn zero_configuration_allows_denies_explains_and_stops_on_sigint() {
     let root = std::fs::read(data.join("ca/root-cert.pem")).unwrap();
     let mut again = Up::start(cwd.path(), &[]);
     again.await_line("the CA line", START, |l| {
-        l.contains("self-signed root reused")
+        l.contains("self-signed root in sigil-data/ca (made by the first start, then reused)")
     });
-    assert!(again.interrupt().success(), "{}", again.output());
+    again.stop_cleanly();
     assert_eq!(std::fs::read(data.join("ca/root-cert.pem")).unwrap(), root);
     // A trust domain the existing root was not made for is refused.
     let mut other = Up::start(cwd.path(), &["--trust-domain", "example.org"]);
@@ -273,8 +279,7 @@ fn a_short_ttl_rotates_both_identities() {
             }
         },
     );
-    let status = up.interrupt();
-    assert!(status.success(), "{status}\n{}", up.output());
+    up.stop_cleanly();
     assert!(
         cwd.path().join("d/ca/root-cert.pem").is_file(),
         "--data-dir"
@@ -330,7 +335,52 @@ fn a_plug_in_ca_issues_the_identities() {
         !cwd.path().join("sigil-data/ca").exists(),
         "no self-signed CA made"
     );
-    assert!(up.interrupt().success(), "{}", up.output());
+    up.stop_cleanly();
+}
+
+/// `GET` of an `http://host:port/path` URL over plain TCP: the response.
+fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn a_second_up_in_the_same_data_directory_is_refused_and_the_first_keeps_serving() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut first = Up::start(cwd.path(), &[]);
+    let hint = first.await_line("the curl line", START, |l| l.starts_with("try: curl "));
+    let url = first.seen[hint]["try: curl ".len()..].to_owned();
+    first.await_line("its first status", START, |l| l.starts_with("status  "));
+
+    let mut second = Up::start(cwd.path(), &[]);
+    let status = second.exit_within(Duration::from_secs(30), "exit by itself");
+    let stderr = second.stderr.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(64), "{}", second.output());
+    assert_eq!(
+        stderr.trim_end(),
+        "sigil: another `sigil up` is using sigil-data; stop it or pass --data-dir"
+    );
+    assert!(second.seen.is_empty(), "{}", second.output());
+
+    let response = http_get(&url);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("hello from demo"), "{response}");
+    first.stop_cleanly();
+    // The second did not truncate the first's log.
+    let log = std::fs::read_to_string(cwd.path().join("sigil-data/up/sigil.log")).unwrap();
+    assert!(log.contains("agent running"), "{log}");
 }
 
 /// `sigil up ARGS` exits on its own with one of `codes`, its stderr

@@ -160,21 +160,34 @@ pub(super) fn result_line(path: &str, answer: &Answer) -> String {
     format!("{verdict}{line}")
 }
 
-/// `  why: <deciding policy and rule> (<peer>, mTLS <mode>)`: what the
-/// inbound proxy's engine decides for `GET path` from `peer` on the demo
-/// port, under the policy file.
-pub(super) fn why(policies: &Path, peer: &SpiffeId, demo_port: u16, path: &str) -> String {
-    let report = match crate::policy::explain_http(
+/// What the inbound proxy's engine decides for a request, simulated as
+/// `sigil policy explain` does.
+pub(super) struct Explanation {
+    /// Whether the engine lets the request through.
+    pub(super) allowed: bool,
+    /// The deciding policy and rule (or the stage that refused it).
+    pub(super) decided: String,
+    /// `peer <principal>, mTLS <mode>`.
+    pub(super) context: String,
+}
+
+/// The engine's verdict on `GET path` from `peer` on the demo port, under
+/// the policy file; the error's text if it cannot tell.
+pub(super) fn explain(
+    policies: &Path,
+    peer: &SpiffeId,
+    demo_port: u16,
+    path: &str,
+) -> Result<Explanation, String> {
+    let report = crate::policy::explain_http(
         &[policies.to_path_buf()],
         NAMESPACE,
         peer.clone(),
         demo_port,
         "GET",
         path,
-    ) {
-        Ok(report) => report,
-        Err(error) => return format!("  why: cannot explain: {error}"),
-    };
+    )
+    .map_err(|error| error.to_string())?;
     let decided = match (&report.rejected, &report.authorization) {
         (Some(rejection), _) => format!("{} refused: {}", rejection.stage, rejection.message),
         (None, Some(authz)) => match &authz.policy {
@@ -191,7 +204,42 @@ pub(super) fn why(policies: &Path, peer: &SpiffeId, demo_port: u16, path: &str) 
         .principal
         .as_deref()
         .map_or_else(|| "no peer".to_owned(), |p| format!("peer {p}"));
-    format!("  why: {decided} ({peer}, mTLS {})", report.mtls.mode)
+    Ok(Explanation {
+        allowed: report.allowed,
+        decided,
+        context: format!("{peer}, mTLS {}", report.mtls.mode),
+    })
+}
+
+/// The line under a request's result. `  why: <deciding policy and rule>
+/// (<peer>, mTLS <mode>)` when the proxy's answer agrees with the engine's
+/// simulated verdict (allowed: 2xx; denied: 403); otherwise the verdict
+/// explains nothing: `  note: the proxy answered <status> while the policy
+/// engine says <allow|deny> (<deciding rule>); see <log>`.
+pub(super) fn why(
+    explained: &Result<Explanation, String>,
+    status: StatusCode,
+    log: &Path,
+) -> String {
+    let explained = match explained {
+        Ok(explained) => explained,
+        Err(error) => return format!("  why: cannot explain: {error}"),
+    };
+    let agrees = if explained.allowed {
+        status.is_success()
+    } else {
+        status == StatusCode::FORBIDDEN
+    };
+    if agrees {
+        format!("  why: {} ({})", explained.decided, explained.context)
+    } else {
+        format!(
+            "  note: the proxy answered {status} while the policy engine says {} ({}); see {}",
+            if explained.allowed { "allow" } else { "deny" },
+            explained.decided,
+            log.display()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -205,5 +253,47 @@ mod tests {
             Some("spiffe://td/ns/demo/sa/client")
         );
         assert_eq!(xfcc_uri("Hash=ab"), None);
+    }
+
+    #[test]
+    fn why_only_when_the_answer_agrees_with_the_engine() {
+        let log = Path::new("sigil-data/up/sigil.log");
+        let verdict = |allowed: bool, decided: &str| {
+            Ok(Explanation {
+                allowed,
+                decided: decided.to_owned(),
+                context: "peer td/ns/demo/sa/client, mTLS STRICT".to_owned(),
+            })
+        };
+        let allow = verdict(true, "ALLOW policy demo/allow-client-get rule 0");
+        let deny = verdict(false, "DENY policy demo/deny-admin rule 0");
+        assert_eq!(
+            why(&allow, StatusCode::OK, log),
+            "  why: ALLOW policy demo/allow-client-get rule 0 \
+             (peer td/ns/demo/sa/client, mTLS STRICT)"
+        );
+        assert_eq!(
+            why(&deny, StatusCode::FORBIDDEN, log),
+            "  why: DENY policy demo/deny-admin rule 0 (peer td/ns/demo/sa/client, mTLS STRICT)"
+        );
+        assert_eq!(
+            why(&allow, StatusCode::BAD_GATEWAY, log),
+            "  note: the proxy answered 502 Bad Gateway while the policy engine says allow \
+             (ALLOW policy demo/allow-client-get rule 0); see sigil-data/up/sigil.log"
+        );
+        assert_eq!(
+            why(&allow, StatusCode::FORBIDDEN, log),
+            "  note: the proxy answered 403 Forbidden while the policy engine says allow \
+             (ALLOW policy demo/allow-client-get rule 0); see sigil-data/up/sigil.log"
+        );
+        assert_eq!(
+            why(&deny, StatusCode::OK, log),
+            "  note: the proxy answered 200 OK while the policy engine says deny \
+             (DENY policy demo/deny-admin rule 0); see sigil-data/up/sigil.log"
+        );
+        assert_eq!(
+            why(&Err("bad file".to_owned()), StatusCode::OK, log),
+            "  why: cannot explain: bad file"
+        );
     }
 }

@@ -223,8 +223,6 @@ async fn start_and_watch(
 
     // The CA.
     let ca_config = setup::ca_config(settings)?;
-    let root_existed =
-        settings.ca_dir.is_none() && ca_config.authority.dir.join("root-cert.pem").is_file();
     let ca = CaServer::bind(ca_config, ServerDeps::default())
         .await
         .map_err(|e| ca_error(settings, &e))?;
@@ -233,12 +231,9 @@ async fn start_and_watch(
     components.ca = Some(Task::spawn(|stop| ca.run(stop)));
     let authority = match &settings.ca_dir {
         Some(dir) => format!("plug-in CA from {}", dir.display()),
-        None if root_existed => format!(
-            "self-signed root reused from {}",
-            settings.ca_self_signed_dir().display()
-        ),
+        // Whether this start made the root, the CA does not say.
         None => format!(
-            "self-signed root created in {}",
+            "self-signed root in {} (made by the first start, then reused)",
             settings.ca_self_signed_dir().display()
         ),
     };
@@ -353,12 +348,8 @@ async fn start_and_watch(
     for path in ["/hello", "/admin"] {
         let answer = demo::get(outbound_addr, path).await?;
         term.line(&demo::result_line(path, &answer));
-        term.line(&demo::why(
-            &policies,
-            &settings.client_id,
-            demo_addr.port(),
-            path,
-        ));
+        let explained = demo::explain(&policies, &settings.client_id, demo_addr.port(), path);
+        term.line(&demo::why(&explained, answer.status, &log));
     }
     term.line("");
     let hint = format!("try: curl http://{outbound_addr}/hello");

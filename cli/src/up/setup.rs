@@ -133,14 +133,41 @@ fn parse_ttl(text: &str) -> Result<Duration, InvalidConfig> {
     Ok(ttl)
 }
 
-/// `<data-dir>/up` (0700) and the log file in it, truncated.
-pub(super) fn open_log(settings: &Settings) -> anyhow::Result<std::fs::File> {
+/// `<data-dir>/up` (0700) and its `.lock`, locked exclusively without
+/// waiting: two `sigil up` in one data directory would share the agent's
+/// files, the log and the CA's first start. The lock lasts as long as the
+/// returned file is open (the kernel drops it when the process ends,
+/// however it ends); a second run is refused ([`InvalidConfig`], exit 64).
+pub(super) fn lock(settings: &Settings) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     create_private_dir(&settings.up_dir).with_context(|| {
         format!(
             "cannot create {} (choose another place with --data-dir)",
             settings.up_dir.display()
         )
     })?;
+    let path = settings.up_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(errno) if errno == rustix::io::Errno::WOULDBLOCK => Err(InvalidConfig(format!(
+            "another `sigil up` is using {}; stop it or pass --data-dir",
+            settings.data_dir.display()
+        ))
+        .into()),
+        Err(errno) => Err(std::io::Error::from(errno))
+            .with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// The log file in `<data-dir>/up` (made by [`lock`]), truncated.
+pub(super) fn open_log(settings: &Settings) -> anyhow::Result<std::fs::File> {
     let path = settings.log_file();
     std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))
 }
