@@ -30,16 +30,28 @@ pub(crate) const PLUGIN_FILES: [&str; 4] = [
 ];
 
 /// A loaded configuration, kept for the cross-checks between files.
-enum Loaded {
+pub(crate) enum Loaded {
     Ca(Box<CaConfig>),
     /// With a `token_file`, the audience of the projected token there.
     Agent {
+        config: Box<AgentConfig>,
         token: Option<Option<String>>,
     },
     Proxy,
 }
 
-/// Loads every `--config` file of every container; problems, one line each.
+/// A configuration file and the workload that runs with it.
+pub(crate) struct Running<'a> {
+    /// `Kind ns/name container c path`, for messages.
+    pub(crate) at: String,
+    pub(crate) object: &'a Object,
+    pub(crate) pod: &'a PodSpec,
+    pub(crate) loaded: Loaded,
+}
+
+/// Loads every `--config` file of every container; problems, one line each,
+/// with those of the cross-checks between the files and the objects
+/// ([`crate::wiring`], [`crate::rbac`]).
 pub(crate) fn check(objects: &[Object]) -> Vec<String> {
     let ix = Index { objects };
     let mut loaded = Vec::new();
@@ -51,15 +63,22 @@ pub(crate) fn check(objects: &[Object]) -> Vec<String> {
             };
             let at = format!("{} container {} {path}", object.id(), container.name);
             match load(&ix, object, pod, container, path) {
-                Ok(config) => loaded.push((at, config)),
+                Ok(config) => loaded.push(Running {
+                    at,
+                    object,
+                    pod,
+                    loaded: config,
+                }),
                 Err(e) => problems.push(format!("{at}: {e}")),
             }
         }
     }
+    problems.extend(crate::wiring::check(&ix, &loaded));
+    problems.extend(crate::rbac::check(&ix, &loaded));
     // An agent's token must carry an audience the CA accepts.
     let ca_audiences: Vec<&String> = loaded
         .iter()
-        .filter_map(|(_, l)| match l {
+        .filter_map(|r| match &r.loaded {
             Loaded::Ca(ca) => Some(ca),
             _ => None,
         })
@@ -71,10 +90,11 @@ pub(crate) fn check(objects: &[Object]) -> Vec<String> {
         .flatten()
         .collect();
     if !ca_audiences.is_empty() {
-        for (at, l) in &loaded {
+        for Running { at, loaded, .. } in &loaded {
             if let Loaded::Agent {
                 token: Some(token_audience),
-            } = l
+                ..
+            } = loaded
                 && !token_audience
                     .as_ref()
                     .is_some_and(|a| ca_audiences.contains(&a))
@@ -194,7 +214,10 @@ fn load(
                 Mounted::Host { .. } => {}
                 other => return Err(format!("workload_api.socket: not on the node: {other:?}")),
             }
-            Ok(Loaded::Agent { token })
+            Ok(Loaded::Agent {
+                config: Box::new(config),
+                token,
+            })
         }
         Some("proxy") => {
             let config =

@@ -18,9 +18,11 @@
 mod configs;
 mod dockerfile;
 mod posture;
+mod rbac;
 mod refs;
 mod render;
 mod schema;
+mod wiring;
 
 use std::collections::BTreeMap;
 
@@ -30,8 +32,9 @@ use sigil_identity::TrustDomain;
 use crate::render::{TARGETS, kubectls, render, scratch};
 use crate::schema::{Object, Typed};
 
-/// Types, then reference-checks, loads the configs of, and checks the
-/// containers' hardening in `values`.
+/// Types, then reference-checks, loads the configs of (and checks the
+/// agent <-> CA wiring and RBAC against them), and checks the containers'
+/// hardening and the namespaces' Pod Security level in `values`.
 fn check_all(values: &[Value]) -> (Vec<Object>, Vec<String>) {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
@@ -44,6 +47,7 @@ fn check_all(values: &[Value]) -> (Vec<Object>, Vec<String>) {
     problems.extend(refs::check(&objects));
     problems.extend(configs::check(&objects));
     problems.extend(posture::hardening(&objects));
+    problems.extend(posture::pod_security(&objects));
     (objects, problems)
 }
 
@@ -190,6 +194,15 @@ fn find<'a>(values: &'a mut [Value], kind: &str, name: &str) -> &'a mut Value {
         .unwrap()
 }
 
+/// Replaces `from` (which must be there) by `to` in key `key` of ConfigMap
+/// `map`.
+fn replace_in(values: &mut [serde_json::Value], map: &str, key: &str, from: &str, to: &str) {
+    let config = find(values, "ConfigMap", map);
+    let text = config["data"][key].as_str().unwrap().to_owned();
+    assert!(text.contains(from), "{map}/{key} has no {from:?}");
+    config["data"][key] = json!(text.replace(from, to));
+}
+
 fn assert_reported(values: &[Value], expected: &str) {
     let (_, problems) = check_all(values);
     assert!(
@@ -241,6 +254,29 @@ fn hostile_budget_that_blocks_drains_is_reported() {
             .iter()
             .any(|p| p.contains("allows no eviction of 2 replica(s)")),
         "{problems:#?}"
+    );
+}
+
+#[test]
+fn hostile_pod_security_level_too_strict_for_host_access_is_reported() {
+    let Some(mut values) = base() else { return };
+    let ns = find(&mut values, "Namespace", "sigil-system");
+    ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("baseline");
+    assert_reported(
+        &values,
+        "Namespace sigil-system: enforces Pod Security level Some(\"baseline\"), but DaemonSet sigil-system/sigil-agent uses hostPath, hostPID",
+    );
+    let Some((_, mut values)) = render_target("examples/httpbin") else {
+        return;
+    };
+    let ns = find(&mut values, "Namespace", "demo");
+    ns["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pod-security.kubernetes.io/enforce");
+    assert_reported(
+        &values,
+        "Namespace demo: enforces Pod Security level None, but Deployment demo/httpbin uses hostPath",
     );
 }
 

@@ -163,3 +163,74 @@ pub(crate) fn hardening(objects: &[Object]) -> Vec<String> {
     }
     problems
 }
+
+/// The Pod Security label every namespace must carry.
+const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// A namespace whose pods use the host (hostPath volumes, host
+/// namespaces, privileged containers) must enforce Pod Security level
+/// `privileged`, set explicitly: `baseline` and `restricted` forbid those
+/// pods, and an unlabelled namespace gets whatever level the cluster's
+/// admission configuration defaults to. The namespace must be rendered
+/// with its workloads.
+pub(crate) fn pod_security(objects: &[Object]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for object in objects {
+        let Some(pod) = object.workload().and_then(|(_, t)| t.spec.as_ref()) else {
+            continue;
+        };
+        let mut host = Vec::new();
+        if pod.volumes.iter().flatten().any(|v| v.host_path.is_some()) {
+            host.push("hostPath");
+        }
+        for (flag, name) in [
+            (pod.host_pid, "hostPID"),
+            (pod.host_network, "hostNetwork"),
+            (pod.host_ipc, "hostIPC"),
+        ] {
+            if flag == Some(true) {
+                host.push(name);
+            }
+        }
+        if pod.containers.iter().any(|c| {
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.privileged)
+                .unwrap_or(false)
+        }) {
+            host.push("a privileged container");
+        }
+        if host.is_empty() {
+            continue;
+        }
+        let ns = object.ns();
+        let Some(namespace) = objects
+            .iter()
+            .find(|o| o.kind == "Namespace" && o.name == ns)
+        else {
+            problems.push(format!(
+                "{}: uses {} but its Namespace {ns} is not rendered with it (Pod Security level)",
+                object.id(),
+                host.join(", ")
+            ));
+            continue;
+        };
+        let Typed::Namespace(namespace_object) = &namespace.typed else {
+            continue;
+        };
+        let level = namespace_object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(ENFORCE));
+        if level.map(String::as_str) != Some("privileged") {
+            problems.push(format!(
+                "Namespace {ns}: enforces Pod Security level {level:?}, but {} uses {}: \
+                 label it {ENFORCE}: privileged",
+                object.id(),
+                host.join(", ")
+            ));
+        }
+    }
+    problems
+}

@@ -18,7 +18,6 @@ use serde_json::Value;
 /// One rendered object, typed.
 #[derive(Debug)]
 pub(crate) enum Typed {
-    #[expect(dead_code, reason = "typed for the strict check only")]
     Namespace(Namespace),
     #[expect(dead_code, reason = "typed for the strict check only")]
     ServiceAccount(ServiceAccount),
@@ -28,7 +27,6 @@ pub(crate) enum Typed {
     Deployment(Deployment),
     DaemonSet(DaemonSet),
     PodDisruptionBudget(PodDisruptionBudget),
-    #[expect(dead_code, reason = "typed for the strict check only")]
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
     Role(Role),
