@@ -6,7 +6,7 @@
 //! `bundle_configmap`).
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, RoleRef, Subject};
-use sigil_ca::config::{AuthenticatorConfig, AuthoritySource, CaConfig};
+use sigil_ca::config::{AuthenticatorConfig, AuthoritySource};
 
 use crate::configs::{Loaded, Running};
 use crate::refs::Index;
@@ -83,20 +83,15 @@ const AGENT_NEEDS: &[Need] = &[
 pub(crate) fn check(ix: &Index<'_>, loaded: &[Running<'_>]) -> Vec<String> {
     let mut problems = Vec::new();
     for running in loaded {
-        let (needs, ca): (Vec<&Need>, Option<&CaConfig>) = match &running.loaded {
-            Loaded::Ca(ca) => (
-                CA_NEEDS.iter().filter(|n| ca_calls(ca, n.5)).collect(),
-                Some(ca),
-            ),
-            Loaded::Agent { config, .. } => (
-                AGENT_NEEDS
-                    .iter()
-                    .filter(|_| config.kubernetes.enabled)
-                    .collect(),
-                None,
-            ),
+        let (table, ca) = match &running.loaded {
+            Loaded::Ca(ca) => (CA_NEEDS, Some(&**ca)),
+            Loaded::Agent { .. } => (AGENT_NEEDS, None),
             Loaded::Proxy => continue,
         };
+        let needs: Vec<&Need> = table
+            .iter()
+            .filter(|n| makes(&running.loaded, n.5))
+            .collect();
         let account = running
             .pod
             .service_account_name
@@ -156,20 +151,28 @@ pub(crate) fn check(ix: &Index<'_>, loaded: &[Running<'_>]) -> Vec<String> {
     problems
 }
 
-/// Does the CA with `config` make the calls of `when`?
-fn ca_calls(config: &CaConfig, when: When) -> bool {
-    let k8s = &config.kubernetes;
-    k8s.enabled
-        && match when {
-            When::TokenReview => config
-                .authenticators
-                .iter()
-                .any(|a| matches!(a, AuthenticatorConfig::KubernetesTokenReview { .. })),
-            When::PodCheck => k8s.check_impersonation_node,
-            When::Publish => k8s.publish_bundle,
-            When::SecretAuthority => config.authority.source == AuthoritySource::KubernetesSecret,
-            When::AgentAttestation => false,
+/// Does a binary running with `loaded` make the calls of `when`?
+fn makes(loaded: &Loaded, when: When) -> bool {
+    match (loaded, when) {
+        (Loaded::Agent { config, .. }, When::AgentAttestation) => config.kubernetes.enabled,
+        (Loaded::Ca(config), when) => {
+            let k8s = &config.kubernetes;
+            k8s.enabled
+                && match when {
+                    When::TokenReview => config
+                        .authenticators
+                        .iter()
+                        .any(|a| matches!(a, AuthenticatorConfig::KubernetesTokenReview { .. })),
+                    When::PodCheck => k8s.check_impersonation_node,
+                    When::Publish => k8s.publish_bundle,
+                    When::SecretAuthority => {
+                        config.authority.source == AuthoritySource::KubernetesSecret
+                    }
+                    When::AgentAttestation => false,
+                }
         }
+        _ => false,
+    }
 }
 
 /// The rules bound to ServiceAccount `ns/name`, each with the namespace it

@@ -103,7 +103,7 @@ fn address(
         return fail("host is not <service>.<namespace>.svc[.cluster.local]");
     };
     let Some(service) = ix.objects.iter().find_map(|o| match &o.typed {
-        Typed::Service(s) if o.kind == "Service" && o.name == name && o.ns() == ns => Some(s),
+        Typed::Service(s) if o.name == name && o.ns() == ns => Some(s),
         _ => None,
     }) else {
         return fail(&format!("no rendered Service {ns}/{name}"));
