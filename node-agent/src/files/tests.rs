@@ -39,9 +39,12 @@ struct Counter {
 
 impl Counter {
     async fn start() -> Self {
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(r#"trap 'echo hup' HUP; trap 'echo usr1' USR1; echo ready; while :; do sleep 5 & wait $!; done"#)
+        // perl, not sh: a POSIX shell cannot trap a signal that was ignored
+        // when it started (e.g. SIGHUP under `nohup`), and the test would
+        // then wait forever for "hup"; perl installs its handlers anyway.
+        let mut child = tokio::process::Command::new("perl")
+            .arg("-e")
+            .arg(r#"$| = 1; $SIG{HUP} = sub { print "hup\n" }; $SIG{USR1} = sub { print "usr1\n" }; print "ready\n"; sleep 5 while 1"#)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
