@@ -397,7 +397,7 @@ fn help_options(args: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
 fn every_daemon_flag_and_its_variable_is_in_the_reference() {
     let reference = reference_section();
     let mut missing = Vec::new();
-    for command in [&["ca", "serve"][..], &["agent"], &["proxy"]] {
+    for command in [&["ca", "serve"][..], &["agent"], &["proxy"], &["up"]] {
         let (flags, vars) = help_options(command);
         assert!(
             !flags.is_empty(),
