@@ -22,9 +22,9 @@
 //! every variant, built below with exhaustive literals and an exhaustive
 //! `match`, so a new variant or field does not compile until it is listed.
 //!
-//! Flags: every long option `sigil <command> --help` lists for the daemons,
-//! and the variable clap reads for it, is named in the README's
-//! configuration reference.
+//! Flags: every long option `sigil <command> --help` lists for the daemons
+//! and `sigil up`, and the variable clap reads for it, is named in the
+//! README's configuration reference.
 //!
 //! README side: the rows between `<!-- config-reference: NAME -->` and
 //! `<!-- /config-reference -->`, one setting per row, its path in backticks
