@@ -85,6 +85,19 @@ pub(crate) fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
+/// Starts the proxy's listeners; an invalid configuration or policy file
+/// is an [`InvalidConfig`] (exit 64). Also used by `sigil up`.
+pub(crate) async fn start(config: &ProxyConfig, metrics: ProxyMetrics) -> anyhow::Result<Running> {
+    sigil_proxy::start_with_metrics(config, metrics)
+        .await
+        .map_err(|e| match e {
+            RunError::Config(_) | RunError::Policy { .. } => {
+                anyhow::Error::new(InvalidConfig(e.to_string()))
+            }
+            other => anyhow::Error::new(other),
+        })
+}
+
 async fn serve(config: ProxyConfig) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(config.admin.addr)
         .await
@@ -94,14 +107,7 @@ async fn serve(config: ProxyConfig) -> anyhow::Result<()> {
         .context("cannot read the admin listener's address")?;
     let mut registry = Registry::with_prefix("sigil");
     let metrics = ProxyMetrics::new(&mut registry);
-    let running = sigil_proxy::start_with_metrics(&config, metrics)
-        .await
-        .map_err(|e| match e {
-            RunError::Config(_) | RunError::Policy { .. } => {
-                anyhow::Error::new(InvalidConfig(e.to_string()))
-            }
-            other => anyhow::Error::new(other),
-        })?;
+    let running = start(&config, metrics).await?;
     tracing::info!(
         admin = %admin_addr,
         listeners = ?running.addrs,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use sigil_ca::server::{CaServer, ServeError, ServerDeps};
 use sigil_node_agent::daemon::{Agent, AgentError, StatusReport};
-use sigil_proxy::{ProxyMetrics, RunError, Running};
+use sigil_proxy::{ProxyMetrics, Running};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -199,13 +199,19 @@ fn ca_error(settings: &Settings, error: &ServeError) -> anyhow::Error {
     }
 }
 
-fn proxy_error(error: RunError) -> anyhow::Error {
-    match error {
-        RunError::Config(_) | RunError::Policy { .. } => {
-            anyhow::Error::new(InvalidConfig(error.to_string()))
-        }
-        other => anyhow::Error::new(other),
-    }
+/// Starts one of the two proxies and returns it with its (only) listener.
+async fn start_proxy(
+    config: &sigil_proxy::ProxyConfig,
+    metrics: ProxyMetrics,
+    which: &str,
+) -> anyhow::Result<(Running, SocketAddr)> {
+    let running = crate::proxy::start(config, metrics).await?;
+    let addr = running
+        .addrs
+        .first()
+        .copied()
+        .with_context(|| format!("the {which} proxy has no listener"))?;
+    Ok((running, addr))
 }
 
 #[expect(
@@ -268,14 +274,8 @@ async fn start_and_watch(
     let policies = setup::write_policies(settings)?;
     let inbound_metrics = ProxyMetrics::default();
     let inbound_config = setup::inbound_config(settings, &sds, &policies, demo_addr)?;
-    let inbound = sigil_proxy::start_with_metrics(&inbound_config, inbound_metrics.clone())
-        .await
-        .map_err(proxy_error)?;
-    let inbound_addr = inbound
-        .addrs
-        .first()
-        .copied()
-        .context("the inbound proxy has no listener")?;
+    let (inbound, inbound_addr) =
+        start_proxy(&inbound_config, inbound_metrics.clone(), "inbound").await?;
     let inbound_creds = inbound.credentials().clone();
     components.inbound = Some(inbound);
     let server_id = settings.server_id.to_string();
@@ -306,14 +306,8 @@ async fn start_and_watch(
     )
     .await?;
     let outbound_config = setup::outbound_config(settings, inbound_addr)?;
-    let outbound = sigil_proxy::start_with_metrics(&outbound_config, ProxyMetrics::default())
-        .await
-        .map_err(proxy_error)?;
-    let outbound_addr = outbound
-        .addrs
-        .first()
-        .copied()
-        .context("the outbound proxy has no listener")?;
+    let (outbound, outbound_addr) =
+        start_proxy(&outbound_config, ProxyMetrics::default(), "outbound").await?;
     let outbound_creds = outbound.credentials().clone();
     components.outbound = Some(outbound);
     let client_leaf =
